@@ -1,0 +1,45 @@
+import type { NDArray } from '../io/ndarray.js';
+import type { ExecutionMode, Reduction, VarianceKind } from '../penalty/index.js';
+
+/** Latents as an array (N × …) or drawn from a standard normal with a seed. */
+export type LatentsSpec = NDArray | { samples: number; seed?: number };
+
+/** A penalty request, as the CLI and the HTTP routes both build it. */
+export interface PenaltyRequest {
+  latents?: LatentsSpec;
+  wrt?: string;
+  inputs?: Record<string, NDArray>;
+  k?: number;
+  epsilon?: number;
+  reduction?: Reduction;
+  variance?: VarianceKind;
+  layers?: string[];
+  seed?: number;
+  directions?: NDArray;
+  /** Force an execution mode; by default stacked unless the model requires per-pass. */
+  mode?: ExecutionMode;
+}
+
+export const DEFAULTS = {
+  k: 2,
+  epsilon: 0.1,
+  reduction: 'max' as Reduction,
+  variance: 'unbiased' as VarianceKind,
+  samples: 8,
+};
+
+/** Limits a deployment sets; each one is a documented setting. */
+export interface Limits {
+  maxSamples: number;
+  maxK: number;
+  maxRows: number;
+  /** Bytes of layer outputs one batch may hold. */
+  memoryBudget: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxSamples: 4096,
+  maxK: 1024,
+  maxRows: 1_000_000,
+  memoryBudget: 512 * 1024 * 1024,
+};

@@ -1,0 +1,320 @@
+/**
+ * validate: a penalty request checked against the model it is for. Every problem a user can cause
+ * becomes an AuditError naming the problem and the fix; what comes out is fully resolved.
+ */
+import { AuditError, invalid } from '../errors.js';
+import { convert, formatShape, type NDArray, type NumericType, product } from '../io/ndarray.js';
+import type { Dim, ModelDescription, TensorInfo } from '../onnx/describe.js';
+import { FLOAT_TYPES } from '../onnx/types.js';
+import {
+  type ExecutionMode,
+  rademacherDirections,
+  randomSeed,
+  type Reduction,
+  standardNormal,
+  type VarianceKind,
+} from '../penalty/index.js';
+import { DEFAULTS, type Limits, type PenaltyRequest } from './request.js';
+
+export interface ExtraInput {
+  name: string;
+  array: NDArray;
+  /** Batch-first input given per sample: its rows follow the rows of z. */
+  perSample: boolean;
+  /** Values per sample when perSample. */
+  size: number;
+}
+
+export interface ResolvedPenalty {
+  wrt: TensorInfo;
+  /** z, N × size, in the wrt input's element type. */
+  latents: Float32Array | Float64Array;
+  latentType: 'float32' | 'float64';
+  /** Per-sample shape of z (without the batch dimension). */
+  latentShape: number[];
+  samples: number;
+  size: number;
+  extras: ExtraInput[];
+  layers: string[];
+  /** Layers that are not graph outputs and must be exposed. */
+  expose: string[];
+  k: number;
+  epsilon: number;
+  reduction: Reduction;
+  variance: VarianceKind;
+  seed: number;
+  directions: Float32Array;
+  explicitDirections: boolean;
+  mode?: ExecutionMode;
+  /** The model's batch dimension is a fixed number, not symbolic. */
+  fixedBatch: number | null;
+}
+
+const INT_TYPES = new Set(['int32', 'int64']);
+
+export function resolvePenalty(model: ModelDescription, request: PenaltyRequest, limits: Limits): ResolvedPenalty {
+  const seed = request.seed ?? randomSeed();
+  if (!Number.isSafeInteger(seed) || seed < 0) invalidValue('seed', seed, 'an integer from 0 to 2^53-1');
+  const epsilon = request.epsilon ?? DEFAULTS.epsilon;
+  if (typeof epsilon !== 'number' || !Number.isFinite(epsilon) || epsilon <= 0) {
+    invalidValue('epsilon', epsilon, 'a finite number greater than 0 (the reference uses 0.1)');
+  }
+  const reduction = request.reduction ?? DEFAULTS.reduction;
+  if (reduction !== 'max' && reduction !== 'mean') invalidValue('reduction', reduction, "'max' or 'mean'");
+  const variance = request.variance ?? DEFAULTS.variance;
+  if (variance !== 'unbiased' && variance !== 'biased') invalidValue('variance', variance, "'unbiased' or 'biased'");
+
+  const wrt = pickWrt(model, request.wrt);
+  const latentType = wrt.type as 'float32' | 'float64';
+  const latents = resolveLatents(wrt, request, seed, limits);
+  const [samples, ...latentShape] = latents.shape;
+  const size = product(latentShape);
+
+  const k = resolveK(request, limits);
+  const directions = resolveDirections(request, k, latents.shape, seed);
+  const extras = resolveExtras(model, wrt, request.inputs ?? {}, samples);
+  const layers = resolveLayers(model, request.layers);
+  const outputs = new Set(model.outputs.map((o) => o.name));
+  const batchDim = wrt.shape?.[0];
+  const fixedBatch = typeof batchDim === 'number' ? batchDim : null;
+  if (fixedBatch !== null && fixedBatch !== samples) {
+    throw new AuditError(
+      'shape_mismatch',
+      `input '${wrt.name}' has a fixed batch size of ${fixedBatch}, but ${samples} samples were given; ` +
+        `give exactly ${fixedBatch} samples or export the model with a dynamic batch axis`,
+      422,
+    );
+  }
+  return {
+    wrt,
+    latents: latents.data as Float32Array | Float64Array,
+    latentType,
+    latentShape,
+    samples,
+    size,
+    extras,
+    layers,
+    expose: layers.filter((l) => !outputs.has(l)),
+    k,
+    epsilon,
+    reduction,
+    variance,
+    seed,
+    directions: directions.data,
+    explicitDirections: directions.explicit,
+    ...(request.mode ? { mode: request.mode } : {}),
+    fixedBatch,
+  };
+}
+
+function invalidValue(name: string, value: unknown, expected: string): never {
+  throw invalid(`${name} must be ${expected}, got ${typeof value === 'string' ? `'${value}'` : String(value)}`);
+}
+
+function pickWrt(model: ModelDescription, name: string | undefined): TensorInfo {
+  if (name === undefined) {
+    const first = model.inputs.find((i) => FLOAT_TYPES.has(i.type));
+    if (!first) throw new AuditError('no_float_input', 'the model has no floating-point input to take the penalty with respect to', 422);
+    return checkWrtType(first);
+  }
+  const input = model.inputs.find((i) => i.name === name);
+  if (!input) throw unknownInput(model, name, 'wrt');
+  return checkWrtType(input);
+}
+
+function checkWrtType(input: TensorInfo): TensorInfo {
+  if (input.type !== 'float32' && input.type !== 'float64') {
+    throw new AuditError(
+      'unsupported_type',
+      `the penalty is taken with respect to input '${input.name}', whose type ${input.type} is not float32 or float64; name a float32 input with wrt`,
+      422,
+    );
+  }
+  return input;
+}
+
+const unknownInput = (model: ModelDescription, name: string, where: string): AuditError =>
+  new AuditError(
+    'unknown_input',
+    `${where} names input '${name}', which the model does not have; its inputs are ${model.inputs.map((i) => `'${i.name}'`).join(', ')}`,
+    422,
+  );
+
+function resolveLatents(wrt: TensorInfo, request: PenaltyRequest, seed: number, limits: Limits): NDArray {
+  const spec = request.latents ?? { samples: DEFAULTS.samples };
+  let latents: NDArray;
+  if ('samples' in spec) {
+    const n = spec.samples;
+    if (!Number.isSafeInteger(n) || n < 1) invalidValue('samples', n, 'a whole number of at least 1');
+    checkLimit('samples', n, limits.maxSamples);
+    const perSample = wrt.shape?.slice(1) ?? [];
+    if (wrt.shape === null || perSample.some((d) => typeof d !== 'number')) {
+      throw new AuditError(
+        'latents_required',
+        `input '${wrt.name}' has shape ${wrt.shape ? formatShape(wrt.shape) : 'unknown'}, so latents cannot be drawn; pass the latents as an array`,
+        422,
+      );
+    }
+    const dims = perSample as number[];
+    const data = standardNormal(n * product(dims), spec.seed ?? seed);
+    latents = { type: 'float32', shape: [n, ...dims], data };
+  } else {
+    latents = spec;
+    if (latents.type === 'int32' || latents.type === 'int64') {
+      throw new AuditError('unsupported_type', `latents for '${wrt.name}' are ${latents.type}; give floating-point values`, 422);
+    }
+    if (latents.shape.length === 0 || latents.shape[0] < 1) {
+      throw new AuditError('shape_mismatch', `latents must be batch first with at least one sample (N × …), got shape ${formatShape(latents.shape)}`, 422);
+    }
+    checkLimit('samples', latents.shape[0], limits.maxSamples);
+    checkShape(wrt, latents.shape, 'latents');
+    checkFinite(latents, 'latents');
+  }
+  return convert(latents, wrt.type as NumericType);
+}
+
+function checkLimit(name: string, value: number, max: number): void {
+  if (value > max) {
+    throw new AuditError('limit_exceeded', `${name} is ${value}, above this server's limit of ${max}; audit a subset (maxSamples) or ask for a higher limit`, 422, { limit: max });
+  }
+}
+
+/** The array's shape must fit the model input's shape: same rank, fixed dimensions equal. */
+function checkShape(input: TensorInfo, shape: number[], what: string): void {
+  if (input.shape === null) return;
+  const fits = input.shape.length === shape.length && input.shape.every((d, i) => i === 0 || !isFixed(d) || d === shape[i]);
+  if (!fits) {
+    throw new AuditError(
+      'shape_mismatch',
+      `${what} have shape ${formatShape(shape)} but input '${input.name}' expects ${formatShape(input.shape)} (batch first)`,
+      422,
+      { expected: input.shape, got: shape },
+    );
+  }
+}
+
+const isFixed = (d: Dim): d is number => typeof d === 'number' && d > 0;
+
+function checkFinite(array: NDArray, what: string): void {
+  if (array.type === 'int32' || array.type === 'int64') return;
+  const data = array.data as Float32Array | Float64Array;
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) {
+      const position = unravel(i, array.shape);
+      throw new AuditError(
+        'non_finite_input',
+        `${what} hold ${data[i]} at index [${position.join(', ')}]; every value must be finite`,
+        422,
+        { index: position },
+      );
+    }
+  }
+}
+
+function unravel(flat: number, shape: number[]): number[] {
+  const index: number[] = [];
+  for (let d = shape.length - 1; d >= 0; d--) {
+    index.unshift(flat % shape[d]);
+    flat = Math.floor(flat / shape[d]);
+  }
+  return index;
+}
+
+function resolveK(request: PenaltyRequest, limits: Limits): number {
+  const fromDirections = request.directions?.shape[0];
+  const k = request.k ?? fromDirections ?? DEFAULTS.k;
+  if (!Number.isSafeInteger(k) || k < 2) {
+    invalidValue('k', k, 'a whole number of at least 2 (the variance over directions needs two of them)');
+  }
+  checkLimit('k', k, limits.maxK);
+  return k;
+}
+
+function resolveDirections(
+  request: PenaltyRequest,
+  k: number,
+  latentShape: number[],
+  seed: number,
+): { data: Float32Array; explicit: boolean } {
+  const given = request.directions;
+  const expected = [k, ...latentShape];
+  if (!given) return { data: rademacherDirections(k, product(latentShape), seed), explicit: false };
+  if (given.shape.length !== expected.length || given.shape.some((d, i) => d !== expected[i])) {
+    throw new AuditError(
+      'shape_mismatch',
+      `directions have shape ${formatShape(given.shape)} but k × latents is ${formatShape(expected)}`,
+      422,
+      { expected, got: given.shape },
+    );
+  }
+  checkFinite(given, 'directions');
+  return { data: Float32Array.from(given.data as ArrayLike<number>, Number), explicit: true };
+}
+
+function resolveExtras(model: ModelDescription, wrt: TensorInfo, given: Record<string, NDArray>, samples: number): ExtraInput[] {
+  for (const name of Object.keys(given)) {
+    if (!model.inputs.some((i) => i.name === name)) throw unknownInput(model, name, 'inputs');
+    if (name === wrt.name) {
+      throw invalid(`inputs names '${name}', which is the input the penalty is taken with respect to; give it as latents`);
+    }
+  }
+  return model.inputs
+    .filter((input) => input.name !== wrt.name)
+    .map((input) => {
+      const array = given[input.name];
+      if (!array) {
+        throw new AuditError(
+          'missing_input',
+          `the model needs input '${input.name}' (${input.type} ${input.shape ? formatShape(input.shape) : ''}); pass it with --input ${input.name}=FILE or "inputs": {"${input.name}": ...}`,
+          422,
+        );
+      }
+      return resolveExtra(input, array, samples);
+    });
+}
+
+function resolveExtra(input: TensorInfo, array: NDArray, samples: number): ExtraInput {
+  const type = input.type as NumericType;
+  if (!['float32', 'float64', 'int32', 'int64'].includes(type)) {
+    throw new AuditError('unsupported_type', `input '${input.name}' has type ${input.type}, which cannot be given`, 422);
+  }
+  if (INT_TYPES.has(type) && !INT_TYPES.has(array.type)) {
+    const data = array.data as Float32Array | Float64Array;
+    if (data.some((x) => !Number.isInteger(x))) {
+      throw new AuditError('unsupported_type', `input '${input.name}' is ${input.type}, but the values given are not whole numbers`, 422);
+    }
+  }
+  if (!INT_TYPES.has(type)) checkFinite(array, `input '${input.name}'`);
+  checkShape(input, array.shape, `input '${input.name}'`);
+  const batchDim = input.shape?.[0];
+  const perSample = input.shape !== null && input.shape.length > 0 && !isFixed(batchDim ?? null) && array.shape[0] === samples;
+  if (input.shape !== null && input.shape.length > 0 && !isFixed(batchDim ?? null) && !perSample) {
+    throw new AuditError(
+      'shape_mismatch',
+      `input '${input.name}' is batch first, so it needs one entry per sample (${samples}), but has shape ${formatShape(array.shape)}`,
+      422,
+    );
+  }
+  const converted = convert(array, type);
+  return { name: input.name, array: converted, perSample, size: perSample ? product(array.shape.slice(1)) : 0 };
+}
+
+function resolveLayers(model: ModelDescription, asked: string[] | undefined): string[] {
+  if (asked === undefined || asked.length === 0) return model.outputs.map((o) => o.name);
+  const known = new Set([...model.outputs.map((o) => o.name), ...model.layers.map((l) => l.name)]);
+  const seen = new Set<string>();
+  for (const name of asked) {
+    if (!known.has(name)) {
+      const some = [...known].slice(0, 12).map((n) => `'${n}'`).join(', ');
+      throw new AuditError(
+        'unknown_layer',
+        `layer '${name}' is not an output or intermediate tensor of the model; auditable tensors include ${some} (see 'hessian-audit inspect')`,
+        422,
+        { layer: name },
+      );
+    }
+    if (seen.has(name)) throw invalid(`layer '${name}' is named twice`);
+    seen.add(name);
+  }
+  return asked;
+}

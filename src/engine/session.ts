@@ -1,0 +1,89 @@
+/**
+ * onnxruntime sessions: one per (model, exposed layers, device), created once and reused, never
+ * one per request (the seed tips: reuse the same network).
+ */
+import * as ort from 'onnxruntime-node';
+import { AuditError } from '../errors.js';
+import { exposeTensors } from '../onnx/expose.js';
+import { type Device, deviceName, providerChoices, providerError } from './device.js';
+
+export interface OpenSession {
+  session: ort.InferenceSession;
+  /** The provider that really runs: `cpu`, `cuda:0`, … */
+  executionProvider: string;
+  /** Why a preferred provider was skipped (auto mode), for the result's warnings. */
+  fallback?: string;
+}
+
+export interface SessionSettings {
+  /** Threads inside one run; 0 lets onnxruntime choose. */
+  intraOpThreads?: number;
+}
+
+export async function openSession(
+  bytes: Uint8Array,
+  layers: readonly string[],
+  device: Device,
+  settings: SessionSettings = {},
+): Promise<OpenSession> {
+  const model = exposeTensors(bytes, layers);
+  const choices = providerChoices(device);
+  let fallback: string | undefined;
+  for (const [i, choice] of choices.entries()) {
+    const last = i === choices.length - 1;
+    try {
+      const session = await ort.InferenceSession.create(model, {
+        executionProviders: choice.providers,
+        graphOptimizationLevel: 'all',
+        intraOpNumThreads: settings.intraOpThreads ?? 0,
+        // A provider that may fail (auto mode) must not spray native errors on stderr.
+        logSeverityLevel: last ? 2 : 4,
+      });
+      return { session, executionProvider: choice.name, ...(fallback ? { fallback } : {}) };
+    } catch (err) {
+      const cause = err as Error;
+      if (!last) {
+        fallback = `${providerError(choice, cause).message}; ran on ${choices[i + 1].name} instead`;
+        continue;
+      }
+      if (choices.length === 1 && choice.name !== 'cpu') throw providerError(choice, cause);
+      throw new AuditError('invalid_model', `onnxruntime cannot load the model: ${cause.message.split('\n')[0]}`, 422);
+    }
+  }
+  throw new Error(`no execution provider for device ${deviceName(device)}`);
+}
+
+/** Least-recently-used cache of open sessions. */
+export class SessionCache {
+  private readonly entries = new Map<string, Promise<OpenSession>>();
+
+  constructor(readonly capacity = 8) {}
+
+  get(modelId: string, bytes: Uint8Array, layers: readonly string[], device: Device, settings?: SessionSettings): Promise<OpenSession> {
+    const key = `${modelId}|${deviceName(device)}|${[...layers].sort().join('\u0000')}`;
+    let entry = this.entries.get(key);
+    if (entry) {
+      this.entries.delete(key);
+    } else {
+      entry = openSession(bytes, layers, device, settings);
+      entry.catch(() => this.entries.delete(key));
+    }
+    this.entries.set(key, entry);
+    while (this.entries.size > this.capacity) {
+      const [oldest, session] = this.entries.entries().next().value as [string, Promise<OpenSession>];
+      this.entries.delete(oldest);
+      session.then((s) => s.session.release()).catch(() => undefined);
+    }
+    return entry;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  async clear(): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.all(all.map((p) => p.then((s) => s.session.release()).catch(() => undefined)));
+  }
+}

@@ -1,0 +1,3 @@
+export * from './describe.js';
+export * from './expose.js';
+export * from './types.js';

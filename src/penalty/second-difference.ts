@@ -1,0 +1,107 @@
+import { type Reduction, reduceSamples, SampleStats } from './reduction.js';
+import { type VarianceKind, Welford } from './variance.js';
+
+/** q(v) = (g(z + εv) − 2·g(z) + g(z − εv)) / ε², which is vᵀHv up to O(ε²). */
+export function secondDifference(gPlus: number, g: number, gMinus: number, epsilon: number): number {
+  return (gPlus - 2 * g + gMinus) / (epsilon * epsilon);
+}
+
+/** Output values of one layer for a batch of rows: `values[row * size + e]`. */
+export type Activations = ArrayLike<number>;
+
+export interface LayerPenalty {
+  /** The layer's penalty under the reduction; null when any value was NaN or infinite. */
+  penalty: number | null;
+  /** Per sample: the max (or mean) over elements of the per-element penalty. */
+  perSample: Float64Array;
+  /** Per element: the mean over samples of the per-element penalty (penalty heatmaps). */
+  elementMean: Float64Array;
+  /** How many per-element penalties were NaN or infinite. */
+  nonFinite: number;
+  /** Largest |g(z)| seen: the scale of the rounding noise floor. */
+  maxAbsOutput: number;
+}
+
+interface SampleState {
+  center: Float64Array;
+  q: Welford;
+}
+
+/**
+ * The Hessian Penalty of one layer, fed row by row as the plan's batches come back:
+ * per element, the variance over k directions of the second difference q(v); then a reduction
+ * over elements and samples. A sample's state is dropped once its k directions are in, so memory
+ * is bounded by the samples in flight, never by k.
+ */
+export class LayerPenaltyAccumulator {
+  private readonly inFlight = new Map<number, SampleState>();
+  private readonly stats: SampleStats[];
+  private readonly elementSum: Float64Array;
+  private nonFinite = 0;
+  private maxAbsOutput = 0;
+
+  constructor(
+    readonly samples: number,
+    readonly size: number,
+    readonly k: number,
+    readonly epsilon: number,
+    readonly variance: VarianceKind,
+  ) {
+    this.stats = Array.from({ length: samples }, () => new SampleStats());
+    this.elementSum = new Float64Array(size);
+  }
+
+  /** g(z) for `sample`, at `offset` of `values`. A repeated center (a split sample) is the same. */
+  center(sample: number, values: Activations, offset: number): void {
+    let state = this.inFlight.get(sample);
+    if (state === undefined) {
+      state = { center: new Float64Array(this.size), q: new Welford(this.size) };
+      this.inFlight.set(sample, state);
+    }
+    for (let e = 0; e < this.size; e++) {
+      const g = values[offset + e];
+      state.center[e] = g;
+      if (Math.abs(g) > this.maxAbsOutput) this.maxAbsOutput = Math.abs(g);
+    }
+  }
+
+  /** One direction: g(z + εv) at `plusOffset` and g(z − εv) at `minusOffset`. */
+  direction(sample: number, plus: Activations, plusOffset: number, minus: Activations, minusOffset: number): void {
+    const state = this.inFlight.get(sample);
+    if (state === undefined) throw new Error(`plan error: direction for sample ${sample} before its center`);
+    const { center, q } = state;
+    q.next();
+    for (let e = 0; e < this.size; e++) {
+      q.add(e, secondDifference(plus[plusOffset + e], center[e], minus[minusOffset + e], this.epsilon));
+    }
+    if (q.count === this.k) this.finishSample(sample, state);
+  }
+
+  private finishSample(sample: number, { q }: SampleState): void {
+    const stats = this.stats[sample];
+    for (let e = 0; e < this.size; e++) {
+      const penalty = q.variance(e, this.variance);
+      if (!Number.isFinite(penalty)) {
+        this.nonFinite++;
+        continue;
+      }
+      stats.add(penalty);
+      this.elementSum[e] += penalty;
+    }
+    this.inFlight.delete(sample);
+  }
+
+  result(reduction: Reduction): LayerPenalty {
+    if (this.inFlight.size > 0) throw new Error(`plan error: ${this.inFlight.size} samples did not receive k directions`);
+    const perSample = Float64Array.from(this.stats, (s) => (s.count === 0 ? NaN : s.value(reduction)));
+    const elementMean = this.elementSum.map((x) => x / this.samples);
+    const valid = this.nonFinite === 0;
+    return {
+      penalty: valid ? reduceSamples(perSample, reduction) : null,
+      perSample,
+      elementMean,
+      nonFinite: this.nonFinite,
+      maxAbsOutput: this.maxAbsOutput,
+    };
+  }
+}
