@@ -1,66 +1,15 @@
 /**
- * The `hessian-audit` command: a thin layer that turns flags into a request, calls the same
- * evaluate functions as the HTTP routes, and prints the result.
+ * The `hessian-audit` command: thin layers that turn flags into requests, call the same evaluate
+ * functions as the HTTP routes, and print the results. One file per command under commands/.
  * Exit codes: 0 success, 1 gate failed, 2 usage or input error.
  */
-import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
-import { parseDevice } from '../engine/device.js';
-import { evaluatePenalty } from '../engine/evaluate.js';
-import { loadModel, type LoadedModel } from '../engine/model.js';
-import { DEFAULT_LIMITS, DEFAULTS, type PenaltyRequest } from '../engine/request.js';
-import { SessionCache } from '../engine/session.js';
-import { AuditError, invalid } from '../errors.js';
-import { readArrayFile } from '../io/files.js';
-import type { NDArray } from '../io/ndarray.js';
-import { formatDescription, formatPenalty } from './format.js';
+import { Command, CommanderError } from 'commander';
+import { AuditError } from '../errors.js';
+import { EXIT, type Io } from './common.js';
+import { registerInspect } from './commands/inspect.js';
+import { registerPenalty } from './commands/penalty.js';
 
-export interface Io {
-  stdout: (text: string) => void;
-  stderr: (text: string) => void;
-}
-
-export const EXIT = { ok: 0, gateFailed: 1, usage: 2 } as const;
-
-export async function readModelFile(path: string): Promise<LoadedModel> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (err) {
-    throw new AuditError('file_not_found', `cannot read model ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 400);
-  }
-  return loadModel(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-}
-
-const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
-const num = (flag: string) => (value: string): number => {
-  const x = Number(value);
-  if (value.trim() === '' || Number.isNaN(x)) throw invalid(`${flag} must be a number, got '${value}'`);
-  return x;
-};
-
-async function penaltyRequest(options: Record<string, unknown>): Promise<PenaltyRequest> {
-  if (options.latents !== undefined && options.samples !== undefined) {
-    throw invalid('give either --latents FILE or --samples N, not both');
-  }
-  const inputs: Record<string, NDArray> = {};
-  for (const spec of (options.input as string[] | undefined) ?? []) {
-    const eq = spec.indexOf('=');
-    if (eq <= 0) throw invalid(`--input takes NAME=FILE, got '${spec}'`);
-    const name = spec.slice(0, eq);
-    inputs[name] = await readArrayFile(spec.slice(eq + 1), `input '${name}'`);
-  }
-  const request: PenaltyRequest = { inputs };
-  if (options.latents !== undefined) request.latents = await readArrayFile(options.latents as string, 'latents');
-  else if (options.samples !== undefined) request.latents = { samples: options.samples as number };
-  if (options.directions !== undefined) request.directions = await readArrayFile(options.directions as string, 'directions');
-  for (const key of ['wrt', 'k', 'epsilon', 'reduction', 'variance', 'seed'] as const) {
-    if (options[key] !== undefined) (request as Record<string, unknown>)[key] = options[key];
-  }
-  if (options.layers !== undefined) request.layers = (options.layers as string).split(',').filter((s) => s.length > 0);
-  return request;
-}
+export { EXIT, type Io } from './common.js';
 
 export function buildProgram(io: Io): Command {
   const program = new Command('hessian-audit')
@@ -68,50 +17,8 @@ export function buildProgram(io: Io): Command {
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError('(run with --help for usage)');
-
-  program
-    .command('inspect')
-    .description('describe a model: inputs, outputs and the layers that can be audited')
-    .argument('<model>', 'ONNX file')
-    .option('--json', 'print one JSON document')
-    .action(async (path: string, options: { json?: boolean }) => {
-      const model = await readModelFile(path);
-      io.stdout(options.json ? JSON.stringify({ id: model.id, ...model.description }, null, 2) : formatDescription(model.description, basename(path)));
-    });
-
-  program
-    .command('penalty')
-    .description('estimate the Hessian Penalty of each layer by finite differences')
-    .argument('<model>', 'ONNX file')
-    .option('--latents <file>', 'latents z, N × … (.npy or JSON)')
-    .option('--samples <n>', `draw N standard-normal latents (default ${DEFAULTS.samples})`, num('--samples'))
-    .option('--seed <s>', 'seed for latents and directions (default: random, reported)', num('--seed'))
-    .option('--wrt <name>', 'input to take the penalty with respect to (default: first float input)')
-    .option('--input <name=file>', 'extra input held fixed for all passes (repeatable)', collect)
-    .option('--k <n>', `directions per sample, at least 2 (default ${DEFAULTS.k})`, num('--k'))
-    .option('--epsilon <e>', `finite-difference step (default ${DEFAULTS.epsilon})`, num('--epsilon'))
-    .addOption(new Option('--reduction <r>', 'over elements and samples (default max)').choices(['max', 'mean']))
-    .addOption(new Option('--variance <v>', 'over directions (default unbiased)').choices(['unbiased', 'biased']))
-    .option('--layers <names>', 'comma-separated outputs or intermediate tensors (default: all outputs)')
-    .option('--directions <file>', 'explicit directions, k × N × … (.npy or JSON)')
-    .option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu', 'cpu')
-    .option('--memory-budget <mib>', 'MiB of layer outputs per batch', num('--memory-budget'))
-    .option('--json', 'print one JSON document')
-    .action(async (path: string, options: Record<string, unknown>) => {
-      const device = parseDevice(options.device as string);
-      const request = await penaltyRequest(options);
-      const model = await readModelFile(path);
-      const limits = { ...DEFAULT_LIMITS };
-      if (options.memoryBudget !== undefined) limits.memoryBudget = (options.memoryBudget as number) * 1024 * 1024;
-      const sessions = new SessionCache(1);
-      try {
-        const result = await evaluatePenalty(model, request, { device, sessions, limits });
-        io.stdout(options.json ? JSON.stringify(result, null, 2) : formatPenalty(result, basename(path)));
-      } finally {
-        await sessions.clear();
-      }
-    });
-
+  registerInspect(program, io);
+  registerPenalty(program, io);
   return program;
 }
 

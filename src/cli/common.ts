@@ -1,0 +1,29 @@
+/** What every command shares: output streams, exit codes, model and array loading. */
+import { readFile } from 'node:fs/promises';
+import { AuditError, invalid } from '../errors.js';
+import { loadModel, type LoadedModel } from '../engine/model.js';
+
+export interface Io {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+export const EXIT = { ok: 0, gateFailed: 1, usage: 2 } as const;
+
+export async function readModelFile(path: string): Promise<LoadedModel> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (err) {
+    throw new AuditError('file_not_found', `cannot read model ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 400);
+  }
+  return loadModel(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+}
+
+/** Commander option parsers: repeatable values, and numbers with a clear error. */
+export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+export const num = (flag: string) => (value: string): number => {
+  const x = Number(value);
+  if (value.trim() === '' || Number.isNaN(x)) throw invalid(`${flag} must be a number, got '${value}'`);
+  return x;
+};
