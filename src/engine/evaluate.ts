@@ -137,7 +137,7 @@ export async function evaluatePenalty(model: LoadedModel, request: PenaltyReques
 
 const round = (ms: number): number => Math.round(ms * 100) / 100;
 
-async function runSession(open: OpenSession, feeds: Record<string, ort.Tensor>, layers: string[]): Promise<Record<string, ort.Tensor>> {
+export async function runSession(open: OpenSession, feeds: Record<string, ort.Tensor>, layers: string[]): Promise<Record<string, ort.Tensor>> {
   try {
     return await open.session.run(feeds, layers);
   } catch (err) {
@@ -145,7 +145,7 @@ async function runSession(open: OpenSession, feeds: Record<string, ort.Tensor>, 
   }
 }
 
-interface LayerShape {
+export interface LayerShape {
   /** Per-sample shape (without the batch dimension). */
   shape: number[];
   size: number;
@@ -156,7 +156,7 @@ interface LayerShape {
  * Run a small batch of center rows to learn each layer's per-sample shape (symbolic dimensions
  * become concrete) and to check that every layer is batch first.
  */
-async function probeShapes(
+export async function probeShapes(
   resolved: ResolvedPenalty,
   run: (rows: { sample: number; direction: number; sign: 0 }[]) => Promise<Record<string, ort.Tensor>>,
 ): Promise<Record<string, LayerShape>> {
@@ -184,20 +184,29 @@ async function probeShapes(
   return shapes;
 }
 
-/** Rows per batch from the memory budget, then the plan for the model's execution mode. */
-function choosePlan(resolved: ResolvedPenalty, shapes: Record<string, LayerShape>, limits: Limits, warnings: Warning[]): Plan {
+/** Stacked unless the request or the model (a fixed batch size) requires a batch per pass. */
+export function executionMode(resolved: ResolvedPenalty, warnings: Warning[], passes = 'each of the 2k+1 passes'): ExecutionMode {
+  const mode = resolved.mode ?? 'stacked';
+  if (resolved.fixedBatch === null || mode !== 'stacked') return mode;
+  warnings.push({
+    code: 'fixed_batch',
+    message: `input '${resolved.wrt.name}' has a fixed batch size of ${resolved.fixedBatch}, so ${passes} runs as its own batch`,
+  });
+  return 'per-pass';
+}
+
+/** Rows that fit the memory budget in one batch. */
+export function maxRowsPerBatch(resolved: ResolvedPenalty, shapes: Record<string, LayerShape>, limits: Limits): number {
   const inputBytes = resolved.size * (resolved.latentType === 'float64' ? 8 : 4);
   // Outputs are held twice while a batch is reduced: onnxruntime's tensors and the accumulators' reads.
   const bytesPerRow = inputBytes + 2 * Object.values(shapes).reduce((s, l) => s + l.bytesPerRow, 0);
-  const maxRows = Math.max(1, Math.floor(limits.memoryBudget / bytesPerRow));
-  let mode = resolved.mode ?? 'stacked';
-  if (resolved.fixedBatch !== null && mode === 'stacked') {
-    mode = 'per-pass';
-    warnings.push({
-      code: 'fixed_batch',
-      message: `input '${resolved.wrt.name}' has a fixed batch size of ${resolved.fixedBatch}, so each of the 2k+1 passes runs as its own batch`,
-    });
-  }
+  return Math.max(1, Math.floor(limits.memoryBudget / bytesPerRow));
+}
+
+/** Rows per batch from the memory budget, then the plan for the model's execution mode. */
+function choosePlan(resolved: ResolvedPenalty, shapes: Record<string, LayerShape>, limits: Limits, warnings: Warning[]): Plan {
+  const maxRows = maxRowsPerBatch(resolved, shapes, limits);
+  const mode = executionMode(resolved, warnings);
   const plan = planPenalty({ samples: resolved.samples, k: resolved.k, maxRows, mode });
   if (plan.rows > limits.maxRows) {
     throw new AuditError(

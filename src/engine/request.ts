@@ -16,6 +16,8 @@ export interface PenaltyRequest {
   layers?: string[];
   seed?: number;
   directions?: NDArray;
+  /** Directions in latent space as rows (m × …): the penalty is taken w.r.t. coefficients along them. */
+  basis?: NDArray;
   /** Force an execution mode; by default stacked unless the model requires per-pass. */
   mode?: ExecutionMode;
 }

@@ -7,6 +7,7 @@ import { convert, formatShape, type NDArray, type NumericType, product } from '.
 import type { Dim, ModelDescription, TensorInfo } from '../onnx/describe.js';
 import { FLOAT_TYPES } from '../onnx/types.js';
 import {
+  directionsAlongBasis,
   type ExecutionMode,
   rademacherDirections,
   randomSeed,
@@ -46,6 +47,8 @@ export interface ResolvedPenalty {
   directions: Float32Array;
   explicitDirections: boolean;
   mode?: ExecutionMode;
+  /** Rows b_1..b_m of the direction basis (m × size); the directions above are already vQ. */
+  basis?: { rows: number; data: Float64Array };
   /** The model's batch dimension is a fixed number, not symbolic. */
   fixedBatch: number | null;
 }
@@ -71,7 +74,9 @@ export function resolvePenalty(model: ModelDescription, request: PenaltyRequest,
   const size = product(latentShape);
 
   const k = resolveK(request, limits);
-  const directions = resolveDirections(request, k, latents.shape, seed);
+  const basis = request.basis === undefined ? undefined : resolveBasis(request.basis, latentShape, limits);
+  const directions = resolveDirections(request, k, basis ? [samples, basis.rows] : latents.shape, seed);
+  if (basis) directions.data = directionsAlongBasis(directions.data, basis.data, basis.rows, size);
   const extras = resolveExtras(model, wrt, request.inputs ?? {}, samples);
   const layers = resolveLayers(model, request.layers);
   const outputs = new Set(model.outputs.map((o) => o.name));
@@ -103,6 +108,7 @@ export function resolvePenalty(model: ModelDescription, request: PenaltyRequest,
     directions: directions.data,
     explicitDirections: directions.explicit,
     ...(request.mode ? { mode: request.mode } : {}),
+    ...(basis ? { basis } : {}),
     fixedBatch,
   };
 }
@@ -249,6 +255,24 @@ function resolveDirections(
   }
   checkFinite(given, 'directions');
   return { data: Float32Array.from(given.data as ArrayLike<number>, Number), explicit: true };
+}
+
+/** A basis is m rows of the latent's per-sample shape (or flat): m × … with finite values. */
+function resolveBasis(basis: NDArray, latentShape: number[], limits: Limits): { rows: number; data: Float64Array } {
+  const size = product(latentShape);
+  const [rows, ...rest] = basis.shape;
+  const fits = rest.length > 0 && (product(rest) === size && (rest.length === 1 || rest.every((d, i) => d === latentShape[i])));
+  if (!fits || rows < 1) {
+    throw new AuditError(
+      'shape_mismatch',
+      `basis has shape ${formatShape(basis.shape)} but its rows must be latent directions: m × ${formatShape(latentShape)} or m × [${size}]`,
+      422,
+      { expected: ['m', ...latentShape], got: basis.shape },
+    );
+  }
+  checkLimit('basis rows', rows, limits.maxK);
+  checkFinite(basis, 'basis');
+  return { rows, data: Float64Array.from(basis.data as ArrayLike<number>, Number) };
 }
 
 function resolveExtras(model: ModelDescription, wrt: TensorInfo, given: Record<string, NDArray>, samples: number): ExtraInput[] {

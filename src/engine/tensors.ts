@@ -9,7 +9,12 @@ export function batchFeeds(request: ResolvedPenalty, rows: Row[]): Record<string
   const { wrt, latents, directions, epsilon, size, samples, latentShape, latentType } = request;
   const out = latentType === 'float64' ? new Float64Array(rows.length * size) : new Float32Array(rows.length * size);
   perturbedRows(rows, latents, directions, epsilon, size, samples, out);
-  const feeds: Record<string, ort.Tensor> = { [wrt.name]: new ort.Tensor(latentType, out, [rows.length, ...latentShape]) };
+  return { [wrt.name]: new ort.Tensor(latentType, out, [rows.length, ...latentShape]), ...extraFeeds(request, rows) };
+}
+
+/** The extra inputs of one batch: repeated per row (per-sample inputs) or held as given. */
+export function extraFeeds(request: ResolvedPenalty, rows: readonly { sample: number }[]): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
   for (const extra of request.extras) {
     const { array } = extra;
     if (!extra.perSample) {

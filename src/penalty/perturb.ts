@@ -29,7 +29,7 @@ export function perturbedRows(
 
 /** Rows of an extra per-sample input (a class label, say): row r repeats sample n's values. */
 export function repeatedRows<T extends ArrayLike<unknown> & { length: number }>(
-  rows: readonly Row[],
+  rows: readonly Pick<Row, 'sample'>[],
   data: T,
   size: number,
   out: { [i: number]: unknown },
