@@ -8,6 +8,10 @@ import { AuditError } from '../errors.js';
 import { EXIT, type Io } from './common.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerPenalty } from './commands/penalty.js';
+import { registerHessian } from './commands/hessian.js';
+import { registerActiveness } from './commands/activeness.js';
+import { registerOrthogonality } from './commands/orthogonality.js';
+import { registerAudit } from './commands/audit.js';
 
 export { EXIT, type Io } from './common.js';
 
@@ -19,6 +23,10 @@ export function buildProgram(io: Io): Command {
     .showHelpAfterError('(run with --help for usage)');
   registerInspect(program, io);
   registerPenalty(program, io);
+  registerHessian(program, io);
+  registerActiveness(program, io);
+  registerOrthogonality(program, io);
+  registerAudit(program, io);
   return program;
 }
 

@@ -95,6 +95,8 @@ export interface HessianResult extends RunInfo {
   reduction: Reduction;
   penalty: number | null;
   layers: HessianLayer[];
+  /** Only when the context asks for previews (the HTML report); left out of JSON. */
+  previews?: Preview[];
 }
 
 export interface ActivenessLayer {
@@ -164,7 +166,8 @@ const PREVIEW_SAMPLES = 4;
 
 export async function evaluateHessian(model: LoadedModel, request: AuditRequest, context: AuditContext): Promise<HessianResult> {
   const p = await prepare(model, request, context);
-  return hessianOn(p, request, context);
+  const result = await hessianOn(p, request, context);
+  return context.previews ? { ...result, previews: await previews(p) } : result;
 }
 
 export async function evaluateActiveness(model: LoadedModel, request: AuditRequest, context: AuditContext): Promise<ActivenessResult> {
