@@ -29,18 +29,21 @@ QUADRATIC_A = [
 class DCGAN(nn.Module):
     """Linear -> 3 x (ConvTranspose, BatchNorm, LeakyReLU) -> ConvTranspose -> Tanh, 32x32 RGB."""
 
-    def __init__(self, latents=12, width=32, cross=0.0):
+    def __init__(self, latents=12, width=32, cross=0.0, smooth=False):
         super().__init__()
+        # smooth=True swaps LeakyReLU for SiLU: G is then twice differentiable everywhere, so
+        # finite-difference Hessians converge (LeakyReLU's kinks make them grow like 1/epsilon).
+        act = (lambda: nn.SiLU()) if smooth else (lambda: nn.LeakyReLU(0.2))
         self.cross = cross
         self.width = width
         self.fc = nn.Linear(latents, width * 2 * 4 * 4)
         self.block1 = nn.Sequential(
-            nn.ConvTranspose2d(width * 2, width, 4, 2, 1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2)
+            nn.ConvTranspose2d(width * 2, width, 4, 2, 1), nn.BatchNorm2d(width), act()
         )
         self.block2 = nn.Sequential(
             nn.ConvTranspose2d(width, width // 2, 4, 2, 1),
             nn.BatchNorm2d(width // 2),
-            nn.LeakyReLU(0.2),
+            act(),
         )
         self.to_rgb = nn.ConvTranspose2d(width // 2, 3, 4, 2, 1)
 
@@ -197,6 +200,16 @@ def main():
     z3 = torch.randn(2, 3, generator=gen)
     export(Linear(orthogonal), "linear_orthogonal.onnx", (z3,), ["z"], ["y"])
     export(Linear(correlated), "linear_correlated.onnx", (z3,), ["z"], ["y"])
+    smooth_models()
+
+
+def smooth_models():
+    """Models added later, with their own seeds so the ones above are unchanged."""
+    gen = torch.Generator().manual_seed(4321)
+    torch.manual_seed(10)
+    smooth = DCGAN(smooth=True)
+    randomize_batchnorm(smooth, gen)
+    export(smooth, "dcgan_smooth.onnx", (torch.randn(2, 12, generator=gen),), ["z"], ["image"])
 
 
 if __name__ == "__main__":

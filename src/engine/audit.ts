@@ -164,6 +164,9 @@ export interface AuditResult {
 
 const PREVIEW_SAMPLES = 4;
 
+/** Ops that are linear on either side of a kink: G has no second derivative there. */
+const PIECEWISE_LINEAR = new Set(['Relu', 'LeakyRelu', 'PRelu', 'ThresholdedRelu', 'Abs', 'Clip', 'HardSigmoid', 'HardSwish', 'Max', 'Min']);
+
 export async function evaluateHessian(model: LoadedModel, request: AuditRequest, context: AuditContext): Promise<HessianResult> {
   const p = await prepare(model, request, context);
   const result = await hessianOn(p, request, context);
@@ -289,6 +292,14 @@ async function hessianOn(p: Prepared, request: AuditRequest, context: AuditConte
     context.onProgress,
   );
   const warnings = [...p.warnings];
+  const kinks = Object.keys(p.model.description.ops).filter((op) => PIECEWISE_LINEAR.has(op));
+  if (kinks.length > 0) {
+    warnings.push({
+      code: 'piecewise_linear',
+      message: `the model uses ${kinks.join(', ')}: its second derivatives vanish except across kinks, so finite-difference Hessians ` +
+        'measure kink crossings, grow about like 1/epsilon, and the exact and stochastic penalties estimate different quantities; compare models at the same epsilon',
+    });
+  }
   const layers = resolved.layers.map((name) => {
     const figures = accumulators[name].result(resolved.reduction);
     const layer = hessianLayer(p, name, figures, d);

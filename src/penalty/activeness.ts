@@ -31,10 +31,12 @@ export function activenessRows(
   return out;
 }
 
-/** Unbiased variance of three values (divide by 3 − 1). */
+/**
+ * Unbiased variance of three values, Σ(x − m)²/(3 − 1), written as Σ_{i<j}(x_i − x_j)²/6 so that
+ * three equal outputs (an ignored latent) give exactly 0 rather than the rounding of their mean.
+ */
 export function varianceOfThree(a: number, b: number, c: number): number {
-  const m = (a + b + c) / 3;
-  return ((a - m) ** 2 + (b - m) ** 2 + (c - m) ** 2) / 2;
+  return ((a - b) ** 2 + (b - c) ** 2 + (a - c) ** 2) / 6;
 }
 
 export class ActivenessAccumulator {
