@@ -158,7 +158,7 @@ function penaltySection({ penalty, hessian }: ReportInput): string {
   if (penalty) series.push({ label: `stochastic (k=${penalty.k})`, color: '#3b6ea8', values: penalty.layers.map((l) => l.penalty) });
   if (hessian) series.push({ label: 'exact (full Hessian)', color: '#e07b39', values: names.map((n) => hessian.layers.find((l) => l.name === n)?.penalty ?? null) });
   return `<section id="penalties"><h2>Per-layer Hessian Penalty</h2>${barChart(names, series, 'Per-layer Hessian Penalty')}
-<p class="note">Reduction: ${esc((penalty ?? hessian)!.reduction)} over elements and samples. The exact value is 2·Σ<sub>i≠j</sub> H<sub>ij</sub>² from the full Hessian; the stochastic estimate has it as its expectation.</p></section>`;
+<p class="note">Reduction: ${esc((penalty ?? hessian)!.reduction)} over elements and samples. The exact value is 2·Σ<sub>i≠j</sub> H<sub>ij</sub>² from the full Hessian. Per element it is the stochastic estimate's expectation for a smooth generator; under max, the estimate's noise pushes the stochastic figure up, and a piecewise-linear generator (ReLU) makes the two differ (see warnings).</p></section>`;
 }
 
 function interactionSection({ hessian }: ReportInput): string {
