@@ -1,0 +1,60 @@
+// Overhead of `audit` on the conv example (dcgan.onnx, d = 12): the whole audit (stochastic
+// penalty, full Hessian, activeness, orthogonality, shape probes) against bare onnxruntime runs of
+// the same number of rows in the same batch sizes. Prints the ratio; figures go in
+// bench/RESULTS-audit.md. Run: npm run build && node bench/audit.mjs [N] [k]
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { evaluateAudit, evaluateHessian } from '../dist/engine/audit.js';
+import { loadModel } from '../dist/engine/model.js';
+import { SessionCache } from '../dist/engine/session.js';
+
+const samples = Number(process.argv[2] ?? 16);
+const k = Number(process.argv[3] ?? 8);
+const REPEATS = 3;
+const bytes = new Uint8Array(readFileSync(new URL('../models/dcgan.onnx', import.meta.url)));
+const model = loadModel(bytes);
+const sessions = new SessionCache(2);
+const context = { device: { kind: 'cpu' }, sessions };
+const request = { latents: { samples }, seed: 1, k };
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+async function time(fn) {
+  await fn(); // warm-up: sessions open, allocator grown
+  const ms = [];
+  for (let i = 0; i < REPEATS; i++) {
+    const t = performance.now();
+    await fn();
+    ms.push(performance.now() - t);
+  }
+  return median(ms);
+}
+
+// The batches the audit runs, read from its own result: one batch per metric at this budget.
+const probe = await evaluateAudit(model, request, context);
+const batches = [
+  ...Array(probe.penalty.batches).fill(probe.penalty.rows / probe.penalty.batches),
+  ...Array(probe.hessian.batches).fill(probe.hessian.rows / probe.hessian.batches),
+  ...Array(probe.activeness.batches).fill(probe.activeness.rows / probe.activeness.batches),
+  ...Array(probe.orthogonality.batches).fill(probe.orthogonality.rows / probe.orthogonality.batches),
+];
+const rows = batches.reduce((a, b) => a + b, 0);
+
+const bare = await ort.InferenceSession.create(bytes, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: 0 });
+const inputs = batches.map((n) => new ort.Tensor('float32', Float32Array.from({ length: n * 12 }, () => Math.random() * 2 - 1), [n, 12]));
+const bareMs = await time(async () => {
+  for (const z of inputs) await bare.run({ z });
+});
+const auditMs = await time(() => evaluateAudit(model, request, context));
+
+const hessianRows = probe.hessian.rows;
+const bareHessian = inputs[probe.penalty.batches];
+const bareHessianMs = await time(() => bare.run({ z: bareHessian }));
+const hessianMs = await time(() => evaluateHessian(model, request, context));
+
+console.log(`machine      ${os.cpus().length} x ${os.cpus()[0].model}, node ${process.version}, onnxruntime-node CPU`);
+console.log(`workload     dcgan.onnx d=12, N=${samples}, k=${k}: ${rows} rows in batches of ${batches.join(', ')}`);
+console.log(`audit        ${auditMs.toFixed(0)} ms   bare onnxruntime, same rows: ${bareMs.toFixed(0)} ms   ratio ${(auditMs / bareMs).toFixed(2)}`);
+console.log(`hessian      ${hessianMs.toFixed(0)} ms   bare onnxruntime, ${hessianRows} rows: ${bareHessianMs.toFixed(0)} ms   ratio ${(hessianMs / bareHessianMs).toFixed(2)}`);
+await bare.release();
+await sessions.clear();
