@@ -149,29 +149,34 @@ export class HessianAccumulator {
     const state = this.inFlight.get(sample);
     if (state === undefined) throw new Error(`plan error: unit ${unit} of sample ${sample} before its center`);
     const d = this.layout.latents;
-    const scale = 4 * this.epsilon * this.epsilon;
     const [a, b, c, e4] = values;
     const [oa, ob, oc, od] = offsets;
-    for (let e = 0; e < this.size; e++) {
-      if (u.kind === 'diagonal') {
-        const h = (a[oa + e] - 2 * state.center[e] + b[ob + e]) / scale;
+    const { center, sumDiagonal, maxDiagonal, offSquares, sumOff, maxOff } = state;
+    // Hot loops: one per unit kind, the pair's sum of squares kept in a local.
+    let squares = 0;
+    if (u.kind === 'diagonal') {
+      const scale = 4 * this.epsilon * this.epsilon;
+      for (let e = 0; e < this.size; e++) {
+        const h = (a[oa + e] - 2 * center[e] + b[ob + e]) / scale;
         const abs = Math.abs(h);
-        state.sumDiagonal[e] += abs;
-        if (abs > state.maxDiagonal[e]) state.maxDiagonal[e] = abs;
-        this.interactionSum[u.i * d + u.i] += h * h;
-        this.keep(sample, e, u.i, u.i, h);
-      } else {
+        sumDiagonal[e] += abs;
+        if (abs > maxDiagonal[e]) maxDiagonal[e] = abs;
+        squares += h * h;
+      }
+      this.interactionSum[u.i * d + u.i] += squares;
+    } else {
+      for (let e = 0; e < this.size; e++) {
         const h = mixedDifference(a[oa + e], b[ob + e], c[oc + e], e4[od + e], this.epsilon);
         const abs = Math.abs(h);
-        state.offSquares[e] += h * h;
-        state.sumOff[e] += 2 * abs;
-        if (abs > state.maxOff[e]) state.maxOff[e] = abs;
-        this.interactionSum[u.i * d + u.j] += h * h;
-        this.interactionSum[u.j * d + u.i] += h * h;
-        this.keep(sample, e, u.i, u.j, h);
-        this.keep(sample, e, u.j, u.i, h);
+        offSquares[e] += h * h;
+        sumOff[e] += 2 * abs;
+        if (abs > maxOff[e]) maxOff[e] = abs;
+        squares += h * h;
       }
+      this.interactionSum[u.i * d + u.j] += squares;
+      this.interactionSum[u.j * d + u.i] += squares;
     }
+    if (this.element !== undefined) this.keep(sample, u, values, offsets, center);
     if (--state.unitsLeft === 0) this.finishSample(sample, state);
   }
 
@@ -195,10 +200,18 @@ export class HessianAccumulator {
     if (state.unitsLeft === 0) this.finishSample(sample, state);
   }
 
-  private keep(sample: number, e: number, i: number, j: number, h: number): void {
-    if (e !== this.element || !this.elementHessian) return;
+  /** The one element asked for: its H entry from this unit, both halves of the symmetric pair. */
+  private keep(sample: number, u: HessianUnit, values: Activations[], offsets: number[], center: Float64Array): void {
+    const e = this.element as number;
     const d = this.layout.latents;
-    this.elementHessian[(sample * d + i) * d + j] = h;
+    const at = (r: number): number => values[r][offsets[r] + e];
+    if (u.kind === 'diagonal') {
+      this.elementHessian![(sample * d + u.i) * d + u.i] = (at(0) - 2 * center[e] + at(1)) / (4 * this.epsilon * this.epsilon);
+    } else if (u.kind === 'pair') {
+      const h = mixedDifference(at(0), at(1), at(2), at(3), this.epsilon);
+      this.elementHessian![(sample * d + u.i) * d + u.j] = h;
+      this.elementHessian![(sample * d + u.j) * d + u.i] = h;
+    }
   }
 
   private finishSample(sample: number, s: SampleState): void {
