@@ -39,7 +39,7 @@ export interface Limits {
 
 export const DEFAULT_LIMITS: Limits = {
   maxSamples: 4096,
-  maxK: 1024,
+  maxK: 4096,
   maxRows: 1_000_000,
   memoryBudget: 512 * 1024 * 1024,
 };
