@@ -18,6 +18,12 @@ export interface PenaltyRequest {
   directions?: NDArray;
   /** Force an execution mode; by default stacked unless the model requires per-pass. */
   mode?: ExecutionMode;
+  /** Also report the penalty at each of these ε, on the same latents and directions. */
+  epsilons?: number[];
+  /** Audit only the first maxSamples samples (the tips' advice for memory). */
+  maxSamples?: number;
+  /** Run a model with random ops anyway (its numbers then carry a warning). */
+  allowNondeterministic?: boolean;
 }
 
 export const DEFAULTS = {

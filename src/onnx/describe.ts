@@ -4,6 +4,7 @@
  */
 import { AuditError } from '../errors.js';
 import { decodeModel, type GraphProto, type ModelProtoObject, type NodeProto, type ValueInfo } from './proto.js';
+import { batchMixingOps, type NodeRisk, randomOps } from './risks.js';
 import { elementTypeName, FLOAT_TYPES } from './types.js';
 
 /** A dimension: a fixed size, a symbolic name ("batch"), or null when unknown. */
@@ -37,6 +38,10 @@ export interface ModelDescription {
   nodes: number;
   /** Op type → how many nodes use it. */
   ops: Record<string, number>;
+  /** Nodes that make G random: the estimate is refused unless the caller overrides. */
+  randomOps: NodeRisk[];
+  /** Nodes whose rows interact: passes then run as separate batches of N. */
+  batchMixingOps: NodeRisk[];
 }
 
 export const LINEAR_OPS = new Set(['Gemm', 'MatMul', 'Conv', 'ConvTranspose']);
@@ -91,6 +96,8 @@ export function describeParsed(model: ModelProtoObject): ModelDescription {
     layers: auditableLayers(nodes, inputs, new Set(outputs.map((o) => o.name))),
     nodes: nodes.length,
     ops,
+    randomOps: randomOps(model),
+    batchMixingOps: batchMixingOps(model),
   };
 }
 
