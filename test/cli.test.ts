@@ -56,7 +56,7 @@ t.test('inspect lists inputs, outputs and auditable layers with advice', async (
   t.equal(d.outputs[0].name, 'image');
   const conv = d.layers.find((l: { name: string }) => l.name === '/block1/block1.0/ConvTranspose_output_0');
   t.same([conv.op, conv.afterLinear, conv.suggestion], ['ConvTranspose', true, '/block1/block1.1/BatchNormalization_output_0']);
-  t.match((await cli('inspect', dcgan)).stdout, /straight after ConvTranspose: prefer \/block1\/block1.1\/BatchNormalization_output_0/);
+  t.match((await cli('inspect', dcgan)).stdout, /straight out of a linear op: prefer \/block1\/block1.1\/BatchNormalization_output_0/);
 });
 
 const errors: [string, string[], RegExp][] = [

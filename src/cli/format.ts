@@ -42,7 +42,7 @@ export function formatDescription(d: ModelDescription, modelName: string): strin
     l.name,
     l.op,
     l.isOutput ? 'output' : '',
-    l.afterLinear ? `straight after ${l.op}: prefer ${l.suggestion ?? 'a normalization or activation output'}` : '',
+    l.afterLinear ? `straight out of a linear op: prefer ${l.suggestion ?? 'a normalization or activation output'}` : '',
   ]);
   return [
     `model    ${modelName}`,

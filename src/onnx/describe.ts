@@ -56,6 +56,8 @@ const ACTIVATION_OPS = new Set([
   'Relu', 'LeakyRelu', 'PRelu', 'Elu', 'Selu', 'Celu', 'Gelu', 'Tanh', 'Sigmoid', 'HardSigmoid',
   'HardSwish', 'Softplus', 'Softsign', 'Mish', 'ThresholdedRelu',
 ]);
+/** Ops that only move values: a linear op's output stays "straight out of a linear op" through them. */
+const PASS_THROUGH_OPS = new Set(['Reshape', 'Flatten', 'Transpose', 'Squeeze', 'Unsqueeze', 'Identity']);
 /** Ops whose outputs describe shapes, not values: nothing downstream of them depends on z's values. */
 const SHAPE_OPS = new Set(['Shape', 'Size']);
 
@@ -122,12 +124,14 @@ function auditableLayers(nodes: NodeProto[], inputs: TensorInfo[], graphOutputs:
     }
   }
   const layers: LayerInfo[] = [];
+  const linear = new Set<string>();
   for (const node of nodes) {
     if (SHAPE_OPS.has(node.opType) || !(node.input ?? []).some((i) => dependent.has(i))) continue;
     for (const name of node.output ?? []) {
       if (!name) continue;
       dependent.add(name);
-      const afterLinear = LINEAR_OPS.has(node.opType);
+      const afterLinear = LINEAR_OPS.has(node.opType) || (PASS_THROUGH_OPS.has(node.opType) && linear.has(node.input?.[0] ?? ''));
+      if (afterLinear) linear.add(name);
       const layer: LayerInfo = { name, op: node.opType, node: node.name ?? '', isOutput: graphOutputs.has(name), afterLinear };
       if (afterLinear) {
         const better = nearestDownstream(name, consumers);
