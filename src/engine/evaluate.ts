@@ -22,7 +22,7 @@ import {
 } from '../penalty/index.js';
 import type { Device } from './device.js';
 import type { LoadedModel } from './model.js';
-import { type LayerShape, type Probe, probe } from './probe.js';
+import { type LayerShape, type Probe, preflight } from './preflight.js';
 import { DEFAULT_LIMITS, type Limits, type PenaltyRequest } from './request.js';
 import { resolvePenalty, type ResolvedPenalty } from './resolve.js';
 import { type OpenSession, SessionCache } from './session.js';
@@ -171,7 +171,7 @@ async function probeOnce(open: OpenSession, resolved: ResolvedPenalty, run: (row
   ]);
   const known = open.facts.get(key) as Probe | undefined;
   if (known) return known;
-  const probed = await probe(resolved, run);
+  const probed = await preflight(resolved, run);
   if (Object.values(probed.determinism).every((d) => d === 0)) open.facts.set(key, probed);
   return probed;
 }

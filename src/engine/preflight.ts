@@ -1,5 +1,5 @@
 /**
- * Probe runs before the real plan, on a few center rows:
+ * Preflight runs before the real plan, on a few center rows:
  *  - shapes: each layer's per-sample shape (symbolic dimensions become numbers), batch-first check;
  *  - determinism: the same rows twice must give exactly the same outputs (seed tips);
  *  - row independence: perturbing row 0 must leave the other rows unchanged, or stacking the
@@ -31,7 +31,7 @@ export interface Probe {
 
 export type RunRows = (rows: Row[]) => Promise<Record<string, ort.Tensor>>;
 
-export async function probe(resolved: ResolvedPenalty, run: RunRows): Promise<Probe> {
+export async function preflight(resolved: ResolvedPenalty, run: RunRows): Promise<Probe> {
   const count = resolved.fixedBatch ?? Math.max(2, Math.min(resolved.samples, 4));
   const centers: Row[] = Array.from({ length: count }, (_, r) => ({ sample: Math.min(r, resolved.samples - 1), direction: -1, sign: 0 }));
   const first = await run(centers);
