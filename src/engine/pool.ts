@@ -1,9 +1,10 @@
 /**
  * The worker pool: one tinypool per device (a "lane"), each running its workers as child
  * processes. A native crash in onnxruntime then ends one process, not the server: the task fails
- * with `worker_crashed` and tinypool starts a replacement. Tasks go to the least busy lane; the
- * queue across lanes is bounded (503 beyond it) and every task has a time limit, after which it
- * is cancelled and its worker replaced.
+ * with `worker_crashed` and tinypool starts a replacement. A task is handed to a lane only when
+ * one of its workers is free, so the one queue is here, shared by all lanes and bounded (503
+ * beyond it), and a task's time limit counts from when a worker takes it: past it, the task is
+ * cancelled and its worker replaced.
  */
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +23,7 @@ export interface PoolOptions {
   workersPerDevice: number;
   /** Tasks that may wait for a worker, over all lanes; one more gets 503. */
   maxQueue: number;
-  /** Milliseconds a task may take, waiting included. */
+  /** Milliseconds a task may run once a worker has it. */
   taskTimeoutMs: number;
   /** Sessions each worker keeps open. */
   sessionCacheSize?: number;
@@ -40,7 +41,6 @@ export interface LaneStatus {
   fallback?: string;
   probeError?: string;
   running: number;
-  queued: number;
   sessions: Record<number, number>;
 }
 
@@ -56,12 +56,14 @@ interface Lane {
   device: Device;
   pool: Tinypool;
   workers: number;
-  pending: number;
+  running: number;
   executionProvider: string | null;
   fallback?: string;
   probeError?: string;
   /** Sessions cached, by worker pid, as last reported. */
   sessions: Map<number, number>;
+  /** Every worker pid this lane has had: more pids than workers means replacements. */
+  seen: Set<number>;
 }
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -76,6 +78,8 @@ export class WorkerPool {
   /** Moving average of task time, for Retry-After. */
   private averageMs = 1000;
   private closed = false;
+  /** Tasks waiting for a free worker, first come first served. */
+  private readonly waiting: ((lane: Lane) => void)[] = [];
   /** Called after each finished task (metrics). */
   onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number }) => void;
   onRestart?: (reason: 'crash' | 'timeout') => void;
@@ -99,12 +103,11 @@ export class WorkerPool {
           [WORKER_ENV.sessionCache]: String(options.sessionCacheSize ?? 8),
         },
       });
+      const lane: Lane = { device, pool, workers, running: 0, executionProvider: null, sessions: new Map(), seen: new Set() };
       // A worker that dies while idle is replaced by tinypool; without a listener the event would throw.
-      pool.on('error', () => {
-        this.restartCount++;
-        this.onRestart?.('crash');
-      });
-      return { device, pool, workers, pending: 0, executionProvider: null, sessions: new Map() };
+      pool.on('error', () => this.countRestarts(lane, 'crash'));
+      this.countRestarts(lane, 'crash');
+      return lane;
     });
   }
 
@@ -113,6 +116,7 @@ export class WorkerPool {
     await Promise.all(
       this.lanes.map(async (lane) => {
         try {
+          lane.running++;
           const value = (await this.runOn(lane, { kind: 'probe' })) as ProbeValue;
           lane.executionProvider = value.executionProvider;
           if (value.fallback) lane.fallback = value.fallback;
@@ -132,32 +136,47 @@ export class WorkerPool {
     return this.run({ kind: 'penalty', modelId, modelPath, request, limits }) as Promise<PenaltyResult>;
   }
 
-  /** Run a task on the least busy lane; AuditError 503 when every queue is full. */
-  run(task: Task): Promise<TaskValue> {
+  /** Run a task on the first free worker; AuditError 503 when the queue is full. */
+  async run(task: Task): Promise<TaskValue> {
+    return this.runOn(await this.acquire(), task);
+  }
+
+  private acquire(): Promise<Lane> {
     if (this.closed) throw new AuditError('shutting_down', 'the server is shutting down', 503);
-    const lane = this.lanes.reduce((best, l) => (l.pending / l.workers < best.pending / best.workers ? l : best));
-    const status = this.status();
-    if (lane.pending >= lane.workers && status.queued >= this.options.maxQueue) {
+    const free = this.lanes.filter((l) => l.running < l.workers).sort((a, b) => a.running / a.workers - b.running / b.workers)[0];
+    if (free) {
+      free.running++;
+      return Promise.resolve(free);
+    }
+    if (this.waiting.length >= this.options.maxQueue) {
+      const busy = this.lanes.reduce((n, l) => n + l.running, 0);
       throw new AuditError(
         'overloaded',
-        `all ${status.running} workers are busy and ${status.queued} requests are waiting (queue limit ${this.options.maxQueue}); retry later`,
+        `all ${busy} workers are busy and ${this.waiting.length} requests are waiting (queue limit ${this.options.maxQueue}); retry later`,
         503,
         { retryAfter: this.retryAfterSeconds() },
       );
     }
-    return this.runOn(lane, task);
+    return new Promise((resolve) => this.waiting.push(resolve));
   }
 
+  /** A worker is free again: hand it to the next waiting task. */
+  private release(lane: Lane): void {
+    const next = this.waiting.shift();
+    if (next) next(lane);
+    else lane.running--;
+  }
+
+  /** Runs on a lane whose `running` count already includes this task. */
   private async runOn(lane: Lane, task: Task): Promise<TaskValue> {
     const started = performance.now();
-    lane.pending++;
     let outcome: Outcome<TaskValue>;
     try {
       outcome = (await lane.pool.run(task, { signal: AbortSignal.timeout(this.options.taskTimeoutMs) })) as Outcome<TaskValue>;
     } catch (err) {
-      throw this.failure(task, err as Error);
+      throw this.failure(lane, task, err as Error);
     } finally {
-      lane.pending--;
+      this.release(lane);
     }
     const ms = performance.now() - started;
     this.completedCount++;
@@ -173,10 +192,22 @@ export class WorkerPool {
     return outcome.value;
   }
 
-  private failure(task: Task, err: Error): AuditError {
+  /** New pids replace workers that died or were killed; the first `workers` pids are the originals. */
+  private countRestarts(lane: Lane, reason: 'crash' | 'timeout'): void {
+    for (const thread of lane.pool.threads) {
+      const pid = (thread as unknown as { threadId: number }).threadId;
+      if (lane.seen.has(pid)) continue;
+      lane.seen.add(pid);
+      if (lane.seen.size > lane.workers) {
+        this.restartCount++;
+        this.onRestart?.(reason);
+      }
+    }
+  }
+
+  private failure(lane: Lane, task: Task, err: Error): AuditError {
     if (err.name === 'AbortError') {
-      this.restartCount++;
-      this.onRestart?.('timeout');
+      this.countRestarts(lane, 'timeout');
       return new AuditError(
         'timeout',
         `the ${task.kind} task ran past this server's time limit of ${this.options.taskTimeoutMs} ms and was cancelled; ask for fewer samples or a smaller k, or raise --request-timeout`,
@@ -185,8 +216,7 @@ export class WorkerPool {
       );
     }
     if (/exited unexpectedly/.test(err.message)) {
-      this.restartCount++;
-      this.onRestart?.('crash');
+      this.countRestarts(lane, 'crash');
       return new AuditError(
         'worker_crashed',
         `the worker running this ${task.kind} task died (onnxruntime crashed or aborted on this model); the worker was replaced and other requests are unaffected`,
@@ -199,7 +229,7 @@ export class WorkerPool {
 
   retryAfterSeconds(): number {
     const workers = this.lanes.reduce((n, l) => n + l.workers, 0);
-    const waiting = this.status().queued + 1;
+    const waiting = this.waiting.length + 1;
     return Math.min(60, Math.max(1, Math.ceil((this.averageMs * waiting) / workers / 1000)));
   }
 
@@ -213,14 +243,13 @@ export class WorkerPool {
         executionProvider: lane.executionProvider,
         ...(lane.fallback ? { fallback: lane.fallback } : {}),
         ...(lane.probeError ? { probeError: lane.probeError } : {}),
-        running: Math.min(lane.pending, lane.workers),
-        queued: Math.max(0, lane.pending - lane.workers),
+        running: lane.running,
         sessions: Object.fromEntries([...lane.sessions].filter(([pid]) => pids.includes(pid))),
       };
     });
     return {
       lanes,
-      queued: lanes.reduce((n, l) => n + l.queued, 0),
+      queued: this.waiting.length,
       running: lanes.reduce((n, l) => n + l.running, 0),
       restarts: this.restartCount,
       completed: this.completedCount,
@@ -234,6 +263,8 @@ export class WorkerPool {
 
   async destroy(): Promise<void> {
     this.closed = true;
+    // Nothing new starts; tasks still waiting were accepted, so they run before the workers stop.
+    while (this.waiting.length > 0 || this.lanes.some((l) => l.running > 0)) await new Promise((r) => setTimeout(r, 20));
     await Promise.all(this.lanes.map((l) => l.pool.destroy()));
   }
 }

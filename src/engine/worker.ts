@@ -20,7 +20,7 @@ export const WORKER_ENV = {
   device: 'HESSIAN_AUDIT_WORKER_DEVICE',
   intraOpThreads: 'HESSIAN_AUDIT_WORKER_THREADS',
   sessionCache: 'HESSIAN_AUDIT_WORKER_SESSIONS',
-  /** Test-only fault injection: `abort=<model id>,hang=<model id>`; unset in production. */
+  /** Test-only fault injection: `abort=<model id>,hang=<model id>,delay=<model id>`; unset in production. */
   faults: 'HESSIAN_AUDIT_TEST_FAULTS',
 } as const;
 
@@ -89,6 +89,8 @@ function injectFault(modelId: string): void {
   if (f.abort === modelId) process.abort();
   // Blocks like a native call that never returns; only killing the process ends it.
   if (f.hang === modelId) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+  // A slow model: two seconds of blocked worker, then the normal run.
+  if (f.delay === modelId) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000);
 }
 
 async function execute(task: Task): Promise<TaskValue> {

@@ -16,7 +16,7 @@ export interface ServerConfig {
   workers: number;
   /** Requests that may wait for a worker; one more gets 503 with Retry-After. */
   maxQueue: number;
-  /** Per-request time limit for the work (queue wait included), ms. */
+  /** Time one request may run on a worker before it is cancelled (the worker is replaced), ms. */
   requestTimeoutMs: number;
   /** Largest model or .npy upload, bytes. */
   maxUploadBytes: number;

@@ -42,7 +42,7 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--model-dir <dir>', 'model store folder (created if missing)', 'MODEL_DIR', undefined, SERVER_DEFAULTS.modelDir))
     .addOption(option('--workers <n>', 'worker processes per device (default: half the cores for cpu, 1 per GPU)', 'WORKERS', whole('--workers', 1)))
     .addOption(option('--max-queue <n>', 'requests that may wait for a worker before 503', 'MAX_QUEUE', whole('--max-queue', 0), SERVER_DEFAULTS.maxQueue))
-    .addOption(option('--request-timeout <s>', 'seconds one request may take before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
+    .addOption(option('--request-timeout <s>', 'seconds a request may run on a worker before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
     .addOption(option('--max-upload-mib <mib>', 'largest model or .npy upload', 'MAX_UPLOAD_MIB', num('--max-upload-mib'), SERVER_DEFAULTS.maxUploadMiB))
     .addOption(option('--max-body-mib <mib>', 'largest JSON body', 'MAX_BODY_MIB', num('--max-body-mib'), SERVER_DEFAULTS.maxBodyMiB))
     .addOption(option('--max-samples <n>', 'largest N per request', 'MAX_SAMPLES', whole('--max-samples', 1), DEFAULT_LIMITS.maxSamples))

@@ -11,7 +11,6 @@ const Lane = z.object({
   fallback: z.string().optional(),
   probeError: z.string().optional(),
   running: z.number(),
-  queued: z.number(),
   sessions: z.record(z.string(), z.number()).meta({ description: 'Sessions cached, by worker pid' }),
 });
 
