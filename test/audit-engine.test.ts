@@ -61,7 +61,7 @@ t.test('separable generator: the Hessian is diagonal (fraction 1) and the exact 
   const diagonal = Math.min(...layer.interaction.map((row, i) => row[i]));
   const off = Math.max(...layer.interaction.flatMap((row, i) => row.filter((_, j) => j !== i)));
   t.ok(off < 1e-6 * diagonal, `off-diagonal ${off} vs diagonal ${diagonal}`);
-  t.ok(r.warnings.some((w) => w.code === 'noise_floor' && /read it as 0/.test(w.message)));
+  t.ok(r.warnings.some((w) => w.code === 'below_noise_floor' && /read it as 0/.test(w.message)));
 });
 
 t.test('a latent the model ignores has activeness exactly 0 and is listed unused', async (t) => {

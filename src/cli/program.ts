@@ -12,6 +12,7 @@ import { registerHessian } from './commands/hessian.js';
 import { registerActiveness } from './commands/activeness.js';
 import { registerOrthogonality } from './commands/orthogonality.js';
 import { registerAudit } from './commands/audit.js';
+import { registerServe } from './commands/serve.js';
 
 export { EXIT, type Io } from './common.js';
 
@@ -27,6 +28,7 @@ export function buildProgram(io: Io): Command {
   registerActiveness(program, io);
   registerOrthogonality(program, io);
   registerAudit(program, io);
+  registerServe(program, io);
   return program;
 }
 

@@ -5,17 +5,18 @@
  */
 import * as ort from 'onnxruntime-node';
 import { AuditError } from '../errors.js';
-import { type Activations, planUnits, type UnitPlan, type UnitRow } from '../penalty/index.js';
+import { type Activations, planUnits, type Row, type UnitPlan, type UnitRow } from '../penalty/index.js';
 import {
+  bytesPerRow,
+  chooseMode,
   type EvaluateContext,
-  executionMode,
-  type LayerShape,
-  maxRowsPerBatch,
-  probeShapes,
+  probeOnce,
+  refuseRandomOps,
   runSession,
   type Warning,
 } from './evaluate.js';
 import type { LoadedModel } from './model.js';
+import type { LayerShape, Probe } from './preflight.js';
 import { DEFAULT_LIMITS, type Limits, type PenaltyRequest } from './request.js';
 import { resolvePenalty, type ResolvedPenalty } from './resolve.js';
 import type { OpenSession } from './session.js';
@@ -35,6 +36,7 @@ export interface Prepared {
   resolved: ResolvedPenalty;
   open: OpenSession;
   limits: Limits;
+  probed: Probe;
   shapes: Record<string, LayerShape>;
   warnings: Warning[];
   /** Milliseconds spent inside onnxruntime so far. */
@@ -42,15 +44,19 @@ export interface Prepared {
   started: number;
 }
 
+/** Validate, refuse random ops, open the cached session and probe it, exactly as the penalty does. */
 export async function prepare(model: LoadedModel, request: PenaltyRequest, context: AuditContext): Promise<Prepared> {
   const started = performance.now();
   const limits = context.limits ?? DEFAULT_LIMITS;
   const resolved = resolvePenalty(model.description, request, limits);
+  const warnings: Warning[] = [...resolved.warnings];
+  refuseRandomOps(model, request.allowNondeterministic === true, warnings);
   const open = await context.sessions.get(model.id, model.bytes, resolved.expose, context.device);
-  const warnings: Warning[] = open.fallback ? [{ code: 'device_fallback', message: open.fallback }] : [];
-  const prepared: Prepared = { model, resolved, open, limits, shapes: {}, warnings, forwardMs: 0, started };
-  prepared.shapes = await probeShapes(resolved, (rows) => run(prepared, batchFeeds(resolved, rows)));
-  return prepared;
+  if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
+  const p: Prepared = { model, resolved, open, limits, probed: undefined as unknown as Probe, shapes: {}, warnings, forwardMs: 0, started };
+  p.probed = await probeOnce(open, resolved, (rows: Row[]) => run(p, batchFeeds(resolved, rows)));
+  p.shapes = p.probed.shapes;
+  return p;
 }
 
 export async function run(p: Prepared, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
@@ -76,8 +82,17 @@ export interface UnitRun {
 export function planFor(p: Prepared, unitSizes: number[], passes: string, tooMany: (rows: number) => AuditError): UnitPlan {
   const perSample = unitSizes.reduce((a, b) => a + b, 0);
   if (perSample * p.resolved.samples > p.limits.maxRows) throw tooMany(perSample * p.resolved.samples);
-  const mode = executionMode(p.resolved, p.warnings, passes);
-  return planUnits({ samples: p.resolved.samples, unitSizes, maxRows: maxRowsPerBatch(p.resolved, p.shapes, p.limits), mode });
+  const warnings: Warning[] = [];
+  const mode = chooseMode(p.model, p.resolved, p.probed, warnings, passes);
+  for (const w of warnings) if (!p.warnings.some((x) => x.message === w.message)) p.warnings.push(w);
+  const bytes = bytesPerRow(p.resolved, p.shapes);
+  const maxRows = Math.max(1, Math.floor(p.limits.memoryBudget / bytes));
+  try {
+    return planUnits({ samples: p.resolved.samples, unitSizes, maxRows, mode });
+  } catch (err) {
+    if (err instanceof AuditError) err.message = `${err.message} (about ${bytes} bytes per row for the layers asked, budget ${p.limits.memoryBudget} bytes)`;
+    throw err;
+  }
 }
 
 /**

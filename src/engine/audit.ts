@@ -16,6 +16,7 @@ import {
   hessianLayout,
   hessianRowsPerSample,
   isImageShape,
+  NOISE_MARGIN,
   OrthogonalityAccumulator,
   orthogonalityRow,
   orthogonalityUnitSizes,
@@ -23,6 +24,7 @@ import {
   randomSeed,
   type Reduction,
   steppedRows,
+  UNIT_ROUNDOFF,
   totalOverLayers,
   unusedLatents,
   type VarianceKind,
@@ -304,9 +306,9 @@ async function hessianOn(p: Prepared, request: AuditRequest, context: AuditConte
     const figures = accumulators[name].result(resolved.reduction);
     const layer = hessianLayer(p, name, figures, d);
     if (figures.penalty === null) warnings.push(nonFinite(name, figures.nonFinite));
-    else if (figures.penalty < 10 * layer.noiseFloor) {
+    else if (figures.penalty < NOISE_MARGIN * layer.noiseFloor) {
       warnings.push({
-        code: 'noise_floor',
+        code: 'below_noise_floor',
         layer: name,
         message: `layer '${name}': the exact penalty ${figures.penalty.toPrecision(3)} is not well above the float rounding floor (about ${layer.noiseFloor.toPrecision(3)} at epsilon ${resolved.epsilon}); read it as 0, or raise epsilon`,
       });
@@ -324,10 +326,10 @@ async function hessianOn(p: Prepared, request: AuditRequest, context: AuditConte
 }
 
 function hessianLayer(p: Prepared, name: string, f: HessianFigures, d: number): HessianLayer {
-  const { shape, bytesPerRow, size } = p.shapes[name];
-  const unit = bytesPerRow / size === 8 ? 2 ** -52 : 2 ** -23;
-  // Each H entry carries about ulp(|g|)/ε² of rounding; the penalty sums 2·d(d−1) squares of it.
-  const sigma = (unit * f.maxAbsOutput) / p.resolved.epsilon ** 2;
+  const { shape, type } = p.shapes[name];
+  const u = UNIT_ROUNDOFF[type] ?? UNIT_ROUNDOFF.float32;
+  // Each H entry sums four outputs, each off by about u·|g|, over 4ε²; the penalty sums 2·d(d−1) squares.
+  const sigma = (u * f.maxAbsOutput) / p.resolved.epsilon ** 2;
   const op = opOf(p, name);
   return {
     name,

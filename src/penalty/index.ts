@@ -6,6 +6,7 @@ export * from './reduction.js';
 export * from './sampling.js';
 export * from './second-difference.js';
 export * from './variance.js';
+export * from './noise.js';
 export * from './activeness.js';
 export * from './basis.js';
 export * from './heatmap.js';
