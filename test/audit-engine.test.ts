@@ -232,3 +232,16 @@ t.test('every audit setting a user can get wrong is refused with a clear message
     { code: 'shape_mismatch', message: /directions have shape \[2, 2, 4\] but .* is \[2, 2, 2\]/ },
   );
 });
+
+t.test('the audit trusts a model as the penalty does: random ops refused, interacting rows run pass by pass', async (t) => {
+  const base = { latents: { samples: 3 }, seed: 1, k: 2 };
+  for (const evaluate of [evaluateHessian, evaluateActiveness, evaluateOrthogonality, evaluateAudit]) {
+    await t.rejects(evaluate(model('noisy.onnx'), base, context), { code: 'nondeterministic_model', status: 422, message: /RandomNormalLike/ });
+  }
+  const allowed = await evaluateActiveness(model('noisy.onnx'), { ...base, allowNondeterministic: true }, context);
+  t.ok(allowed.warnings.some((w) => w.code === 'nondeterministic_model'));
+  const bn = await evaluateHessian(model('bn_train.onnx'), base, context);
+  t.equal(bn.mode, 'per-pass');
+  t.ok(bn.warnings.some((w) => w.code === 'rows_interact' && /each Hessian pass runs as its own batch of 3/.test(w.message)), JSON.stringify(bn.warnings));
+  t.equal(bn.batches, 2 * 8 * 8 + 1, 'one batch of N rows per row of a sample');
+});

@@ -14,6 +14,7 @@ import type { ModelDescription } from '../onnx/describe.js';
 import { type Device, deviceName } from './device.js';
 import type { PenaltyResult } from './evaluate.js';
 import type { Limits, PenaltyRequest } from './request.js';
+import type { AuditTask, AuditValue } from './audit-task.js';
 import { type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './worker.js';
 
 export interface PoolOptions {
@@ -134,6 +135,11 @@ export class WorkerPool {
 
   penalty(modelId: string, modelPath: string, request: PenaltyRequest, limits: Limits): Promise<PenaltyResult> {
     return this.run({ kind: 'penalty', modelId, modelPath, request, limits }) as Promise<PenaltyResult>;
+  }
+
+  /** An audit metric (hessian, activeness, orthogonality, audit) as JSON, or the HTML report. */
+  audit(task: AuditTask): Promise<AuditValue> {
+    return this.run(task) as Promise<AuditValue>;
   }
 
   /** Run a task on the first free worker; AuditError 503 when the queue is full. */

@@ -62,7 +62,8 @@ export const PenaltyRequestSchema = z
     variance: z.enum(['unbiased', 'biased']).optional().meta({ description: 'Over directions (default unbiased)' }),
     layers: z.array(z.string().min(1)).optional().meta({ description: 'Outputs or intermediate tensors (default: all outputs)' }),
     seed: seedSchema.optional().meta({ description: 'Seed for latents and directions (default: random, reported)' }),
-    directions: NestedArray.optional().meta({ description: 'Explicit directions, k × N × …' }),
+    directions: NestedArray.optional().meta({ description: 'Explicit directions, k × N × … (k × N × m along a basis)' }),
+    basis: NestedArray.optional().meta({ description: 'Latent directions as rows, m × …: the penalty is taken w.r.t. coefficients along them' }),
     epsilons: z
       .array(z.number().gt(0, 'must be greater than 0'))
       .min(1)
@@ -164,6 +165,7 @@ export function toPenaltyRequest(body: PenaltyRequestBody): PenaltyRequest {
     request.latents = Array.isArray(body.latents) ? fromNested(body.latents, 'latents') : { ...body.latents };
   }
   if (body.directions !== undefined) request.directions = fromNested(body.directions, 'directions');
+  if (body.basis !== undefined) request.basis = fromNested(body.basis, 'basis');
   if (body.inputs !== undefined) {
     request.inputs = Object.fromEntries(Object.entries(body.inputs).map(([name, spec]) => [name, inputArray(name, spec)]));
   }

@@ -11,6 +11,7 @@ import { describeModel, type ModelDescription } from '../onnx/describe.js';
 import { type Device, parseDevice } from './device.js';
 import { evaluatePenalty, type PenaltyResult } from './evaluate.js';
 import type { LoadedModel } from './model.js';
+import { type AuditTask, type AuditValue, runAuditTask } from './audit-task.js';
 import { probeModel } from './probe.js';
 import type { Limits, PenaltyRequest } from './request.js';
 import { type OpenSession, SessionCache, type SessionSettings } from './session.js';
@@ -27,7 +28,8 @@ export const WORKER_ENV = {
 export type Task =
   | { kind: 'probe' }
   | { kind: 'describe'; path: string }
-  | { kind: 'penalty'; modelId: string; modelPath: string; request: PenaltyRequest; limits: Limits };
+  | { kind: 'penalty'; modelId: string; modelPath: string; request: PenaltyRequest; limits: Limits }
+  | AuditTask;
 
 export interface WorkerState {
   pid: number;
@@ -49,7 +51,7 @@ export interface ProbeValue {
   fallback?: string;
 }
 
-export type TaskValue = ProbeValue | ModelDescription | PenaltyResult;
+export type TaskValue = ProbeValue | ModelDescription | PenaltyResult | AuditValue;
 
 const device: Device = parseDevice(process.env[WORKER_ENV.device] ?? 'cpu');
 const settings: SessionSettings = { intraOpThreads: Number(process.env[WORKER_ENV.intraOpThreads] ?? 0) };
@@ -106,6 +108,13 @@ async function execute(task: Task): Promise<TaskValue> {
       injectFault(task.modelId);
       const model = await loaded(task.modelId, task.modelPath);
       return evaluatePenalty(model, task.request, { device, sessions, limits: task.limits });
+    }
+    case 'hessian':
+    case 'activeness':
+    case 'orthogonality':
+    case 'audit': {
+      injectFault(task.modelId);
+      return runAuditTask(task, await loaded(task.modelId, task.modelPath), { device, sessions, limits: task.limits });
     }
   }
 }
