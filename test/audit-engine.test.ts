@@ -245,3 +245,35 @@ t.test('the audit trusts a model as the penalty does: random ops refused, intera
   t.ok(bn.warnings.some((w) => w.code === 'rows_interact' && /each Hessian pass runs as its own batch of 3/.test(w.message)), JSON.stringify(bn.warnings));
   t.equal(bn.batches, 2 * 8 * 8 + 1, 'one batch of N rows per row of a sample');
 });
+
+t.test('extra inputs follow their sample into every audit row: conditional activeness equals a direct onnxruntime reference', async (t) => {
+  const ort = await import('onnxruntime-node');
+  const n = 3;
+  const labels = [3, 1, 7];
+  const z = Float32Array.from({ length: n * 8 }, (_, i) => Math.sin(i + 1));
+  const inputs = {
+    label: { type: 'int64' as const, shape: [n], data: BigInt64Array.from(labels.map(BigInt)) },
+    truncation: { type: 'float64' as const, shape: [1], data: Float64Array.from([0.7]) },
+  };
+  const result = await evaluateActiveness(model('conditional.onnx'), { latents: { type: 'float32', shape: [n, 8], data: z }, inputs, extent: 1.5 }, context);
+  // Reference: for each latent i, three separate runs of all N samples with z_i set, then the formula in float64.
+  const session = await ort.InferenceSession.create(modelBytes('conditional.onnx'));
+  const label = new ort.Tensor('int64', BigInt64Array.from(labels.map(BigInt)), [n]);
+  const truncation = new ort.Tensor('float32', Float32Array.from([0.7]), [1]);
+  for (let i = 0; i < 8; i++) {
+    const outs: Float32Array[] = [];
+    for (const value of [-1.5, 0, 1.5]) {
+      const x = Float32Array.from(z);
+      for (let s = 0; s < n; s++) x[s * 8 + i] = value;
+      outs.push((await session.run({ z: new ort.Tensor('float32', x, [n, 8]), label, truncation })).out.data as Float32Array);
+    }
+    let sum = 0;
+    for (let e = 0; e < outs[0].length; e++) {
+      const m = (outs[0][e] + outs[1][e] + outs[2][e]) / 3;
+      sum += ((outs[0][e] - m) ** 2 + (outs[1][e] - m) ** 2 + (outs[2][e] - m) ** 2) / 2;
+    }
+    const expected = sum / outs[0].length;
+    t.ok(close(result.layers[0].activeness[i] as number, expected, 1e-6), `z${i}: ${result.layers[0].activeness[i]} vs ${expected}`);
+  }
+  await session.release();
+});
