@@ -70,11 +70,13 @@ export async function runGate(candidate: LoadedModel, baseline: LoadedModel, spe
     baseline: { ...spec.penalty, layers: matches.map((m) => m.baseline) },
     candidate: { ...spec.penalty, layers: matches.map((m) => m.candidate) },
   };
+  const latents = spec.penalty.latents;
+  const samples = latents === undefined ? 2 : 'samples' in latents ? latents.samples : (latents.shape[0] ?? 0);
+  if (samples < 2) {
+    throw new AuditError('invalid_argument', `the gate needs at least 2 samples to put an interval on the ratio, got ${samples}`, 400);
+  }
   const base = await evaluate('baseline', baseline, requests.baseline, context);
   const cand = await evaluate('candidate', candidate, requests.candidate, context);
-  if (base.samples < 2) {
-    throw new AuditError('invalid_argument', `the gate needs at least 2 samples to put an interval on the ratio, got ${base.samples}`, 400);
-  }
 
   const pairs: LayerPair[] = matches.map((m, i) => ({
     name: m.candidate,

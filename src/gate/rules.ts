@@ -94,8 +94,8 @@ export function applyRules(comparison: Comparison, thresholds: Thresholds, rules
     const measured = rule.measure(comparison);
     const relation = rule.bound === 'ceiling' ? '≤' : '≥';
     if (measured === undefined || measured === null || Number.isNaN(measured)) {
-      const why = measured === undefined ? 'this run did not compute it' : (comparison.problem ?? 'it is not defined');
-      outcomes.push({ rule: rule.key, threshold, limit, value: null, verdict: 'error', message: `${rule.label} unavailable: ${why}` });
+      const why = measured === undefined ? 'this run did not compute it' : 'the layer could not be evaluated';
+      outcomes.push({ rule: rule.key, threshold, limit, value: null, verdict: 'error', message: `${rule.label} unavailable (${why})` });
       continue;
     }
     const ok = rule.bound === 'ceiling' ? measured <= limit : measured >= limit;
