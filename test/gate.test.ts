@@ -7,7 +7,9 @@ import { evaluatePenalty, type PenaltyResult } from '../dist/engine/evaluate.js'
 import { loadModel } from '../dist/engine/model.js';
 import type { PenaltyRequest } from '../dist/engine/request.js';
 import { SessionCache } from '../dist/engine/session.js';
-import type { GateResult } from '../dist/gate/gate.js';
+import { gateSpec } from '../dist/gate/config.js';
+import { type GateResult, runGate } from '../dist/gate/gate.js';
+import { figureRule, RULES } from '../dist/gate/rules.js';
 import { cli } from './helpers/cli.js';
 import { modelBytes, modelPath } from './helpers/reference.js';
 
@@ -242,4 +244,47 @@ t.test('a bad config file exits 2 and names the key', async (t) => {
     t.equal(r.code, 2);
     t.match(r.stderr, message);
   }
+});
+
+t.test('explicit latents are shared too; one sample is refused before anything runs', async (t) => {
+  const latents = join(dir, 'latents.json');
+  const z = Array.from({ length: 6 }, (_, i) => Array.from({ length: 12 }, (_, j) => Math.sin(i * 12 + j)));
+  writeFileSync(latents, JSON.stringify(z));
+  const { code, result } = await gateJson('--candidate', ENTANGLED, '--baseline', DCGAN, '--latents', latents, '--resamples', '200');
+  t.equal(result.settings.samples, 6);
+  t.equal(code, result.verdict === 'pass' ? 0 : 1);
+  const truth = await penaltyOf('dcgan.onnx', { latents: { type: 'float64', shape: [6, 12], data: Float64Array.from(z.flat()) }, k: 4, seed: 0 });
+  t.equal(result.layers[0].baseline.penalty, truth.layers[0].penalty);
+
+  writeFileSync(latents, JSON.stringify(z.slice(0, 1)));
+  const one = await cli('gate', '--candidate', ENTANGLED, '--baseline', DCGAN, '--latents', latents);
+  t.equal(one.code, 2);
+  t.match(one.stderr, /the gate needs at least 2 samples to put an interval on the ratio, got 1/);
+  const both = await cli('gate', '--candidate', ENTANGLED, '--baseline', DCGAN, '--latents', latents, '--samples', '4');
+  t.equal(both.code, 2);
+  t.match(both.stderr, /give either latents or samples, not both/);
+});
+
+t.test('a figure provider feeds audit-figure rules (the hook the audit rules use)', async (t) => {
+  const model = loadModel(modelBytes('dcgan.onnx'));
+  const diagonal = figureRule('minDiagonalFraction', '--min-diagonal-fraction', 'diagonalFraction', 'floor', 'floor on the diagonal-ness fraction');
+  const spec = gateSpec([{ penalty: { samples: 4, k: 2 }, resamples: 100 }]);
+  spec.rules.minDiagonalFraction = 0.5;
+  const calls: string[] = [];
+  const sessions = new SessionCache(2);
+  const result = await runGate(model, model, spec, {
+    device: parseDevice('cpu'),
+    sessions,
+    rules: [...RULES, diagonal],
+    figures: async (side, _model, request) => {
+      calls.push(`${side}: ${request.layers!.join()} seed ${request.seed}`);
+      return { image: { diagonalFraction: side === 'candidate' ? 0.4 : 0.9 } };
+    },
+  });
+  await sessions.clear();
+  t.same(calls, ['baseline: image seed 0', 'candidate: image seed 0'], 'both models, same request');
+  t.same(result.layers[0].baseline.figures, { diagonalFraction: 0.9 });
+  const rule = result.layers[0].rules.find((r) => r.rule === 'minDiagonalFraction');
+  t.same([rule?.value, rule?.verdict], [0.4, 'fail']);
+  t.equal(result.verdict, 'fail');
 });
