@@ -9,7 +9,7 @@ import { loadModel } from '../dist/engine/model.js';
 import { SessionCache } from '../dist/engine/session.js';
 import { pairedRatioInterval, quantile, ratio, resampleIndices } from '../dist/gate/bootstrap.js';
 import { gateSpec } from '../dist/gate/config.js';
-import { runGate } from '../dist/gate/gate.js';
+import { inProcess, runGate } from '../dist/gate/gate.js';
 import { modelProto } from '../dist/onnx/proto.js';
 import { standardNormal, Xoshiro128 } from '../dist/penalty/index.js';
 
@@ -78,7 +78,7 @@ const gateMs = [];
 const bareMs = [];
 for (let r = 0; r < 7; r++) {
   let t = performance.now();
-  await runGate(candidate, baseline, spec, context);
+  await runGate(candidate, baseline, spec, { evaluate: inProcess(context) });
   gateMs.push(performance.now() - t);
   t = performance.now();
   await evaluatePenalty(baseline, request, context);

@@ -8,7 +8,7 @@ import { loadModel } from '../dist/engine/model.js';
 import type { PenaltyRequest } from '../dist/engine/request.js';
 import { SessionCache } from '../dist/engine/session.js';
 import { gateSpec } from '../dist/gate/config.js';
-import { type GateResult, runGate } from '../dist/gate/gate.js';
+import { type GateResult, inProcess, runGate } from '../dist/gate/gate.js';
 import { figureRule, RULES } from '../dist/gate/rules.js';
 import { cli } from './helpers/cli.js';
 import { modelBytes, modelPath } from './helpers/reference.js';
@@ -273,8 +273,7 @@ t.test('a figure provider feeds audit-figure rules (the hook the audit rules use
   const calls: string[] = [];
   const sessions = new SessionCache(2);
   const result = await runGate(model, model, spec, {
-    device: parseDevice('cpu'),
-    sessions,
+    evaluate: inProcess({ device: parseDevice('cpu'), sessions }),
     rules: [...RULES, diagonal],
     figures: async (side, _model, request) => {
       calls.push(`${side}: ${request.layers!.join()} seed ${request.seed}`);

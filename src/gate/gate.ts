@@ -7,6 +7,7 @@ import { type EvaluateContext, evaluatePenalty, type PenaltyResult, type Warning
 import type { LoadedModel } from '../engine/model.js';
 import type { PenaltyRequest } from '../engine/request.js';
 import { AuditError } from '../errors.js';
+import type { ModelDescription } from '../onnx/describe.js';
 import { resampleIndices } from './bootstrap.js';
 import { compareLayer, type Comparison, type LayerPair, totalPair } from './compare.js';
 import { formatPath, type GateSpec } from './config.js';
@@ -44,23 +45,39 @@ export interface GateResult {
   timings: { totalMs: number };
 }
 
+/** What the gate needs to know of a model before running it: its id and description. */
+export interface GateModel {
+  id: string;
+  description: ModelDescription;
+}
+
+/** Runs one model's penalty: in process (the CLI) or in the server's worker pool (POST /v1/gate). */
+export type Evaluator<M extends GateModel> = (model: M, request: PenaltyRequest) => Promise<PenaltyResult>;
+
 /**
  * Audit figures (diagonal-ness, unused latents, …) of one model's layers, computed with the same
  * request; keyed by layer, then by figure name. Rules made with figureRule() read them.
  */
-export type FigureProvider = (
+export type FigureProvider<M extends GateModel> = (
   side: Side,
-  model: LoadedModel,
+  model: M,
   request: PenaltyRequest,
 ) => Promise<Record<string, Record<string, number | null>>>;
 
-export interface GateContext extends EvaluateContext {
-  figures?: FigureProvider;
+export interface GateContext<M extends GateModel> {
+  evaluate: Evaluator<M>;
+  figures?: FigureProvider<M>;
   /** The rule registry (tests and future audit rules extend it). */
   rules?: readonly RuleDefinition[];
 }
 
-export async function runGate(candidate: LoadedModel, baseline: LoadedModel, spec: GateSpec, context: GateContext): Promise<GateResult> {
+/** The in-process evaluator: evaluatePenalty on loaded model bytes. */
+export const inProcess =
+  (context: EvaluateContext): Evaluator<LoadedModel> =>
+  (model, request) =>
+    evaluatePenalty(model, request, context);
+
+export async function runGate<M extends GateModel>(candidate: M, baseline: M, spec: GateSpec, context: GateContext<M>): Promise<GateResult> {
   const started = performance.now();
   checkCompatible(candidate.description, baseline.description);
   const matches = matchLayers(candidate.description, baseline.description, spec.penalty.layers, spec.layerMap);
@@ -125,9 +142,9 @@ export async function runGate(candidate: LoadedModel, baseline: LoadedModel, spe
 }
 
 /** Same request, same seed: the engine draws identical latents and directions for both models. */
-async function evaluate(side: Side, model: LoadedModel, request: PenaltyRequest, context: EvaluateContext): Promise<PenaltyResult> {
+async function evaluate<M extends GateModel>(side: Side, model: M, request: PenaltyRequest, context: GateContext<M>): Promise<PenaltyResult> {
   try {
-    return await evaluatePenalty(model, request, context);
+    return await context.evaluate(model, request);
   } catch (err) {
     if (err instanceof AuditError) throw new AuditError(err.code, `${side} model: ${err.message}`, err.status, err.details);
     throw err;
@@ -149,11 +166,11 @@ function checkOverrides(spec: GateSpec, matches: LayerMatch[]): void {
   }
 }
 
-async function addFigures(
+async function addFigures<M extends GateModel>(
   comparisons: Comparison[],
   matches: LayerMatch[],
-  provider: FigureProvider,
-  models: Record<Side, LoadedModel>,
+  provider: FigureProvider<M>,
+  models: Record<Side, M>,
   requests: Record<Side, PenaltyRequest>,
 ): Promise<void> {
   const base = await provider('baseline', models.baseline, requests.baseline);

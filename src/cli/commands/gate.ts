@@ -7,7 +7,7 @@ import { SessionCache } from '../../engine/session.js';
 import { AuditError, invalid } from '../../errors.js';
 import { type GateConfig, gateSpec, parseGateConfig, readGateConfig } from '../../gate/config.js';
 import { formatGate, formatGateMarkdown } from '../../gate/format.js';
-import { type GateResult, runGate } from '../../gate/gate.js';
+import { type GateResult, inProcess, runGate } from '../../gate/gate.js';
 import { RULES } from '../../gate/rules.js';
 import { collect, EXIT, Exit, type Io, num, readModelFile } from '../common.js';
 import { penaltyRequest } from './penalty.js';
@@ -99,7 +99,7 @@ export function registerGate(program: Command, io: Io): void {
       const sessions = new SessionCache(2);
       let result: GateResult;
       try {
-        result = await runGate(candidate, baseline, spec, { device, sessions, limits });
+        result = await runGate(candidate, baseline, spec, { evaluate: inProcess({ device, sessions, limits }) });
       } finally {
         await sessions.clear();
       }
