@@ -9,6 +9,7 @@ import { EXIT, Exit, type Io } from './common.js';
 import { registerGate } from './commands/gate.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerPenalty } from './commands/penalty.js';
+import { registerServe } from './commands/serve.js';
 
 export { EXIT, type Io } from './common.js';
 
@@ -20,6 +21,7 @@ export function buildProgram(io: Io): Command {
     .showHelpAfterError('(run with --help for usage)');
   registerInspect(program, io);
   registerPenalty(program, io);
+  registerServe(program, io);
   registerGate(program, io);
   return program;
 }

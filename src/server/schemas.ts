@@ -1,0 +1,52 @@
+/** Response schemas of the model routes (the penalty schemas live in engine/schema.ts). */
+import { z } from 'zod';
+import type { ModelDescription } from '../onnx/describe.js';
+
+export const ModelId = z.string().meta({ description: 'SHA-256 of the model bytes (64 hex digits)' });
+
+const Tensor = z.object({
+  name: z.string(),
+  type: z.string(),
+  shape: z.array(z.union([z.number(), z.string(), z.null()])).nullable(),
+});
+
+const Layer = z.object({
+  name: z.string(),
+  op: z.string(),
+  node: z.string(),
+  isOutput: z.boolean(),
+  afterLinear: z.boolean(),
+  suggestion: z.string().optional(),
+});
+
+export const ModelSchema = z
+  .object({
+    id: ModelId,
+    size: z.number().meta({ description: 'Bytes' }),
+    created: z.boolean().meta({ description: 'false when these bytes were already stored' }),
+    irVersion: z.number(),
+    opsets: z.array(z.object({ domain: z.string(), version: z.number() })),
+    producer: z.string(),
+    inputs: z.array(Tensor),
+    outputs: z.array(Tensor),
+    layers: z.array(Layer),
+    nodes: z.number(),
+    ops: z.record(z.string(), z.number()),
+    warnings: z.array(z.object({ code: z.string(), message: z.string() })),
+  })
+  .meta({ id: 'Model' });
+
+const RANDOM_OPS = ['RandomNormal', 'RandomNormalLike', 'RandomUniform', 'RandomUniformLike', 'Multinomial', 'Bernoulli'];
+
+/** What a user should know before auditing: randomness in the forward pass breaks the estimate. */
+export function modelWarnings(d: ModelDescription): { code: string; message: string }[] {
+  const random = RANDOM_OPS.filter((op) => d.ops[op]);
+  return random.length
+    ? [
+        {
+          code: 'random_ops',
+          message: `the model uses ${random.join(', ')}: its forward pass is random, so second differences mix noise into the penalty; export it in eval mode or with seeded noise`,
+        },
+      ]
+    : [];
+}
