@@ -38,9 +38,12 @@ t.test('errors name the bad key path in the notation a user would type', async (
     fails({ layers: { '/fc/Gemm_output_0': { maxPenalty: -1 } } }).message,
     'gate.json: layers["/fc/Gemm_output_0"].maxPenalty: Too small: expected number to be >=0',
   );
-  t.match(fails({ penalty: { k: 2.5 } }).message, /^gate\.json: penalty\.k: .*expected int/);
+  // The penalty section is the API's penalty request schema (its messages), plus samples.
+  t.equal(fails({ penalty: { k: 2.5 } }).message, 'gate.json: penalty.k: must be a whole number');
+  t.match(fails({ penalty: { k: 1 } }).message, /^gate\.json: penalty\.k: must be at least 2/);
+  t.equal(fails({ penalty: { samples: 1 } }).message, 'gate.json: penalty.samples: must be at least 2 (the interval needs two samples)');
+  t.match(fails({ penalty: { latents: [[1]] } }).message, /^gate\.json: penalty\.latents: unknown key/);
   t.match(fails({ penalty: { reduction: 'median' } }).message, /^gate\.json: penalty\.reduction: .*"max"\|"mean"/);
-  t.match(fails({ penalty: { layers: [] } }).message, /^gate\.json: penalty\.layers: Too small/);
   t.match(fails({ penalty: { layers: ['a', 3] } }).message, /^gate\.json: penalty\.layers\[1\]: .*expected string/);
   t.match(fails({ confidence: 1 }).message, /^gate\.json: confidence: Too big/);
   t.match(fails({ resamples: 10 }).message, /^gate\.json: resamples: Too small/);

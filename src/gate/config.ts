@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import type { PenaltyRequest } from '../engine/request.js';
+import { PenaltyRequestSchema } from '../engine/schema.js';
 import { AuditError } from '../errors.js';
 import { RULES, type Scope, type Thresholds } from './rules.js';
 
@@ -15,16 +16,21 @@ const threshold = z.number().min(0).nullable().optional();
 const thresholds = (scope: Scope) =>
   z.strictObject(Object.fromEntries(RULES.filter((r) => r.scopes.includes(scope)).map((r) => [r.key, threshold])));
 
-/** Penalty settings shared by both models (the same latents and directions come from `seed`). */
-export const gatePenaltySchema = z.strictObject({
-  samples: z.int().min(2).optional(),
-  seed: z.int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-  k: z.int().min(2).optional(),
-  epsilon: z.number().positive().optional(),
-  reduction: z.enum(['max', 'mean']).optional(),
-  variance: z.enum(['unbiased', 'biased']).optional(),
-  layers: z.array(z.string().min(1)).min(1).optional(),
-  wrt: z.string().min(1).optional(),
+/**
+ * Penalty settings shared by both models (the same latents and directions come from `seed`): the
+ * API's own penalty request fields, plus how many latents to draw. Arrays (latents, extra inputs)
+ * come from files on the command line or from the POST /v1/gate body, not from a config file.
+ */
+export const gatePenaltySchema = PenaltyRequestSchema.pick({
+  wrt: true,
+  k: true,
+  epsilon: true,
+  reduction: true,
+  variance: true,
+  layers: true,
+  seed: true,
+}).extend({
+  samples: z.int('must be a whole number').min(2, 'must be at least 2 (the interval needs two samples)').optional(),
 });
 
 export const gateConfigSchema = z.strictObject({
@@ -96,31 +102,29 @@ export async function readGateConfig(path: string): Promise<GateConfig> {
   return parseGateConfig(value, path);
 }
 
-/**
- * Merge configs, later ones winning key by key (a config file, then command-line flags), and fill
- * in the defaults. Extra inputs and explicit latents come from outside the config (files, arrays).
- */
-export function gateSpec(configs: readonly GateConfig[], extra: Pick<PenaltyRequest, 'inputs' | 'latents' | 'directions'> = {}): GateSpec {
-  const merged = {
-    penalty: {} as NonNullable<GateConfig['penalty']>,
-    rules: {} as Thresholds,
-    layers: {} as Record<string, Thresholds>,
-    total: {} as Thresholds,
-    layerMap: {} as Record<string, string>,
-    confidence: GATE_DEFAULTS.confidence,
-    resamples: GATE_DEFAULTS.resamples,
-  };
+/** Merge configs key by key, later ones winning (a config file, then command-line flags). */
+export function mergeConfigs(configs: readonly GateConfig[]): GateConfig {
+  const merged: GateConfig = {};
   for (const c of configs) {
-    Object.assign(merged.penalty, c.penalty);
-    Object.assign(merged.rules, c.rules);
-    Object.assign(merged.total, c.total);
-    Object.assign(merged.layerMap, c.layerMap);
-    for (const [name, t] of Object.entries(c.layers ?? {})) merged.layers[name] = { ...merged.layers[name], ...t };
+    for (const key of ['penalty', 'rules', 'total', 'layerMap'] as const) {
+      if (c[key] !== undefined) merged[key] = { ...merged[key], ...c[key] } as never;
+    }
+    for (const [name, t] of Object.entries(c.layers ?? {})) merged.layers = { ...merged.layers, [name]: { ...merged.layers?.[name], ...t } };
     if (c.confidence !== undefined) merged.confidence = c.confidence;
     if (c.resamples !== undefined) merged.resamples = c.resamples;
   }
-  if (!('maxIncrease' in merged.rules)) merged.rules.maxIncrease = GATE_DEFAULTS.maxIncrease;
-  const { samples, ...settings } = merged.penalty;
+  return merged;
+}
+
+/**
+ * Merged configs with the defaults filled in. Extra inputs and explicit latents come from outside
+ * the config (files, arrays in a request body).
+ */
+export function gateSpec(configs: readonly GateConfig[], extra: Pick<PenaltyRequest, 'inputs' | 'latents' | 'directions'> = {}): GateSpec {
+  const config = mergeConfigs(configs);
+  const rules: Thresholds = { ...config.rules };
+  if (!('maxIncrease' in rules)) rules.maxIncrease = GATE_DEFAULTS.maxIncrease;
+  const { samples, ...settings } = config.penalty ?? {};
   const penalty: GateSpec['penalty'] = {
     k: GATE_DEFAULTS.k,
     ...settings,
@@ -129,7 +133,15 @@ export function gateSpec(configs: readonly GateConfig[], extra: Pick<PenaltyRequ
   };
   if (extra.latents === undefined) penalty.latents = { samples: samples ?? GATE_DEFAULTS.samples };
   else if (samples !== undefined) throw new AuditError('invalid_argument', 'give either latents or samples, not both', 400);
-  return { ...merged, penalty };
+  return {
+    penalty,
+    rules,
+    layers: config.layers ?? {},
+    total: config.total ?? {},
+    layerMap: config.layerMap ?? {},
+    confidence: config.confidence ?? GATE_DEFAULTS.confidence,
+    resamples: config.resamples ?? GATE_DEFAULTS.resamples,
+  };
 }
 
 /** `rules.maxIncrese: unknown key (known: …)` — the path in the notation a user would type. */
