@@ -63,6 +63,21 @@ export const PenaltyRequestSchema = z
     layers: z.array(z.string().min(1)).optional().meta({ description: 'Outputs or intermediate tensors (default: all outputs)' }),
     seed: seedSchema.optional().meta({ description: 'Seed for latents and directions (default: random, reported)' }),
     directions: NestedArray.optional().meta({ description: 'Explicit directions, k × N × …' }),
+    epsilons: z
+      .array(z.number().gt(0, 'must be greater than 0'))
+      .min(1)
+      .optional()
+      .meta({ description: 'ε sweep: the penalty at each ε, on the same latents and directions' }),
+    maxSamples: z
+      .number()
+      .int('must be a whole number')
+      .min(1, 'must be at least 1')
+      .optional()
+      .meta({ description: 'Audit only the first maxSamples samples (saves memory)' }),
+    allowNondeterministic: z
+      .boolean()
+      .optional()
+      .meta({ description: 'Run a model with random ops anyway (results carry a warning)' }),
   })
   .strict()
   .meta({ id: 'PenaltyRequest' });
@@ -81,6 +96,16 @@ export const LayerResultSchema = z.object({
   shape: z.array(z.number()),
   op: z.string().optional(),
   perSample: z.array(z.number().nullable()),
+  noiseFloor: z.number().meta({ description: 'Rounding noise floor of the penalty at this ε' }),
+  determinism: z
+    .object({ maxDifference: z.number(), secondDifferenceError: z.number() })
+    .meta({ description: 'Two runs of the same G(z): largest difference, and 4δ/ε²' }),
+});
+
+export const SweepPointSchema = z.object({
+  epsilon: z.number(),
+  penalty: z.number().nullable(),
+  layers: z.array(z.object({ name: z.string(), penalty: z.number().nullable(), noiseFloor: z.number() })),
 });
 
 export const PenaltyResultSchema = z
@@ -101,6 +126,7 @@ export const PenaltyResultSchema = z
     directions: z.enum(['rademacher', 'explicit']),
     wrt: z.string(),
     executionProvider: z.string(),
+    sweep: z.array(SweepPointSchema).optional().meta({ description: 'Penalties for each ε of epsilons' }),
     warnings: z.array(WarningSchema),
     timings: z.object({ totalMs: z.number(), forwardMs: z.number(), reduceMs: z.number() }),
   })
@@ -141,7 +167,7 @@ export function toPenaltyRequest(body: PenaltyRequestBody): PenaltyRequest {
   if (body.inputs !== undefined) {
     request.inputs = Object.fromEntries(Object.entries(body.inputs).map(([name, spec]) => [name, inputArray(name, spec)]));
   }
-  for (const key of ['wrt', 'k', 'epsilon', 'reduction', 'variance', 'layers', 'seed'] as const) {
+  for (const key of ['wrt', 'k', 'epsilon', 'reduction', 'variance', 'layers', 'seed', 'epsilons', 'maxSamples', 'allowNondeterministic'] as const) {
     if (body[key] !== undefined) (request as Record<string, unknown>)[key] = body[key];
   }
   return request;

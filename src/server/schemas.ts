@@ -19,6 +19,8 @@ const Layer = z.object({
   suggestion: z.string().optional(),
 });
 
+const NodeRisk = z.object({ node: z.string(), op: z.string(), why: z.string() });
+
 export const ModelSchema = z
   .object({
     id: ModelId,
@@ -32,21 +34,27 @@ export const ModelSchema = z
     layers: z.array(Layer),
     nodes: z.number(),
     ops: z.record(z.string(), z.number()),
+    randomOps: z.array(NodeRisk).meta({ description: 'Nodes that make G random: penalties are refused unless allowNondeterministic' }),
+    batchMixingOps: z.array(NodeRisk).meta({ description: 'Nodes whose batch rows interact: passes run as separate batches' }),
     warnings: z.array(z.object({ code: z.string(), message: z.string() })),
   })
   .meta({ id: 'Model' });
 
-const RANDOM_OPS = ['RandomNormal', 'RandomNormalLike', 'RandomUniform', 'RandomUniformLike', 'Multinomial', 'Bernoulli'];
-
-/** What a user should know before auditing: randomness in the forward pass breaks the estimate. */
+/** What a user should know before auditing (the seed tips): randomness, and rows that interact. */
 export function modelWarnings(d: ModelDescription): { code: string; message: string }[] {
-  const random = RANDOM_OPS.filter((op) => d.ops[op]);
-  return random.length
-    ? [
-        {
-          code: 'random_ops',
-          message: `the model uses ${random.join(', ')}: its forward pass is random, so second differences mix noise into the penalty; export it in eval mode or with seeded noise`,
-        },
-      ]
-    : [];
+  const list = (risks: ModelDescription['randomOps']): string => risks.map((r) => `${r.node} (${r.op}: ${r.why})`).join(', ');
+  const warnings: { code: string; message: string }[] = [];
+  if (d.randomOps.length) {
+    warnings.push({
+      code: 'nondeterministic_model',
+      message: `the forward pass is random: ${list(d.randomOps)}; penalties are refused unless allowNondeterministic is set. Export it in eval mode or with seeded noise`,
+    });
+  }
+  if (d.batchMixingOps.length) {
+    warnings.push({
+      code: 'rows_interact',
+      message: `rows of a batch influence each other: ${list(d.batchMixingOps)}; the 2k+1 passes will run as separate batches`,
+    });
+  }
+  return warnings;
 }
