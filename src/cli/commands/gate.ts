@@ -2,14 +2,18 @@ import { writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { type Command, Option } from 'commander';
 import { parseDevice } from '../../engine/device.js';
-import { DEFAULT_LIMITS } from '../../engine/request.js';
+import type { LoadedModel } from '../../engine/model.js';
+import { DEFAULT_LIMITS, type PenaltyRequest } from '../../engine/request.js';
 import { SessionCache } from '../../engine/session.js';
 import { AuditError, invalid } from '../../errors.js';
-import { type GateConfig, gateSpec, parseGateConfig, readGateConfig } from '../../gate/config.js';
+import { type GateConfig, type GateSpec, gateSpec, mergeConfigs, parseGateConfig, readGateConfig } from '../../gate/config.js';
 import { formatGate, formatGateMarkdown } from '../../gate/format.js';
 import { type GateResult, inProcess, runGate } from '../../gate/gate.js';
+import { checkCompatible, matchLayers } from '../../gate/match.js';
 import { RULES } from '../../gate/rules.js';
+import { GateResultSchema } from '../../gate/schema.js';
 import { collect, EXIT, Exit, type Io, num, readModelFile } from '../common.js';
+import { RemoteClient, toInputArray, toNested } from '../remote.js';
 import { penaltyRequest } from './penalty.js';
 
 /** Command-line flag for each config path, so that a bad flag value is reported as the flag. */
@@ -83,6 +87,8 @@ export function registerGate(program: Command, io: Io): void {
     .option('--map <cand=base>', 'compare candidate layer CAND with baseline layer BASE (repeatable)', collect)
     .option('--wrt <name>', 'input to take the penalty with respect to')
     .option('--input <name=file>', 'extra input held fixed for all passes of both models (repeatable)', collect)
+    .option('--server <url>', 'run the gate on a hessian-audit server (uploads only the models it does not have)')
+    .addOption(new Option('--token <token>', 'bearer token for --server').env('HESSIAN_AUDIT_TOKEN'))
     .option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu', 'cpu')
     .option('--memory-budget <mib>', 'MiB of layer outputs per batch', num('--memory-budget'))
     .option('--json', 'print one JSON document')
@@ -91,22 +97,66 @@ export function registerGate(program: Command, io: Io): void {
       const configs = options.config ? [await readGateConfig(options.config as string)] : [];
       configs.push(flagConfig(options));
       const extra = await penaltyRequest({ input: options.input, latents: options.latents });
-      const spec = gateSpec(configs, { inputs: extra.inputs, ...(extra.latents ? { latents: extra.latents } : {}) });
-      const device = parseDevice(options.device as string);
+      const arrays = { inputs: extra.inputs, ...(extra.latents ? { latents: extra.latents } : {}) };
+      const spec = gateSpec(configs, arrays);
       const [candidate, baseline] = [await readModelFile(options.candidate as string), await readModelFile(options.baseline as string)];
-      const limits = { ...DEFAULT_LIMITS };
-      if (options.memoryBudget !== undefined) limits.memoryBudget = (options.memoryBudget as number) * 1024 * 1024;
-      const sessions = new SessionCache(2);
-      let result: GateResult;
-      try {
-        result = await runGate(candidate, baseline, spec, { evaluate: inProcess({ device, sessions, limits }) });
-      } finally {
-        await sessions.clear();
-      }
+      const result =
+        options.server !== undefined
+          ? await remoteGate({ candidate, baseline }, mergeConfigs(configs), arrays, options, io)
+          : await localGate(candidate, baseline, spec, options);
       const names = { candidate: basename(options.candidate as string), baseline: basename(options.baseline as string) };
       await report(result, names, options, io);
       if (result.verdict !== 'pass') throw new Exit(EXIT.gateFailed);
     });
+}
+
+async function localGate(candidate: LoadedModel, baseline: LoadedModel, spec: GateSpec, options: Record<string, unknown>): Promise<GateResult> {
+  const device = parseDevice(options.device as string);
+  const limits = { ...DEFAULT_LIMITS };
+  if (options.memoryBudget !== undefined) limits.memoryBudget = (options.memoryBudget as number) * 1024 * 1024;
+  const sessions = new SessionCache(2);
+  try {
+    return await runGate(candidate, baseline, spec, { evaluate: inProcess({ device, sessions, limits }) });
+  } finally {
+    await sessions.clear();
+  }
+}
+
+/** The same gate on a server: upload what it lacks, send the merged config and the arrays. */
+async function remoteGate(
+  models: { candidate: LoadedModel; baseline: LoadedModel },
+  config: GateConfig,
+  arrays: Pick<PenaltyRequest, 'inputs' | 'latents'>,
+  options: Record<string, unknown>,
+  io: Io,
+): Promise<GateResult> {
+  if (options.memoryBudget !== undefined) throw invalid("--memory-budget applies to local runs; with --server the server's limits apply");
+  const client = new RemoteClient({ server: options.server as string, ...(options.token ? { token: options.token as string } : {}) });
+  // What can be checked here is checked before anything is uploaded.
+  checkCompatible(models.candidate.description, models.baseline.description);
+  matchLayers(models.candidate.description, models.baseline.description, config.penalty?.layers, config.layerMap);
+  for (const side of ['candidate', 'baseline'] as const) {
+    const model = models[side];
+    const path = options[side] as string;
+    if ((await client.ensureModel(model.id, model.bytes, basename(path))) === 'uploaded') {
+      io.stderr(`uploaded ${side} ${path} (sha256 ${model.id.slice(0, 12)}) to ${options.server as string}`);
+    }
+  }
+  const { $schema: _, ...gate } = config;
+  const body = {
+    candidate: models.candidate.id,
+    baseline: models.baseline.id,
+    ...gate,
+    ...(arrays.latents && !('samples' in arrays.latents) ? { latents: toNested(arrays.latents) } : {}),
+    ...(arrays.inputs && Object.keys(arrays.inputs).length > 0
+      ? { inputs: Object.fromEntries(Object.entries(arrays.inputs).map(([name, a]) => [name, toInputArray(a)])) }
+      : {}),
+  };
+  const parsed = GateResultSchema.safeParse(await client.post('/v1/gate', body));
+  if (!parsed.success) {
+    throw new AuditError('bad_response', `the server at ${options.server as string} answered POST /v1/gate with something that is not a gate result; is it a hessian-audit server of this version?`, 500);
+  }
+  return parsed.data as GateResult;
 }
 
 async function report(result: GateResult, names: { candidate: string; baseline: string }, options: Record<string, unknown>, io: Io): Promise<void> {
