@@ -218,7 +218,7 @@ t.test('usage and input errors exit 2 with a clear message', async (t) => {
     ['a malformed mapping', ['--candidate', DCGAN, '--baseline', DCGAN, '--map', 'image'], /--map takes CANDIDATE_LAYER=BASELINE_LAYER, got 'image'/],
     ['a negative allowance', ['--candidate', DCGAN, '--baseline', DCGAN, '--max-increase', '-0.1'], /error: command line: --max-increase: Too small: expected number to be >=0/],
     ['a confidence of 95', ['--candidate', DCGAN, '--baseline', DCGAN, '--confidence', '95'], /--confidence: Too big: expected number to be <1/],
-    ['one sample', ['--candidate', DCGAN, '--baseline', DCGAN, '--samples', '1'], /--samples: Too small: expected number to be >=2/],
+    ['one sample', ['--candidate', DCGAN, '--baseline', DCGAN, '--samples', '1'], /error: command line: --samples: must be at least 2 \(the interval needs two samples\)/],
     ['a missing model file', ['--candidate', join(dir, 'nope.onnx'), '--baseline', DCGAN], /cannot read model .*nope\.onnx: ENOENT/],
     ['no baseline', ['--candidate', DCGAN], /required option '--baseline <file>' not specified/],
     ['a non-number', ['--candidate', DCGAN, '--baseline', DCGAN, '--max-penalty', 'lots'], /--max-penalty must be a number, got 'lots'/],
