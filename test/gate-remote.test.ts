@@ -89,6 +89,10 @@ t.test('remote errors exit 2 with the reason', async (t) => {
   t.equal(typo.code, 2);
   t.match(typo.stderr, /bad\.json: layers\.image\.maxIncrese: unknown key/);
 
+  const budget = await cli('gate', '--candidate', DCGAN, '--baseline', DCGAN, '--memory-budget', '64', ...remote);
+  t.equal(budget.code, 2);
+  t.match(budget.stderr, /--memory-budget applies to local runs; with --server the server's limits apply/);
+
   const badUrl = await cli('gate', '--candidate', DCGAN, '--baseline', DCGAN, '--server', 'ftp://example');
   t.equal(badUrl.code, 2);
   t.match(badUrl.stderr, /--server must be an http:\/\/ or https:\/\/ URL, got 'ftp:\/\/example'/);

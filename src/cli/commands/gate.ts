@@ -142,11 +142,10 @@ async function remoteGate(
       io.stderr(`uploaded ${side} ${path} (sha256 ${model.id.slice(0, 12)}) to ${options.server as string}`);
     }
   }
-  const { $schema: _, ...gate } = config;
   const body = {
     candidate: models.candidate.id,
     baseline: models.baseline.id,
-    ...gate,
+    ...config,
     ...(arrays.latents && !('samples' in arrays.latents) ? { latents: toNested(arrays.latents) } : {}),
     ...(arrays.inputs && Object.keys(arrays.inputs).length > 0
       ? { inputs: Object.fromEntries(Object.entries(arrays.inputs).map(([name, a]) => [name, toInputArray(a)])) }
