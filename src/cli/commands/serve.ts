@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
 import { type Command, Option } from 'commander';
 import { type Device, parseDevice } from '../../engine/device.js';
@@ -51,17 +52,18 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--memory-budget <mib>', 'MiB of layer outputs per batch', 'MEMORY_BUDGET_MIB', num('--memory-budget'), DEFAULT_LIMITS.memoryBudget / MiB))
     .addOption(option('--token <token>', 'require "Authorization: Bearer <token>" on /v1 routes', 'TOKEN'))
     .addOption(option('--session-cache <n>', 'onnxruntime sessions each worker keeps open', 'SESSION_CACHE', whole('--session-cache', 1), SERVER_DEFAULTS.sessionCacheSize))
-    .addOption(option('--threads <n>', 'onnxruntime threads per worker (0: onnxruntime decides)', 'THREADS', whole('--threads', 0), SERVER_DEFAULTS.intraOpThreads))
+    .addOption(option('--threads <n>', 'onnxruntime threads per worker (default: the cores shared out among the CPU workers; 0: onnxruntime decides)', 'THREADS', whole('--threads', 0)))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'LOG_LEVEL', undefined, SERVER_DEFAULTS.logLevel))
     .addOption(option('--preload <model.onnx>', 'register a model file at startup (repeatable)', 'PRELOAD', collect))
     .action(async (options: Record<string, unknown>) => {
       const devices = parseDevices(options.device as string);
+      const workers = (options.workers as number | undefined) ?? defaultWorkers(devices[0]);
       const config: ServerConfig = serverConfig({
         host: options.host as string,
         port: options.port as number,
         devices,
         modelDir: options.modelDir as string,
-        workers: (options.workers as number | undefined) ?? defaultWorkers(devices[0]),
+        workers,
         maxQueue: options.maxQueue as number,
         requestTimeoutMs: (options.requestTimeout as number) * 1000,
         maxUploadBytes: Math.round((options.maxUploadMib as number) * MiB),
@@ -74,7 +76,8 @@ export function registerServe(program: Command, io: Io): void {
         },
         ...(options.token ? { token: options.token as string } : {}),
         sessionCacheSize: options.sessionCache as number,
-        intraOpThreads: options.threads as number,
+        // onnxruntime's default takes every core for each worker; several workers would then fight.
+        intraOpThreads: (options.threads as number | undefined) ?? Math.max(1, Math.floor(availableParallelism() / (workers * devices.length))),
         logLevel: options.logLevel as string,
       });
       const { app, context } = await buildApp(config);
