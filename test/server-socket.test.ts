@@ -138,6 +138,10 @@ t.test('a crash is a 500 whose request id is in the response header and the JSON
 t.test('SIGTERM: the request in flight finishes, new ones are refused, the exit code is 0', async (t) => {
   const server = await serve(t, modelDir, [], { HESSIAN_AUDIT_MAX_K: '3' });
   t.equal((await upload(server.base, slow)).status, 201);
+  const port = new URL(server.base).port;
+  const busy = spawnCli('serve', '--host', '127.0.0.1', '--port', port, '--model-dir', modelDir, '--workers', '1');
+  t.equal(busy.code, 2);
+  t.match(busy.stderr, `port ${port} on 127.0.0.1 is already in use; choose another --port`);
   const limited = await post(`${server.base}/v1/models/${sha256(slow)}/penalty`, { k: 4 });
   t.equal(limited.status, 422);
   t.match((await limited.json()).error.message, /k is 4, above this server's limit of 3/, 'settings come from environment variables');

@@ -27,6 +27,18 @@ const whole = (flag: string, min: number) => (value: string): number => {
   return x;
 };
 
+async function listen(app: Awaited<ReturnType<typeof buildApp>>['app'], config: ServerConfig): Promise<void> {
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw invalid(`port ${config.port} on ${config.host} is already in use; choose another --port`);
+    if (code === 'EACCES') throw invalid(`no permission to listen on ${config.host}:${config.port}; use a port above 1023`);
+    if (code === 'EADDRNOTAVAIL') throw invalid(`${config.host} is not an address of this machine; use --host 127.0.0.1 or 0.0.0.0`);
+    throw err;
+  }
+}
+
 export function registerServe(program: Command, io: Io): void {
   const option = (flags: string, description: string, envName: string, parse?: (v: string) => unknown, fallback?: unknown): Option => {
     const o = new Option(flags, description).env(env(envName));
@@ -95,7 +107,7 @@ export function registerServe(program: Command, io: Io): void {
         const files = (Array.isArray(preload) ? preload : [preload]).flatMap((p) => p.split(',')).filter(Boolean);
         const models = [];
         for (const path of files) models.push({ path, ...(await registerModelFile(context, path)) });
-        await app.listen({ host: config.host, port: config.port });
+        await listen(app, config);
         const address = app.server.address();
         const port = typeof address === 'object' && address ? address.port : config.port;
         const base = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
