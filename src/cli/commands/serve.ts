@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
 import { type Command, Option } from 'commander';
 import { type Device, parseDevice } from '../../engine/device.js';
@@ -26,6 +27,18 @@ const whole = (flag: string, min: number) => (value: string): number => {
   return x;
 };
 
+async function listen(app: Awaited<ReturnType<typeof buildApp>>['app'], config: ServerConfig): Promise<void> {
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw invalid(`port ${config.port} on ${config.host} is already in use; choose another --port`);
+    if (code === 'EACCES') throw invalid(`no permission to listen on ${config.host}:${config.port}; use a port above 1023`);
+    if (code === 'EADDRNOTAVAIL') throw invalid(`${config.host} is not an address of this machine; use --host 127.0.0.1 or 0.0.0.0`);
+    throw err;
+  }
+}
+
 export function registerServe(program: Command, io: Io): void {
   const option = (flags: string, description: string, envName: string, parse?: (v: string) => unknown, fallback?: unknown): Option => {
     const o = new Option(flags, description).env(env(envName));
@@ -51,17 +64,18 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--memory-budget <mib>', 'MiB of layer outputs per batch', 'MEMORY_BUDGET_MIB', num('--memory-budget'), DEFAULT_LIMITS.memoryBudget / MiB))
     .addOption(option('--token <token>', 'require "Authorization: Bearer <token>" on /v1 routes', 'TOKEN'))
     .addOption(option('--session-cache <n>', 'onnxruntime sessions each worker keeps open', 'SESSION_CACHE', whole('--session-cache', 1), SERVER_DEFAULTS.sessionCacheSize))
-    .addOption(option('--threads <n>', 'onnxruntime threads per worker (0: onnxruntime decides)', 'THREADS', whole('--threads', 0), SERVER_DEFAULTS.intraOpThreads))
+    .addOption(option('--threads <n>', 'onnxruntime threads per worker (default: the cores shared out among the CPU workers; 0: onnxruntime decides)', 'THREADS', whole('--threads', 0)))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'LOG_LEVEL', undefined, SERVER_DEFAULTS.logLevel))
     .addOption(option('--preload <model.onnx>', 'register a model file at startup (repeatable)', 'PRELOAD', collect))
     .action(async (options: Record<string, unknown>) => {
       const devices = parseDevices(options.device as string);
+      const workers = (options.workers as number | undefined) ?? defaultWorkers(devices[0]);
       const config: ServerConfig = serverConfig({
         host: options.host as string,
         port: options.port as number,
         devices,
         modelDir: options.modelDir as string,
-        workers: (options.workers as number | undefined) ?? defaultWorkers(devices[0]),
+        workers,
         maxQueue: options.maxQueue as number,
         requestTimeoutMs: (options.requestTimeout as number) * 1000,
         maxUploadBytes: Math.round((options.maxUploadMib as number) * MiB),
@@ -74,7 +88,8 @@ export function registerServe(program: Command, io: Io): void {
         },
         ...(options.token ? { token: options.token as string } : {}),
         sessionCacheSize: options.sessionCache as number,
-        intraOpThreads: options.threads as number,
+        // onnxruntime's default takes every core for each worker; several workers would then fight.
+        intraOpThreads: (options.threads as number | undefined) ?? Math.max(1, Math.floor(availableParallelism() / (workers * devices.length))),
         logLevel: options.logLevel as string,
       });
       const { app, context } = await buildApp(config);
@@ -92,7 +107,7 @@ export function registerServe(program: Command, io: Io): void {
         const files = (Array.isArray(preload) ? preload : [preload]).flatMap((p) => p.split(',')).filter(Boolean);
         const models = [];
         for (const path of files) models.push({ path, ...(await registerModelFile(context, path)) });
-        await app.listen({ host: config.host, port: config.port });
+        await listen(app, config);
         const address = app.server.address();
         const port = typeof address === 'object' && address ? address.port : config.port;
         const base = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
