@@ -56,6 +56,13 @@ t.test('--basis reads a file and audits along it', async (t) => {
   t.equal(result.basis, 2);
   // Swapping z0 and z1: the interaction is that of (A + Aᵀ) restricted to (z1, z0).
   t.ok(Math.abs(result.layers[0].interaction[0][0] - 36) < 1e-3 && Math.abs(result.layers[0].interaction[1][1] - 4) < 1e-3);
+  // penalty takes --basis too: along the identity it is the plain penalty.
+  const identity = join(dir, 'identity.json');
+  writeFileSync(identity, JSON.stringify([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]));
+  const plain = JSON.parse((await cli('penalty', modelPath('quadratic.onnx'), '--samples', '2', '--seed', '5', '--k', '3', '--json')).stdout);
+  const along = await cli('penalty', modelPath('quadratic.onnx'), '--samples', '2', '--seed', '5', '--k', '3', '--basis', identity, '--json');
+  t.equal(along.code, 0, along.stderr);
+  t.same(JSON.parse(along.stdout).layers[0].perSample, plain.layers[0].perSample);
   const missing = await cli('hessian', modelPath('quadratic.onnx'), '--basis', join(dir, 'nope.json'));
   t.equal(missing.code, 2);
   t.match(missing.stderr, /cannot read basis from .*nope\.json: ENOENT/);

@@ -12,7 +12,6 @@ import { DEFAULT_LIMITS, DEFAULTS } from '../engine/request.js';
 import { SessionCache } from '../engine/session.js';
 import { AuditError } from '../errors.js';
 import type { LoadedModel } from '../engine/model.js';
-import { readArrayFile } from '../io/files.js';
 import { DEFAULT_EXTENT, DEFAULT_THRESHOLD } from '../penalty/index.js';
 import { renderReport, type ReportInput } from '../report/index.js';
 import { penaltyRequest } from './commands/penalty.js';
@@ -69,7 +68,6 @@ export function auditOptions(command: Command, flags: FlagSet): Command {
 
 export async function auditRequest(options: Record<string, unknown>): Promise<AuditRequest> {
   const request: AuditRequest = await penaltyRequest(options);
-  if (options.basis !== undefined) request.basis = await readArrayFile(options.basis as string, 'basis');
   for (const key of ['extent', 'threshold', 'element'] as const) {
     if (options[key] !== undefined) request[key] = options[key] as number;
   }

@@ -26,6 +26,7 @@ export async function penaltyRequest(options: Record<string, unknown>): Promise<
   if (options.latents !== undefined) request.latents = await readArrayFile(options.latents as string, 'latents');
   else if (options.samples !== undefined) request.latents = { samples: options.samples as number };
   if (options.directions !== undefined) request.directions = await readArrayFile(options.directions as string, 'directions');
+  if (options.basis !== undefined) request.basis = await readArrayFile(options.basis as string, 'basis');
   for (const key of ['wrt', 'k', 'epsilon', 'reduction', 'variance', 'seed'] as const) {
     if (options[key] !== undefined) (request as Record<string, unknown>)[key] = options[key];
   }
@@ -55,6 +56,7 @@ export function registerPenalty(program: Command, io: Io): void {
     .addOption(new Option('--variance <v>', 'over directions (default unbiased)').choices(['unbiased', 'biased']))
     .option('--layers <names>', 'comma-separated outputs or intermediate tensors (default: all outputs)')
     .option('--directions <file>', 'explicit directions, k × N × … (.npy or JSON)')
+    .option('--basis <file>', 'latent directions as rows, m × … (.npy or JSON): the penalty w.r.t. coefficients along them')
     .option('--epsilons <list>', 'ε sweep on the same latents and directions, e.g. 0.05,0.1,0.2')
     .option('--max-samples <n>', 'audit only the first N samples (saves memory)', num('--max-samples'))
     .option('--allow-nondeterministic', 'run a model with random ops anyway (results carry a warning)')
