@@ -59,7 +59,7 @@ export function interactionHeatmap(matrix: number[][], title: string): string {
   const cell = Math.max(6, Math.min(30, Math.floor(420 / Math.max(d, 1))));
   const margin = 28;
   const size = d * cell;
-  const legend = 60;
+  const legend = 72;
   const width = margin + size + legend + 10;
   const height = margin + size + 10;
   let max = 0;
