@@ -5,6 +5,7 @@
 import * as ort from 'onnxruntime-node';
 import { AuditError } from '../errors.js';
 import { exposeTensors } from '../onnx/expose.js';
+import type { CudaSettings } from './cuda.js';
 import { type Device, deviceName, providerChoices, providerError } from './device.js';
 
 export interface OpenSession {
@@ -18,6 +19,8 @@ export interface OpenSession {
 export interface SessionSettings {
   /** Threads inside one run; 0 lets onnxruntime choose. */
   intraOpThreads?: number;
+  /** CUDA provider settings (cuda.ts); defaults when absent. */
+  cuda?: CudaSettings;
 }
 
 export async function openSession(
@@ -27,7 +30,7 @@ export async function openSession(
   settings: SessionSettings = {},
 ): Promise<OpenSession> {
   const model = exposeTensors(bytes, layers);
-  const choices = providerChoices(device);
+  const choices = providerChoices(device, settings.cuda);
   let fallback: string | undefined;
   for (const [i, choice] of choices.entries()) {
     const last = i === choices.length - 1;
@@ -57,9 +60,13 @@ export async function openSession(
 export class SessionCache {
   private readonly entries = new Map<string, Promise<OpenSession>>();
 
-  constructor(readonly capacity = 8) {}
+  /** `settings` apply to every session this cache opens (a deployment's provider settings). */
+  constructor(
+    readonly capacity = 8,
+    readonly settings: SessionSettings = {},
+  ) {}
 
-  get(modelId: string, bytes: Uint8Array, layers: readonly string[], device: Device, settings?: SessionSettings): Promise<OpenSession> {
+  get(modelId: string, bytes: Uint8Array, layers: readonly string[], device: Device, settings: SessionSettings = this.settings): Promise<OpenSession> {
     const key = `${modelId}|${deviceName(device)}|${[...layers].sort().join('\u0000')}`;
     let entry = this.entries.get(key);
     if (entry) {
