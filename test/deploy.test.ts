@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { DockerfileParser, type JSONInstruction } from 'dockerfile-ast';
 import t from 'tap';
 import { parseAllDocuments } from 'yaml';
-import { serviceContract } from './helpers/service.js';
+import { openService } from './helpers/service.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
@@ -66,7 +66,8 @@ t.test('the Deployment runs this package’s image on one NVIDIA GPU per pod', a
 });
 
 t.test('ports and probes are the ones the service has', async (t) => {
-  const contract = await serviceContract();
+  const contract = await openService();
+  t.teardown(contract.close);
   const http = container.ports.find((p: Doc) => p.name === 'http');
   t.equal(http.containerPort, contract.port, `containerPort is the service’s default port (${contract.source})`);
   t.equal(http.containerPort, image.expose, 'and what the image EXPOSEs');
@@ -74,7 +75,7 @@ t.test('ports and probes are the ones the service has', async (t) => {
   t.equal(container.livenessProbe.httpGet.path, '/healthz');
   for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
     const get = container[probe].httpGet;
-    t.ok(contract.routes.includes(get.path), `${probe} ${get.path} is a route of the service (${contract.source})`);
+    t.ok(contract.serves(get.path), `${probe} GET ${get.path} is a route of the service (${contract.source})`);
     t.ok(container.ports.some((p: Doc) => p.name === get.port || p.containerPort === get.port), `${probe} port ${get.port} is a container port`);
   }
 });
@@ -110,7 +111,8 @@ t.test('compose: GPU reservation, port, store volume, the Dockerfile', async (t)
   const gpu = compose.services['hessian-audit'];
   t.equal(gpu.image, container.image, 'the same image as the Deployment');
   t.same(gpu.deploy.resources.reservations.devices, [{ driver: 'nvidia', count: 'all', capabilities: ['gpu'] }]);
-  const contract = await serviceContract();
+  const contract = await openService();
+  t.teardown(contract.close);
   for (const [name, svc] of Object.entries<Doc>(compose.services)) {
     t.ok(existsSync(join(ROOT, 'docker', svc.build.context, svc.build.dockerfile)), `${name}: the build finds docker/Dockerfile`);
     t.equal(Number(svc.ports[0].split(':').at(-1)), contract.port, `${name}: publishes the service port`);
