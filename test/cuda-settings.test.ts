@@ -140,3 +140,38 @@ t.test('a request for CUDA never runs on the CPU, settings or not', { skip: cuda
   t.match(auto.fallback, /CUDA execution provider cannot load.*ran on cpu instead/);
   await auto.session.release();
 });
+
+t.test('a CUDA session is opened with TF32 off in the process environment, unless asked for', async (t) => {
+  const bytes = new Uint8Array(readFileSync(new URL('../models/mlp.onnx', import.meta.url)));
+  const saved = { ...process.env };
+  t.teardown(() => {
+    for (const key of ['NVIDIA_TF32_OVERRIDE', 'HESSIAN_AUDIT_CUDA_TF32', 'HESSIAN_AUDIT_CUDA_CONV_ALGO_SEARCH']) {
+      if (saved[key] === undefined) delete process.env[key];
+      else process.env[key] = saved[key];
+    }
+  });
+  const open = async (device: Parameters<typeof openSession>[2], settings = {}) => (await openSession(bytes, [], device, settings)).session.release();
+
+  delete process.env.NVIDIA_TF32_OVERRIDE;
+  await open({ kind: 'cpu' });
+  t.equal(process.env.NVIDIA_TF32_OVERRIDE, undefined, 'a CPU session leaves the environment alone');
+  await open({ kind: 'auto' });
+  t.equal(process.env.NVIDIA_TF32_OVERRIDE, '0', 'auto tries CUDA first: TF32 off before the libraries load');
+
+  delete process.env.NVIDIA_TF32_OVERRIDE;
+  await open({ kind: 'auto' }, { cuda: resolveCudaSettings({ tf32: true }) });
+  t.equal(process.env.NVIDIA_TF32_OVERRIDE, undefined, 'TF32 on: no override');
+
+  process.env.HESSIAN_AUDIT_CUDA_TF32 = 'on';
+  await open({ kind: 'auto' });
+  t.equal(process.env.NVIDIA_TF32_OVERRIDE, undefined, 'without explicit settings, HESSIAN_AUDIT_CUDA_* decide');
+  process.env.HESSIAN_AUDIT_CUDA_TF32 = 'off';
+  await open({ kind: 'auto' });
+  t.equal(process.env.NVIDIA_TF32_OVERRIDE, '0');
+
+  process.env.HESSIAN_AUDIT_CUDA_CONV_ALGO_SEARCH = 'fastest';
+  await t.rejects(openSession(bytes, [], { kind: 'auto' }), {
+    code: 'invalid_argument',
+    message: "the cuDNN algorithm search must be exhaustive, heuristic or default, got 'fastest'",
+  });
+});

@@ -170,5 +170,6 @@ t.test('port, health check and model store agree with the service', async (t) =>
   const volumes = of(stage('runtime'), 'VOLUME').flatMap(json);
   const modelDir = cmd[cmd.indexOf('--model-dir') + 1];
   t.ok(volumes.some((v) => modelDir.startsWith(`${v}/`) || modelDir === v), `the model store ${modelDir} is on a VOLUME`);
-  t.equal(envOf('runtime').NVIDIA_TF32_OVERRIDE, '0', 'TF32 off for cuBLAS and cuDNN');
+  t.equal(envOf('runtime').HESSIAN_AUDIT_CUDA_TF32, 'off', 'TF32 off for cuBLAS and cuDNN');
+  t.equal(envOf('runtime').NVIDIA_TF32_OVERRIDE, undefined, 'left to the setting, so that HESSIAN_AUDIT_CUDA_TF32=on can work');
 });

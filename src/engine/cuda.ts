@@ -6,8 +6,8 @@
  * and checked against the installed binding by test/cuda-settings.test.ts): its CUDA provider
  * object forwards `deviceId` only; every other key is ignored without an error. So
  *  - TF32 is switched off through NVIDIA's library-wide override NVIDIA_TF32_OVERRIDE=0, which
- *    cuBLAS and cuDNN read when they initialise; it must be in the process environment before the
- *    first CUDA session (the Docker image sets it; `applyCudaEnvironment` sets it at startup).
+ *    cuBLAS and cuDNN read when they initialise; openSession puts it in the process environment
+ *    before the first CUDA session (`applyCudaEnvironment`).
  *  - the memory limit and the cuDNN algorithm search are passed under onnxruntime's option names
  *    for a binding that forwards them, and `describeCudaSettings` says plainly when they are not.
  */
@@ -109,9 +109,9 @@ export function cudaEnvironment(settings: CudaSettings): Record<string, string> 
 }
 
 /**
- * Put `cudaEnvironment` into the process environment. Call it on the main thread before any CUDA
- * session opens: worker threads get a copy of process.env, so a change made there never reaches
- * the native libraries. Returns what it set.
+ * Put `cudaEnvironment` into the process environment; openSession calls it before a CUDA session
+ * opens. It works from a process's main thread only: worker threads get a copy of process.env, so
+ * a change made there never reaches the native libraries. Returns what it set.
  */
 export function applyCudaEnvironment(settings: CudaSettings, env: NodeJS.ProcessEnv = process.env): Record<string, string> {
   const wanted = cudaEnvironment(settings);

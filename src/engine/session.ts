@@ -5,7 +5,7 @@
 import * as ort from 'onnxruntime-node';
 import { AuditError } from '../errors.js';
 import { exposeTensors } from '../onnx/expose.js';
-import type { CudaSettings } from './cuda.js';
+import { applyCudaEnvironment, type CudaSettings, cudaSettingsFromEnv } from './cuda.js';
 import { type Device, deviceName, providerChoices, providerError } from './device.js';
 
 export interface OpenSession {
@@ -19,7 +19,7 @@ export interface OpenSession {
 export interface SessionSettings {
   /** Threads inside one run; 0 lets onnxruntime choose. */
   intraOpThreads?: number;
-  /** CUDA provider settings (cuda.ts); defaults when absent. */
+  /** CUDA provider settings (cuda.ts); from HESSIAN_AUDIT_CUDA_* or the defaults when absent. */
   cuda?: CudaSettings;
 }
 
@@ -30,7 +30,11 @@ export async function openSession(
   settings: SessionSettings = {},
 ): Promise<OpenSession> {
   const model = exposeTensors(bytes, layers);
-  const choices = providerChoices(device, settings.cuda);
+  const cuda = settings.cuda ?? cudaSettingsFromEnv();
+  const choices = providerChoices(device, cuda);
+  // Before the CUDA libraries load (they load with the first CUDA session): TF32 off unless asked.
+  // This reaches them from a process's main thread (the CLI, the pool's child-process workers).
+  if (choices.some((c) => c.name.startsWith('cuda'))) applyCudaEnvironment(cuda);
   let fallback: string | undefined;
   for (const [i, choice] of choices.entries()) {
     const last = i === choices.length - 1;
