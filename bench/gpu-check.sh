@@ -16,6 +16,8 @@
 #    rows per second of the whole estimate and of the forward passes alone, GPU and CPU.
 # Prints a Markdown section for bench/RESULTS.md; exits 1 when a comparison fails.
 # DRY_RUN=1 lets the CPU stand in for the GPU, to check this script's plumbing on any machine.
+# WEBGPU=1 also runs every model on the webgpu provider (built into onnxruntime-node's Linux
+# binary; on an NVIDIA GPU it goes through Vulkan) and compares it the same way.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -84,8 +86,9 @@ for model in models/*.onnx; do
   MODELS+=("$model")
   extra=()
   [ "$(basename "$model")" = conditional.onnx ] && extra=(--input "label=$WORK/label.json" --input "truncation=$WORK/truncation.json")
-  for role in cpu cuda; do
-    device=cpu; [ "$role" = cuda ] && device=$RUN_ON
+  roles=(cpu cuda); [ "${WEBGPU:-0}" = 1 ] && roles+=(webgpu)
+  for role in "${roles[@]}"; do
+    device=cpu; [ "$role" = cuda ] && device=$RUN_ON; [ "$role" = webgpu ] && [ "${DRY_RUN:-0}" != 1 ] && device=webgpu
     node "$CLI" penalty "$model" --samples 16 --seed 7 --k 4 --device "$device" "${extra[@]+"${extra[@]}"}" --json \
       >"$WORK/$(basename "$model" .onnx).$role.json" || die "penalty $model --device $device failed"
   done
@@ -100,27 +103,35 @@ for role in cuda cpu; do
   done
 done
 
-node --input-type=module - "$WORK" "$RTOL" "$ATOL" "$GPU" "${DRY_RUN:-0}" "$ORT_VERSION" "${MODELS[@]}" <<'JS'
+node --input-type=module - "$WORK" "$RTOL" "$ATOL" "$GPU" "${DRY_RUN:-0}" "$ORT_VERSION" "${WEBGPU:-0}" "${MODELS[@]}" <<'JS'
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-const [work, rtolText, atolText, gpu, dryRun, ortVersion, ...models] = process.argv.slice(2);
+const [work, rtolText, atolText, gpu, dryRun, ortVersion, webgpu, ...models] = process.argv.slice(2);
+const others = webgpu === '1' ? ['cuda', 'webgpu'] : ['cuda'];
 const rtol = Number(rtolText), atol = Number(atolText);
 const read = (name) => JSON.parse(readFileSync(`${work}/${name}.json`, 'utf8'));
 const lines = [];
 let failed = 0;
 lines.push(`## GPU check (bench/gpu-check.sh)`, '', `${gpu}; onnxruntime-node ${ortVersion}; TF32 off (NVIDIA_TF32_OVERRIDE=0); ${new Date().toISOString()}`, '');
-lines.push('| model | layer | cpu | cuda | relative difference | within tolerance |', '| --- | --- | --- | --- | --- | --- |');
+lines.push(`| model | layer | cpu | ${others.map((o) => `${o} | relative difference | within tolerance`).join(' | ')} |`);
+lines.push(`| --- | --- | --- | ${others.map(() => '--- | --- | ---').join(' | ')} |`);
 for (const model of models) {
   const name = basename(model, '.onnx');
-  const cpu = read(`${name}.cpu`), cuda = read(`${name}.cuda`);
-  if (dryRun !== '1' && !cuda.executionProvider.startsWith('cuda')) { failed++; lines.push(`| ${name} | | | ran on ${cuda.executionProvider} | | no |`); continue; }
+  const cpu = read(`${name}.cpu`);
+  const runs = Object.fromEntries(others.map((o) => [o, read(`${name}.${o}`)]));
+  for (const [o, run] of Object.entries(runs)) {
+    if (dryRun !== '1' && !run.executionProvider.startsWith(o)) { failed++; lines.push(`| ${name} | | | ${o} ran on ${run.executionProvider} | | NO |`); }
+  }
   for (const layer of cpu.layers) {
-    const other = cuda.layers.find((l) => l.name === layer.name);
-    const diff = Math.abs(other.penalty - layer.penalty);
-    const ok = diff <= rtol * Math.abs(layer.penalty) + atol;
-    if (!ok) failed++;
-    const rel = layer.penalty === 0 ? diff : diff / Math.abs(layer.penalty);
-    lines.push(`| ${name} | ${layer.name} | ${layer.penalty.toPrecision(7)} | ${other.penalty.toPrecision(7)} | ${rel.toExponential(2)} | ${ok ? 'yes' : 'NO'} |`);
+    const cells = others.map((o) => {
+      const other = runs[o].layers.find((l) => l.name === layer.name);
+      const diff = Math.abs(other.penalty - layer.penalty);
+      const ok = diff <= rtol * Math.abs(layer.penalty) + atol;
+      if (!ok) failed++;
+      const rel = layer.penalty === 0 ? diff : diff / Math.abs(layer.penalty);
+      return `${other.penalty.toPrecision(7)} | ${rel.toExponential(2)} | ${ok ? 'yes' : 'NO'}`;
+    });
+    lines.push(`| ${name} | ${layer.name} | ${layer.penalty.toPrecision(7)} | ${cells.join(' | ')} |`);
   }
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
