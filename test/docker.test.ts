@@ -46,12 +46,14 @@ const initialArg = (name: string) => {
 const BIN = Object.keys(pkg.bin)[0];
 
 t.test('the stages the build needs exist, and the final one picks the variant', async (t) => {
-  for (const name of ['node', 'build', 'install-cpu', 'install-cuda', 'base-cuda', 'base-cpu', 'runtime']) t.ok(stages.has(name), name);
+  for (const name of ['nodejs', 'build', 'install-cpu', 'install-cuda', 'base-cuda', 'base-cpu', 'runtime']) t.ok(stages.has(name), name);
   const names = [...stages.keys()];
   t.equal(names.at(-1), 'runtime', 'the last stage is the default target');
   t.equal(stages.get('runtime')!.from, 'base-${VARIANT}');
   t.equal(initialArg('VARIANT'), 'cuda', 'GPU by default');
-  t.equal(stages.get('base-cpu')!.from, 'node', 'the CPU variant needs no CUDA image');
+  t.equal(stages.get('base-cpu')!.from, 'nodejs', 'the CPU variant needs no CUDA image');
+  t.equal(stages.get('nodejs')!.from, '${NODE_IMAGE}');
+  t.match(initialArg('NODE_IMAGE'), /^node:20-/, 'Node 20, as package.json’s engines');
 });
 
 t.test('every COPY source exists in the build context or an earlier stage', async (t) => {
