@@ -37,6 +37,7 @@ export interface Attribute {
   f?: number;
   s?: Uint8Array;
   ints?: number[];
+  t?: TensorProto;
 }
 export interface NodeProto {
   name?: string;
