@@ -62,7 +62,20 @@ t.test('the Deployment runs this package’s image on one NVIDIA GPU per pod', a
   t.ok(Number.isInteger(gpus) && gpus >= 1, 'nvidia.com/gpu limit');
   t.equal(container.resources.requests?.['nvidia.com/gpu'], undefined, 'extended resources are set as limits');
   t.same(deployment.spec.selector.matchLabels, pick(deployment.spec.template.metadata.labels, deployment.spec.selector.matchLabels));
-  t.equal(container.args, undefined, 'uses the image’s own `serve --device auto`');
+});
+
+t.test('the container runs `serve` on CUDA, with flags the command really has', async (t) => {
+  const args: string[] = container.args;
+  t.equal(args[0], 'serve');
+  const flag = (name: string) => args[args.indexOf(name) + 1];
+  t.equal(flag('--device'), 'cuda', 'a GPU pod never falls back to the CPU');
+  t.equal(Number(flag('--port')), container.ports.find((p: Doc) => p.name === 'http').containerPort, '--port is the containerPort');
+  t.equal(flag('--host'), '0.0.0.0', 'reachable from the Service');
+  t.ok(flag('--model-dir').startsWith(`${image.volume}/`), '--model-dir is on the store volume');
+  const { buildProgram } = await import('../dist/cli/program.js');
+  const serve = buildProgram({ stdout: () => {}, stderr: () => {} }).commands.find((c: { name(): string }) => c.name() === 'serve');
+  const known = serve.options.map((o: { long: string }) => o.long);
+  for (const a of args.filter((a) => a.startsWith('--'))) t.ok(known.includes(a), `${a} is an option of serve`);
 });
 
 t.test('ports and probes are the ones the service has', async (t) => {

@@ -151,6 +151,13 @@ t.test('the entrypoint is the package’s command, started as `serve`', async (t
     t.equal(cmd[0], 'serve', `${name}: serve`);
     t.equal(cmd[cmd.indexOf('--device') + 1], device, `${name}: --device ${device}`);
   }
+  const { buildProgram } = await import('../dist/cli/program.js');
+  const serve = buildProgram({ stdout: () => {}, stderr: () => {} }).commands.find((c: { name(): string }) => c.name() === 'serve');
+  t.ok(serve, 'the CLI has a serve command');
+  const known = serve.options.map((o: { long: string }) => o.long);
+  for (const name of ['base-cuda', 'base-cpu']) {
+    for (const a of json(of(stage(name), 'CMD')[0]).filter((a) => a.startsWith('--'))) t.ok(known.includes(a), `${name}: ${a} is an option of serve`);
+  }
   t.same(of(stage('runtime'), 'ENTRYPOINT'), [], 'the final stage keeps the base stage’s ENTRYPOINT and CMD');
   t.same(of(stage('runtime'), 'CMD'), []);
 });
