@@ -139,6 +139,19 @@ t.test('compose: GPU reservation, port, store volume, the Dockerfile', async (t)
   t.equal(compose.services['hessian-audit-cpu'].deploy, undefined, 'the CPU service reserves no GPU');
 });
 
+t.test('every HESSIAN_AUDIT_* variable in the manifests and the compose file is one that serve reads', async (t) => {
+  const { buildProgram } = await import('../dist/cli/program.js');
+  const serve = buildProgram({ stdout: () => {}, stderr: () => {} }).commands.find((c: { name(): string }) => c.name() === 'serve');
+  const read = serve.options.map((o: { envVar?: string }) => o.envVar).filter(Boolean);
+  const [compose] = load('docker/compose.yaml');
+  const names = [
+    ...container.env.map((e: Doc) => e.name as string),
+    ...Object.values<Doc>(compose.services).flatMap((s) => Object.keys(s.environment ?? {})),
+  ].filter((n) => n.startsWith('HESSIAN_AUDIT_'));
+  t.ok(names.length >= 6);
+  for (const name of names) t.ok(read.includes(name), `${name} is read by serve`);
+});
+
 function pick(labels: Record<string, string>, wanted: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.keys(wanted).map((k) => [k, labels[k]]));
 }

@@ -162,6 +162,15 @@ t.test('the entrypoint is the package’s command, started as `serve`', async (t
   t.same(of(stage('runtime'), 'CMD'), []);
 });
 
+t.test('every HESSIAN_AUDIT_* variable the image sets is one that serve reads', async (t) => {
+  const { buildProgram } = await import('../dist/cli/program.js');
+  const serve = buildProgram({ stdout: () => {}, stderr: () => {} }).commands.find((c: { name(): string }) => c.name() === 'serve');
+  const read = serve.options.map((o: { envVar?: string }) => o.envVar).filter(Boolean);
+  const set = Object.keys(envOf('runtime')).filter((k) => k.startsWith('HESSIAN_AUDIT_'));
+  t.ok(set.length >= 4);
+  for (const name of set) t.ok(read.includes(name), `${name} is read by serve`);
+});
+
 t.test('port, health check and model store agree with the service', async (t) => {
   const service = await openService();
   t.teardown(service.close);
@@ -179,6 +188,7 @@ t.test('port, health check and model store agree with the service', async (t) =>
   const volumes = of(stage('runtime'), 'VOLUME').flatMap(json);
   const modelDir = cmd[cmd.indexOf('--model-dir') + 1];
   t.ok(volumes.some((v) => modelDir.startsWith(`${v}/`) || modelDir === v), `the model store ${modelDir} is on a VOLUME`);
+  t.equal(envOf('runtime').HESSIAN_AUDIT_MODEL_DIR, modelDir, 'the store stays on the volume when the command is overridden');
   t.equal(envOf('runtime').HESSIAN_AUDIT_CUDA_TF32, 'off', 'TF32 off for cuBLAS and cuDNN');
   t.equal(envOf('runtime').NVIDIA_TF32_OVERRIDE, undefined, 'left to the setting, so that HESSIAN_AUDIT_CUDA_TF32=on can work');
 });
