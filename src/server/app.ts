@@ -15,6 +15,7 @@ import type { AuditContext } from './context.js';
 import { errorsPlugin } from './errors.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
+import { gateRoutes } from './routes/gate.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { penaltyRoutes } from './routes/penalty.js';
@@ -87,6 +88,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   await app.register(healthRoutes, context);
   await app.register(modelRoutes, context);
   await app.register(penaltyRoutes, context);
+  await app.register(gateRoutes, context);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   return { app, context };
