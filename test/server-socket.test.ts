@@ -114,6 +114,7 @@ t.test('a served penalty equals the penalty command on the same inputs, seed and
 
 t.test('a crash is a 500 whose request id is in the response header and the JSON log; the server keeps serving', async (t) => {
   const server = await serve(t, modelDir, ['--preload', modelPath('dcgan.onnx')]);
+  await until(() => server.stderr().includes('curl -s'), 'the startup lines');
   t.match(server.stderr(), `model dcgan.onnx registered as ${dcganId}`, 'preloading prints the id');
   t.match(server.stderr(), `curl -s -X POST ${server.base}/v1/models/${dcganId}/penalty -H 'content-type: application/json'`, 'and a curl line');
   t.equal((await upload(server.base, crashing)).status, 201);
