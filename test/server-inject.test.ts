@@ -224,6 +224,10 @@ t.test('operations: healthz, readyz, metrics, openapi, docs, request ids', async
   for (const path of ['/v1/models', '/v1/models/{id}', '/v1/models/{id}/penalty', '/v1/penalty', '/healthz', '/readyz']) t.ok(doc.paths[path], path);
   t.equal(doc.components.schemas.PenaltyRequest.additionalProperties, false);
   t.ok(doc.components.schemas.PenaltyResult.properties.layers);
+  const form = doc.paths['/v1/penalty'].post.requestBody.content['multipart/form-data'].schema;
+  t.same(form.required, ['model']);
+  t.equal(form.properties.latents.format, 'binary');
+  t.ok(doc.paths['/v1/models'].post.requestBody.content['multipart/form-data'].schema.properties.model);
   const docs = await app.inject({ method: 'GET', url: '/docs/' });
   t.equal(docs.statusCode, 200);
   t.match(docs.headers['content-type'], /text\/html/);

@@ -67,7 +67,7 @@ t.test('worker faults: crash isolation, time-out, full queue', async (t) => {
   const hanging = modelBytes('separable.onnx');
   const { app, context } = await startApp(t, {
     maxQueue: 1,
-    requestTimeoutMs: 3000,
+    requestTimeoutMs: 6000,
     workerEnv: { HESSIAN_AUDIT_TEST_FAULTS: `abort=${sha256(crashing)},hang=${sha256(hanging)}` },
   });
   for (const bytes of [crashing, hanging, mlp]) {
@@ -101,7 +101,7 @@ t.test('worker faults: crash isolation, time-out, full queue', async (t) => {
     const refused = await penalty(mlp);
     expectError(t, refused, 503, 'overloaded', /all 1 workers are busy and 1 requests are waiting \(queue limit 1\); retry later/);
     t.match(refused.headers['retry-after'], /^[1-9]\d*$/);
-    expectError(t, await hung, 503, 'timeout', /ran past this server's time limit of 3000 ms and was cancelled/);
+    expectError(t, await hung, 503, 'timeout', /ran past this server's time limit of 6000 ms and was cancelled/);
     const served = await waiting;
     t.equal(served.statusCode, 200, `the queued request runs on the replacement worker: ${served.body}`);
     t.equal(context.pool.status().restarts, 2);

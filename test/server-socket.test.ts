@@ -4,7 +4,8 @@
  * SIGTERM lets the request in flight finish and exits 0.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
 import { writeNpy } from '../dist/io/npy.js';
@@ -113,6 +114,7 @@ t.test('a served penalty equals the penalty command on the same inputs, seed and
 
 t.test('a crash is a 500 whose request id is in the response header and the JSON log; the server keeps serving', async (t) => {
   const server = await serve(t, modelDir, ['--preload', modelPath('dcgan.onnx')]);
+  await until(() => server.stderr().includes('curl -s'), 'the startup lines');
   t.match(server.stderr(), `model dcgan.onnx registered as ${dcganId}`, 'preloading prints the id');
   t.match(server.stderr(), `curl -s -X POST ${server.base}/v1/models/${dcganId}/penalty -H 'content-type: application/json'`, 'and a curl line');
   t.equal((await upload(server.base, crashing)).status, 201);
@@ -130,6 +132,21 @@ t.test('a crash is a 500 whose request id is in the response header and the JSON
   t.same(numbers(await after.json()), numbers(first), 'the store survived the restart and the numbers are the same');
   const ready = await (await fetch(`${server.base}/readyz`)).json();
   t.equal(ready.restarts, 1);
+
+  // A client that hangs up halfway through an upload: the partial file is removed, nothing is stored.
+  const before = readdirSync(modelDir).sort();
+  const tmp = join(modelDir, '.tmp');
+  const socket = connect(Number(new URL(server.base).port), '127.0.0.1');
+  socket.on('error', () => undefined);
+  socket.write(
+    'POST /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=cut\r\nContent-Length: 10000000\r\n\r\n' +
+      '--cut\r\nContent-Disposition: form-data; name="model"; filename="g.onnx"\r\nContent-Type: application/octet-stream\r\n\r\n',
+  );
+  socket.write(Buffer.from(dcgan.subarray(0, 100_000)));
+  await until(() => readdirSync(tmp).length === 1, 'the upload to start');
+  socket.destroy();
+  await until(() => readdirSync(tmp).length === 0, 'the partial upload to be removed');
+  t.same(readdirSync(modelDir).sort(), before, 'an aborted upload leaves nothing');
   t.equal(ready.status, 'ready');
   server.proc.kill('SIGTERM');
   t.equal(await server.exit, 0);

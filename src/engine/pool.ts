@@ -15,7 +15,7 @@ import { type Device, deviceName } from './device.js';
 import type { PenaltyResult } from './evaluate.js';
 import type { Limits, PenaltyRequest } from './request.js';
 import type { AuditTask, AuditValue } from './audit-task.js';
-import { type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './worker.js';
+import { type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './worker-protocol.js';
 
 export interface PoolOptions {
   /** One lane per device; `--device cuda:0,cuda:1` gives two. */

@@ -7,51 +7,14 @@
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import { AuditError } from '../errors.js';
-import { describeModel, type ModelDescription } from '../onnx/describe.js';
+import { describeModel } from '../onnx/describe.js';
 import { type Device, parseDevice } from './device.js';
-import { evaluatePenalty, type PenaltyResult } from './evaluate.js';
+import { evaluatePenalty } from './evaluate.js';
 import type { LoadedModel } from './model.js';
-import { type AuditTask, type AuditValue, runAuditTask } from './audit-task.js';
+import { runAuditTask } from './audit-task.js';
 import { probeModel } from './probe.js';
-import type { Limits, PenaltyRequest } from './request.js';
+import { type ErrorData, type Outcome, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './worker-protocol.js';
 import { type OpenSession, SessionCache, type SessionSettings } from './session.js';
-
-/** Environment variables a pool sets for its workers. */
-export const WORKER_ENV = {
-  device: 'HESSIAN_AUDIT_WORKER_DEVICE',
-  intraOpThreads: 'HESSIAN_AUDIT_WORKER_THREADS',
-  sessionCache: 'HESSIAN_AUDIT_WORKER_SESSIONS',
-  /** Test-only fault injection: `abort=<model id>,hang=<model id>,delay=<model id>`; unset in production. */
-  faults: 'HESSIAN_AUDIT_TEST_FAULTS',
-} as const;
-
-export type Task =
-  | { kind: 'probe' }
-  | { kind: 'describe'; path: string }
-  | { kind: 'penalty'; modelId: string; modelPath: string; request: PenaltyRequest; limits: Limits }
-  | AuditTask;
-
-export interface WorkerState {
-  pid: number;
-  device: string;
-  sessions: number;
-}
-
-export interface ErrorData {
-  code: string;
-  message: string;
-  status: number;
-  details?: unknown;
-}
-
-export type Outcome<T> = ({ ok: true; value: T } | { ok: false; error: ErrorData }) & { worker: WorkerState };
-
-export interface ProbeValue {
-  executionProvider: string;
-  fallback?: string;
-}
-
-export type TaskValue = ProbeValue | ModelDescription | PenaltyResult | AuditValue;
 
 const device: Device = parseDevice(process.env[WORKER_ENV.device] ?? 'cpu');
 const settings: SessionSettings = { intraOpThreads: Number(process.env[WORKER_ENV.intraOpThreads] ?? 0) };

@@ -8,6 +8,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import { WorkerPool } from '../engine/pool.js';
 import { ModelStore } from '../store/index.js';
 import type { ServerConfig } from './config.js';
@@ -80,7 +81,11 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
       },
       ...(config.token ? { components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] } : {}),
     },
-    transform: jsonSchemaTransform,
+    transform: (input) => {
+      const out = jsonSchemaTransform(input);
+      const form = (input.route.config as { form?: z.ZodType } | undefined)?.form;
+      return form ? { ...out, schema: { ...out.schema, body: z.toJSONSchema(form, { target: 'openapi-3.0' }) } } : out;
+    },
     transformObject: jsonSchemaTransformObject,
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });

@@ -58,3 +58,23 @@ export function modelWarnings(d: ModelDescription): { code: string; message: str
   }
   return warnings;
 }
+
+const file = (description: string) => z.string().meta({ format: 'binary', description });
+
+/** The multipart forms, for the OpenAPI document only (multipart bodies are read as streams). */
+export const UploadForm = z.object({ model: file('The ONNX model') });
+
+export const OneShotForm = z.object({
+  model: file('The ONNX model'),
+  request: z.string().optional().meta({ description: 'The penalty request as JSON (the PenaltyRequest schema)' }),
+  latents: file('z, N × … (.npy or JSON)').optional(),
+  directions: file('k × N × … (.npy or JSON)').optional(),
+  'inputs.<name>': file('An extra input by name (.npy or JSON)').optional(),
+});
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A multipart route's form, documented in the OpenAPI document. */
+    form?: z.ZodType;
+  }
+}

@@ -6,13 +6,14 @@ import type { ModelDescription } from '../../onnx/describe.js';
 import type { AuditContext } from '../context.js';
 import { registerModel } from '../registry.js';
 import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
-import { ModelId, ModelSchema, modelWarnings } from '../schemas.js';
+import { ModelId, ModelSchema, modelWarnings, UploadForm } from '../schemas.js';
 
 export const modelRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { store, pool, config }) => {
 
   app.post(
     '/v1/models',
     {
+      config: { form: UploadForm },
       schema: {
         summary: 'Upload an ONNX model (multipart/form-data, file field "model"); the same bytes always get the same id',
         tags: ['models'],

@@ -16,7 +16,7 @@ import { isNpy, readNpy } from '../../io/npy.js';
 import type { StagedModel } from '../../store/index.js';
 import type { AuditContext } from '../context.js';
 import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
-import { ModelId } from '../schemas.js';
+import { ModelId, OneShotForm } from '../schemas.js';
 import { unknownModel } from './models.js';
 
 const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503);
@@ -46,6 +46,7 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
   app.post(
     '/v1/penalty',
     {
+      config: { form: OneShotForm },
       schema: {
         summary:
           'One shot: multipart with the "model" file, a "request" JSON field (the same body as /v1/models/:id/penalty) and optional .npy parts "latents", "directions", "inputs.<name>"',

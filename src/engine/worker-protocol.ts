@@ -1,0 +1,46 @@
+/**
+ * What the server and its workers exchange: tasks, outcomes, and the environment a pool sets.
+ * Kept apart from worker.ts so that the server process never loads onnxruntime.
+ */
+import type { ModelDescription } from '../onnx/describe.js';
+import type { AuditTask, AuditValue } from './audit-task.js';
+import type { PenaltyResult } from './evaluate.js';
+import type { Limits, PenaltyRequest } from './request.js';
+
+/** Environment variables a pool sets for its workers. */
+export const WORKER_ENV = {
+  device: 'HESSIAN_AUDIT_WORKER_DEVICE',
+  intraOpThreads: 'HESSIAN_AUDIT_WORKER_THREADS',
+  sessionCache: 'HESSIAN_AUDIT_WORKER_SESSIONS',
+  /** Test-only fault injection: `abort=<model id>,hang=<model id>,delay=<model id>`; unset in production. */
+  faults: 'HESSIAN_AUDIT_TEST_FAULTS',
+} as const;
+
+export type Task =
+  | { kind: 'probe' }
+  | { kind: 'describe'; path: string }
+  | { kind: 'penalty'; modelId: string; modelPath: string; request: PenaltyRequest; limits: Limits }
+  | AuditTask;
+
+export interface WorkerState {
+  pid: number;
+  device: string;
+  sessions: number;
+}
+
+export interface ErrorData {
+  code: string;
+  message: string;
+  status: number;
+  details?: unknown;
+}
+
+export type Outcome<T> = ({ ok: true; value: T } | { ok: false; error: ErrorData }) & { worker: WorkerState };
+
+export interface ProbeValue {
+  executionProvider: string;
+  fallback?: string;
+}
+
+export type TaskValue = ProbeValue | ModelDescription | PenaltyResult | AuditValue;
+
