@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { describeModel, type ModelDescription } from '../onnx/describe.js';
+import { describeParsed, type ModelDescription } from '../onnx/describe.js';
+import { checkModel, type SafetySettings } from '../onnx/safety.js';
 
 /** Model bytes with their content address and description. */
 export interface LoadedModel {
@@ -11,6 +12,11 @@ export interface LoadedModel {
 
 export const modelId = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
-export function loadModel(bytes: Uint8Array): LoadedModel {
-  return { id: modelId(bytes), bytes, description: describeModel(bytes) };
+/**
+ * The one way model bytes enter the engine (CLI and server alike): the upload checks of
+ * onnx/safety.ts run first, so no session is ever created for a model that fails them.
+ */
+export function loadModel(bytes: Uint8Array, safety: Partial<SafetySettings> = {}): LoadedModel {
+  const { model } = checkModel(bytes, safety);
+  return { id: modelId(bytes), bytes, description: describeParsed(model) };
 }

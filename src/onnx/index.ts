@@ -1,3 +1,4 @@
 export * from './describe.js';
 export * from './expose.js';
 export * from './types.js';
+export * from './safety.js';
