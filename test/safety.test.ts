@@ -8,6 +8,7 @@ import { evaluatePenalty } from '../dist/engine/evaluate.js';
 import { loadModel } from '../dist/engine/model.js';
 import { SessionCache } from '../dist/engine/session.js';
 import { AuditError } from '../dist/errors.js';
+import { decodeModel, modelProto } from '../dist/onnx/proto.js';
 import { checkModel, DEFAULT_SAFETY } from '../dist/onnx/safety.js';
 import { cli } from './helpers/cli.js';
 import { malformedCorpus, type Variant } from './helpers/corpus.js';
@@ -37,6 +38,7 @@ const CODES = new Set([
   'too_many_nodes',
   'initializers_too_large',
   'graph_too_deep',
+  'ambiguous_encoding',
 ]);
 
 /** The AuditError a check throws, or null when the model passes. */
@@ -196,6 +198,49 @@ t.test('graph size limits: nodes, weight bytes and nesting are settings', async 
   refuses(t, ifModel(DEFAULT_SAFETY.maxGraphDepth + 1), 'graph_too_deep', 413);
   t.equal(refusal(encode(ifModel(DEFAULT_SAFETY.maxGraphDepth))), null);
   refuses(t, ifModel(3), 'graph_too_deep', 413, { maxGraphDepth: 2 });
+});
+
+const concat = (...parts: Uint8Array[]): Uint8Array => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+};
+/** A length-delimited protobuf field: tag, length, bytes. */
+const field = (id: number, bytes: Uint8Array): Uint8Array => {
+  const varint = (n: number): number[] => (n < 0x80 ? [n] : [(n & 0x7f) | 0x80, ...varint(n >>> 7)]);
+  return concat(Uint8Array.from([...varint((id << 3) | 2), ...varint(bytes.length)]), bytes);
+};
+
+t.test('a singular message encoded twice (onnxruntime merges the copies, protobufjs keeps one) is refused', async (t) => {
+  const clean = encode(linearModel());
+  // A second `graph` field in front: C++ protobuf merges it into the clean one, protobufjs drops it.
+  const hidden = encode({ graph: { initializer: [externalWeight('package.json')] } });
+  const joined = concat(hidden, clean);
+  t.equal(decodeModel(joined).graph?.initializer?.[0].dataLocation, undefined, 'protobufjs alone sees only the clean graph');
+  const err = refusal(joined);
+  t.equal(err?.code, 'ambiguous_encoding');
+  t.equal(err?.status, 422);
+  t.same(err?.details, { path: 'ModelProto.graph', reason: 'repeated_singular_message' });
+  t.match(err?.message, /encodes ModelProto\.graph more than once; onnxruntime would merge/);
+
+  // Deeper down: an attribute carrying its tensor `t` twice.
+  const type = modelProto();
+  const Attr = type.lookupType('onnx.AttributeProto');
+  const Node = type.lookupType('onnx.NodeProto');
+  const Graph = type.lookupType('onnx.GraphProto');
+  const attribute = concat(
+    Attr.encode(Attr.fromObject({ name: 'value', type: 4, t: { dims: [3], dataType: 1, floatData: [1, 2, 3] } })).finish(),
+    Attr.encode(Attr.fromObject({ t: externalWeight('w.bin') })).finish(),
+  );
+  const node = concat(Node.encode(Node.fromObject({ opType: 'Constant', output: ['c'] })).finish(), field(5, attribute));
+  const base = constantModel({ dims: [3], dataType: 1, floatData: [1, 2, 3] });
+  const graph = concat(Graph.encode(Graph.fromObject({ ...base.graph, node: base.graph.node.slice(1) })).finish(), field(1, node));
+  const model = concat(encode({ ...base, graph: undefined }), field(7, graph));
+  t.same(refusal(model)?.details, { path: 'ModelProto.graph.node.attribute.t', reason: 'repeated_singular_message' });
+
+  // A sub-message field under a scalar wire type: C++ protobuf skips it as unknown.
+  const wrongWire = concat(clean, Uint8Array.from([(7 << 3) | 0, 1]));
+  t.ok(['ambiguous_encoding', 'invalid_model'].includes(refusal(wrongWire)?.code ?? ''), refusal(wrongWire)?.message);
 });
 
 t.test('bytes that are not an ONNX model are refused as invalid_model', async (t) => {

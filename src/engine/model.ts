@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { describeParsed, type ModelDescription } from '../onnx/describe.js';
-import { checkModel, type SafetySettings } from '../onnx/safety.js';
+import { describeModel, type ModelDescription } from '../onnx/describe.js';
+import type { SafetySettings } from '../onnx/safety.js';
 
 /** Model bytes with their content address and description. */
 export interface LoadedModel {
@@ -13,10 +13,9 @@ export interface LoadedModel {
 export const modelId = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
 /**
- * The one way model bytes enter the engine (CLI and server alike): the upload checks of
- * onnx/safety.ts run first, so no session is ever created for a model that fails them.
+ * The one way model bytes enter the engine (CLI and server alike): describeModel runs the upload
+ * checks of onnx/safety.ts first, so no session is ever created for a model that fails them.
  */
 export function loadModel(bytes: Uint8Array, safety: Partial<SafetySettings> = {}): LoadedModel {
-  const { model } = checkModel(bytes, safety);
-  return { id: modelId(bytes), bytes, description: describeParsed(model) };
+  return { id: modelId(bytes), bytes, description: describeModel(bytes, safety) };
 }

@@ -10,17 +10,19 @@
  * A pure function of the bytes and the settings: no I/O, no onnxruntime.
  */
 import { AuditError } from '../errors.js';
-import { parseModel } from './describe.js';
-import type {
-  Attribute,
-  FunctionProto,
-  GraphProto,
-  ModelProtoObject,
-  NodeProto,
-  OperatorSetId,
-  SparseTensorProto,
-  TensorProto,
+import {
+  decodeModel,
+  modelProto,
+  type Attribute,
+  type FunctionProto,
+  type GraphProto,
+  type ModelProtoObject,
+  type NodeProto,
+  type OperatorSetId,
+  type SparseTensorProto,
+  type TensorProto,
 } from './proto.js';
+import { findMergedMessage } from './wire.js';
 
 /** Deployment settings: each has a documented default (docs/harden.md). */
 export interface SafetySettings {
@@ -79,10 +81,28 @@ export interface CheckedModel {
   summary: SafetySummary;
 }
 
+/** Decode bytes as an ONNX ModelProto, refusing what is not one. */
+export function parseModel(bytes: Uint8Array): ModelProtoObject {
+  let model: ModelProtoObject;
+  try {
+    model = decodeModel(bytes);
+  } catch (err) {
+    throw notOnnx(`its bytes do not decode as an ONNX ModelProto (${(err as Error).message})`);
+  }
+  if (!model.irVersion || !model.graph || !(model.graph.node?.length || model.graph.output?.length)) {
+    throw notOnnx('it has no IR version or no graph');
+  }
+  return model;
+}
+
+const notOnnx = (why: string): AuditError =>
+  new AuditError('invalid_model', `the file is not an ONNX model: ${why}; export the generator with torch.onnx.export or tf2onnx`, 422);
+
 /** Every check, in order: parse, versions, then one walk over every graph, node, attribute and tensor. */
 export function checkModel(bytes: Uint8Array, settings: Partial<SafetySettings> = {}): CheckedModel {
   const limits = { ...DEFAULT_SAFETY, ...settings };
   const model = parseModel(bytes);
+  checkEncoding(bytes);
   checkIrVersion(model.irVersion ?? 0);
   checkOpsets(model.opsetImport ?? [], 'the model');
   for (const fn of model.functions ?? []) checkOpsets(fn.opsetImport ?? [], `function '${fn.name ?? ''}'`, true);
@@ -94,6 +114,27 @@ export function checkModel(bytes: Uint8Array, settings: Partial<SafetySettings> 
     if (info.algorithm) walk.graph(info.algorithm, `training_info[${i}].algorithm`, 0);
   }
   return { model, summary: { nodes: walk.nodes, initializerBytes: walk.weightBytes, tensors: walk.tensors, depth: walk.depth } };
+}
+
+/** The checks read the model as protobufjs decodes it; refuse bytes onnxruntime would read otherwise. */
+function checkEncoding(bytes: Uint8Array): void {
+  let problem: ReturnType<typeof findMergedMessage>;
+  try {
+    problem = findMergedMessage(bytes, modelProto());
+  } catch (err) {
+    // Includes a RangeError from nesting too deep to walk.
+    throw notOnnx((err as Error).message);
+  }
+  if (problem) {
+    throw new AuditError(
+      'ambiguous_encoding',
+      problem.reason === 'repeated_singular_message'
+        ? `the file encodes ${problem.path} more than once; onnxruntime would merge the copies into a model these checks do not see: re-save it with onnx.save_model`
+        : `the file encodes ${problem.path} with the wrong protobuf wire type, which onnxruntime and these checks read differently: re-save it with onnx.save_model`,
+      422,
+      problem,
+    );
+  }
 }
 
 function checkIrVersion(ir: number): void {
