@@ -121,6 +121,13 @@ class Ignoring(nn.Module):
         return torch.cat([z[:, 0:1] * z[:, 1:2], torch.tanh(z[:, 2:3]), z[:, 0:1] ** 2], dim=1)
 
 
+class Log(nn.Module):
+    """log(z): NaN for negative latents, to test how non-finite outputs are reported."""
+
+    def forward(self, z):
+        return torch.log(z)
+
+
 class Linear(nn.Module):
     """G(z) = z W^T for a fixed W; columns orthogonal or correlated."""
 
@@ -191,6 +198,7 @@ def main():
     export(Quadratic(), "quadratic.onnx", (torch.randn(2, 4, generator=gen),), ["z"], ["y"])
     export(Separable(), "separable.onnx", (torch.randn(2, 3, generator=gen),), ["z"], ["y"])
     export(Ignoring(), "ignoring.onnx", (torch.randn(2, 4, generator=gen),), ["z"], ["y"])
+    export(Log(), "log.onnx", (torch.rand(2, 2, generator=gen) + 0.5,), ["z"], ["y"])
     # Orthogonal columns: W^T W = diag(1, 4, 9). Correlated: columns 0 and 1 share a direction.
     orthogonal = [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [0.0, 0.0, 0.0]]
     correlated = [[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]

@@ -21,6 +21,16 @@ export function formatPenalty(result: PenaltyResult, modelName: string): string 
     '',
     table(['layer', 'shape', 'op', 'penalty'], rows),
   ];
+  if (result.sweep) {
+    const names = result.layers.map((l) => l.name);
+    lines.push('', 'epsilon sweep (same latents and directions)');
+    lines.push(
+      table(
+        ['epsilon', ...names, 'total'],
+        result.sweep.map((p) => [String(p.epsilon), ...p.layers.map((l) => number(l.penalty)), number(p.penalty)]),
+      ),
+    );
+  }
   for (const w of result.warnings) lines.push(`warning [${w.code}] ${w.message}`);
   return lines.join('\n');
 }
@@ -32,7 +42,7 @@ export function formatDescription(d: ModelDescription, modelName: string): strin
     l.name,
     l.op,
     l.isOutput ? 'output' : '',
-    l.afterLinear ? `straight after ${l.op}: prefer ${l.suggestion ?? 'a normalization or activation output'}` : '',
+    l.afterLinear ? `straight out of a linear op: prefer ${l.suggestion ?? 'a normalization or activation output'}` : '',
   ]);
   return [
     `model    ${modelName}`,

@@ -8,6 +8,7 @@ import { AuditError } from '../errors.js';
 import { EXIT, type Io } from './common.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerPenalty } from './commands/penalty.js';
+import { registerServe } from './commands/serve.js';
 
 export { EXIT, type Io } from './common.js';
 
@@ -19,6 +20,7 @@ export function buildProgram(io: Io): Command {
     .showHelpAfterError('(run with --help for usage)');
   registerInspect(program, io);
   registerPenalty(program, io);
+  registerServe(program, io);
   return program;
 }
 

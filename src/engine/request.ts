@@ -18,6 +18,12 @@ export interface PenaltyRequest {
   directions?: NDArray;
   /** Force an execution mode; by default stacked unless the model requires per-pass. */
   mode?: ExecutionMode;
+  /** Also report the penalty at each of these ε, on the same latents and directions. */
+  epsilons?: number[];
+  /** Audit only the first maxSamples samples (the tips' advice for memory). */
+  maxSamples?: number;
+  /** Run a model with random ops anyway (its numbers then carry a warning). */
+  allowNondeterministic?: boolean;
 }
 
 export const DEFAULTS = {
@@ -39,7 +45,7 @@ export interface Limits {
 
 export const DEFAULT_LIMITS: Limits = {
   maxSamples: 4096,
-  maxK: 1024,
+  maxK: 4096,
   maxRows: 1_000_000,
   memoryBudget: 512 * 1024 * 1024,
 };

@@ -3,7 +3,7 @@
  * becomes an AuditError naming the problem and the fix; what comes out is fully resolved.
  */
 import { AuditError, invalid } from '../errors.js';
-import { convert, formatShape, type NDArray, type NumericType, product } from '../io/ndarray.js';
+import { allocate, convert, formatShape, type NDArray, type NumericType, product } from '../io/ndarray.js';
 import type { Dim, ModelDescription, TensorInfo } from '../onnx/describe.js';
 import { FLOAT_TYPES } from '../onnx/types.js';
 import {
@@ -48,6 +48,9 @@ export interface ResolvedPenalty {
   mode?: ExecutionMode;
   /** The model's batch dimension is a fixed number, not symbolic. */
   fixedBatch: number | null;
+  epsilons?: number[];
+  /** Warnings found while resolving (sub-sampling). */
+  warnings: { code: string; message: string }[];
 }
 
 const INT_TYPES = new Set(['int32', 'int64']);
@@ -64,15 +67,42 @@ export function resolvePenalty(model: ModelDescription, request: PenaltyRequest,
   const variance = request.variance ?? DEFAULTS.variance;
   if (variance !== 'unbiased' && variance !== 'biased') invalidValue('variance', variance, "'unbiased' or 'biased'");
 
+  const epsilons = request.epsilons;
+  if (epsilons !== undefined) {
+    if (!Array.isArray(epsilons) || epsilons.length === 0) invalidValue('epsilons', epsilons, 'a non-empty list of numbers');
+    for (const e of epsilons) {
+      if (typeof e !== 'number' || !Number.isFinite(e) || e <= 0) invalidValue('each of epsilons', e, 'a finite number greater than 0');
+    }
+  }
+  const warnings: ResolvedPenalty['warnings'] = [];
+  const maxSamples = request.maxSamples;
+  if (maxSamples !== undefined && (!Number.isSafeInteger(maxSamples) || maxSamples < 1)) {
+    invalidValue('maxSamples', maxSamples, 'a whole number of at least 1');
+  }
+
   const wrt = pickWrt(model, request.wrt);
   const latentType = wrt.type as 'float32' | 'float64';
-  const latents = resolveLatents(wrt, request, seed, limits);
+  let latents = resolveLatents(wrt, request, seed, limits);
+  let inputs = request.inputs ?? {};
+  let givenDirections = request.directions;
+  if (maxSamples !== undefined && maxSamples < latents.shape[0]) {
+    warnings.push({
+      code: 'subsampled',
+      message: `auditing the first ${maxSamples} of ${latents.shape[0]} samples (maxSamples)`,
+    });
+    const all = latents.shape[0];
+    latents = firstSamples(latents, maxSamples);
+    inputs = Object.fromEntries(
+      Object.entries(inputs).map(([name, a]) => [name, a.shape[0] === all && isBatched(model, name) ? firstSamples(a, maxSamples) : a]),
+    );
+    if (givenDirections && givenDirections.shape[1] === all) givenDirections = firstSamples(givenDirections, maxSamples, 1);
+  }
   const [samples, ...latentShape] = latents.shape;
   const size = product(latentShape);
 
   const k = resolveK(request, limits);
-  const directions = resolveDirections(request, k, latents.shape, seed);
-  const extras = resolveExtras(model, wrt, request.inputs ?? {}, samples);
+  const directions = resolveDirections(givenDirections, k, latents.shape, seed);
+  const extras = resolveExtras(model, wrt, inputs, samples);
   const layers = resolveLayers(model, request.layers);
   const outputs = new Set(model.outputs.map((o) => o.name));
   const batchDim = wrt.shape?.[0];
@@ -104,7 +134,31 @@ export function resolvePenalty(model: ModelDescription, request: PenaltyRequest,
     explicitDirections: directions.explicit,
     ...(request.mode ? { mode: request.mode } : {}),
     fixedBatch,
+    ...(epsilons ? { epsilons } : {}),
+    warnings,
   };
+}
+
+const isBatched = (model: ModelDescription, name: string): boolean => {
+  const dim = model.inputs.find((i) => i.name === name)?.shape?.[0];
+  return dim !== undefined && !isFixed(dim);
+};
+
+/** The first `count` entries along `axis` (0: samples; 1: samples of k × N × … directions). */
+function firstSamples(array: NDArray, count: number, axis = 0): NDArray {
+  const shape = [...array.shape];
+  const outer = product(shape.slice(0, axis));
+  const inner = product(shape.slice(axis + 1));
+  const stride = shape[axis] * inner;
+  shape[axis] = count;
+  const parts = Array.from({ length: outer }, (_, o) => array.data.subarray(o * stride, o * stride + count * inner));
+  const data = allocate(array.type, product(shape));
+  let at = 0;
+  for (const part of parts) {
+    (data as Float32Array).set(part as Float32Array, at);
+    at += part.length;
+  }
+  return { type: array.type, shape, data };
 }
 
 function invalidValue(name: string, value: unknown, expected: string): never {
@@ -231,12 +285,11 @@ function resolveK(request: PenaltyRequest, limits: Limits): number {
 }
 
 function resolveDirections(
-  request: PenaltyRequest,
+  given: NDArray | undefined,
   k: number,
   latentShape: number[],
   seed: number,
 ): { data: Float32Array; explicit: boolean } {
-  const given = request.directions;
   const expected = [k, ...latentShape];
   if (!given) return { data: rademacherDirections(k, product(latentShape), seed), explicit: false };
   if (given.shape.length !== expected.length || given.shape.some((d, i) => d !== expected[i])) {

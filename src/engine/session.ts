@@ -13,6 +13,8 @@ export interface OpenSession {
   executionProvider: string;
   /** Why a preferred provider was skipped (auto mode), for the result's warnings. */
   fallback?: string;
+  /** Facts learned by probing this session (shapes, row independence), by input signature. */
+  facts: Map<string, unknown>;
 }
 
 export interface SessionSettings {
@@ -39,7 +41,7 @@ export async function openSession(
         // A provider that may fail (auto mode) must not spray native errors on stderr.
         logSeverityLevel: last ? 2 : 4,
       });
-      return { session, executionProvider: choice.name, ...(fallback ? { fallback } : {}) };
+      return { session, executionProvider: choice.name, facts: new Map(), ...(fallback ? { fallback } : {}) };
     } catch (err) {
       const cause = err as Error;
       if (!last) {

@@ -58,7 +58,8 @@ export function readNpy(bytes: Uint8Array, what = 'the array'): NDArray {
   if (bytes.length - offset !== count * itemSize) {
     throw bad(what, `its shape (${shape.join(', ')}) needs ${count * itemSize} data bytes but ${bytes.length - offset} are present`);
   }
-  const body = bytes.slice(offset); // a copy, aligned for the typed array
+  // A copy (Buffer.slice would be a view into a shared pool), aligned for the typed array.
+  const body = Uint8Array.prototype.slice.call(bytes, offset);
   const buffer = body.buffer;
   const data =
     type === 'float32' ? new Float32Array(buffer)

@@ -3,7 +3,8 @@
  * opsets, and every intermediate tensor that can be audited, with the op that produces it.
  */
 import { checkModel, type SafetySettings } from './safety.js';
-import { type GraphProto, type ModelProtoObject, type NodeProto, type ValueInfo } from './proto.js';
+import type { GraphProto, ModelProtoObject, NodeProto, ValueInfo } from './proto.js';
+import { batchMixingOps, type NodeRisk, randomOps } from './risks.js';
 import { elementTypeName, FLOAT_TYPES } from './types.js';
 
 /** A dimension: a fixed size, a symbolic name ("batch"), or null when unknown. */
@@ -37,6 +38,10 @@ export interface ModelDescription {
   nodes: number;
   /** Op type → how many nodes use it. */
   ops: Record<string, number>;
+  /** Nodes that make G random: the estimate is refused unless the caller overrides. */
+  randomOps: NodeRisk[];
+  /** Nodes whose rows interact: passes then run as separate batches of N. */
+  batchMixingOps: NodeRisk[];
 }
 
 export const LINEAR_OPS = new Set(['Gemm', 'MatMul', 'Conv', 'ConvTranspose']);
@@ -51,6 +56,8 @@ const ACTIVATION_OPS = new Set([
   'Relu', 'LeakyRelu', 'PRelu', 'Elu', 'Selu', 'Celu', 'Gelu', 'Tanh', 'Sigmoid', 'HardSigmoid',
   'HardSwish', 'Softplus', 'Softsign', 'Mish', 'ThresholdedRelu',
 ]);
+/** Ops that only move values: a linear op's output stays "straight out of a linear op" through them. */
+const PASS_THROUGH_OPS = new Set(['Reshape', 'Flatten', 'Transpose', 'Squeeze', 'Unsqueeze', 'Identity']);
 /** Ops whose outputs describe shapes, not values: nothing downstream of them depends on z's values. */
 const SHAPE_OPS = new Set(['Shape', 'Size']);
 
@@ -81,6 +88,8 @@ export function describeParsed(model: ModelProtoObject): ModelDescription {
     layers: auditableLayers(nodes, inputs, new Set(outputs.map((o) => o.name))),
     nodes: nodes.length,
     ops,
+    randomOps: randomOps(model),
+    batchMixingOps: batchMixingOps(model),
   };
 }
 
@@ -105,12 +114,14 @@ function auditableLayers(nodes: NodeProto[], inputs: TensorInfo[], graphOutputs:
     }
   }
   const layers: LayerInfo[] = [];
+  const linear = new Set<string>();
   for (const node of nodes) {
     if (SHAPE_OPS.has(node.opType) || !(node.input ?? []).some((i) => dependent.has(i))) continue;
     for (const name of node.output ?? []) {
       if (!name) continue;
       dependent.add(name);
-      const afterLinear = LINEAR_OPS.has(node.opType);
+      const afterLinear = LINEAR_OPS.has(node.opType) || (PASS_THROUGH_OPS.has(node.opType) && linear.has(node.input?.[0] ?? ''));
+      if (afterLinear) linear.add(name);
       const layer: LayerInfo = { name, op: node.opType, node: node.name ?? '', isOutput: graphOutputs.has(name), afterLinear };
       if (afterLinear) {
         const better = nearestDownstream(name, consumers);

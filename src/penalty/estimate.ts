@@ -44,10 +44,16 @@ export async function estimatePenalty(
   );
 }
 
+/** Each sample's center, then its directions: a sample finishes (and frees its state) early. */
 function feedChunk(chunk: Chunk, accumulator: LayerPenaltyAccumulator, batches: Activations[]): void {
   const size = accumulator.size;
-  for (const { sample, at } of chunk.centers) accumulator.center(sample, batches[at.batch], at.row * size);
-  for (const { sample, plus, minus } of chunk.pairs) {
+  const { pairs } = chunk;
+  let p = 0;
+  const direction = ({ sample, plus, minus }: Chunk['pairs'][number]): void =>
     accumulator.direction(sample, batches[plus.batch], plus.row * size, batches[minus.batch], minus.row * size);
+  for (const { sample, at } of chunk.centers) {
+    accumulator.center(sample, batches[at.batch], at.row * size);
+    for (; p < pairs.length && pairs[p].sample === sample; p++) direction(pairs[p]);
   }
+  for (; p < pairs.length; p++) direction(pairs[p]);
 }

@@ -6,3 +6,4 @@ export * from './reduction.js';
 export * from './sampling.js';
 export * from './second-difference.js';
 export * from './variance.js';
+export * from './noise.js';

@@ -1,5 +1,5 @@
 import { type Reduction, reduceSamples, SampleStats } from './reduction.js';
-import { type VarianceKind, Welford } from './variance.js';
+import { type VarianceKind, varianceDivisor, Welford } from './variance.js';
 
 /** q(v) = (g(z + εv) − 2·g(z) + g(z − εv)) / ε², which is vᵀHv up to O(ε²). */
 export function secondDifference(gPlus: number, g: number, gMinus: number, epsilon: number): number {
@@ -35,6 +35,8 @@ interface SampleState {
  */
 export class LayerPenaltyAccumulator {
   private readonly inFlight = new Map<number, SampleState>();
+  /** Finished samples' buffers, reused: fresh memory per sample costs more than the arithmetic. */
+  private readonly spare: SampleState[] = [];
   private readonly stats: SampleStats[];
   private readonly elementSum: Float64Array;
   private nonFinite = 0;
@@ -55,7 +57,8 @@ export class LayerPenaltyAccumulator {
   center(sample: number, values: Activations, offset: number): void {
     let state = this.inFlight.get(sample);
     if (state === undefined) {
-      state = { center: new Float64Array(this.size), q: new Welford(this.size) };
+      state = this.spare.pop() ?? { center: new Float64Array(this.size), q: new Welford(this.size) };
+      state.q.reset();
       this.inFlight.set(sample, state);
     }
     for (let e = 0; e < this.size; e++) {
@@ -71,24 +74,46 @@ export class LayerPenaltyAccumulator {
     if (state === undefined) throw new Error(`plan error: direction for sample ${sample} before its center`);
     const { center, q } = state;
     q.next();
-    for (let e = 0; e < this.size; e++) {
-      q.add(e, secondDifference(plus[plusOffset + e], center[e], minus[minusOffset + e], this.epsilon));
+    // The hot loop of the whole service (elements × directions × samples): secondDifference and
+    // Welford's update, written out so that V8 keeps it on typed arrays.
+    const { mean, m2 } = q;
+    const weight = 1 / q.count;
+    const inverseEpsilonSquared = 1 / (this.epsilon * this.epsilon);
+    const size = this.size;
+    for (let e = 0; e < size; e++) {
+      const x = (plus[plusOffset + e] - 2 * center[e] + minus[minusOffset + e]) * inverseEpsilonSquared;
+      const delta = x - mean[e];
+      const updated = mean[e] + delta * weight;
+      mean[e] = updated;
+      m2[e] += delta * (x - updated);
     }
     if (q.count === this.k) this.finishSample(sample, state);
   }
 
-  private finishSample(sample: number, { q }: SampleState): void {
+  /** All k directions are in: per-element penalty = Var_v q(v); fold it into the reductions. */
+  private finishSample(sample: number, state: SampleState): void {
+    const { q } = state;
     const stats = this.stats[sample];
+    const divisor = varianceDivisor(this.k, this.variance);
+    const { m2 } = q;
+    const elementSum = this.elementSum;
+    let max = -Infinity;
+    let sum = 0;
     for (let e = 0; e < this.size; e++) {
-      const penalty = q.variance(e, this.variance);
+      const penalty = m2[e] / divisor;
       if (!Number.isFinite(penalty)) {
         this.nonFinite++;
         continue;
       }
-      stats.add(penalty);
-      this.elementSum[e] += penalty;
+      if (penalty > max) max = penalty;
+      sum += penalty;
+      elementSum[e] += penalty;
     }
+    stats.max = max;
+    stats.sum = sum;
+    stats.count = this.size;
     this.inFlight.delete(sample);
+    this.spare.push(state);
   }
 
   result(reduction: Reduction): LayerPenalty {

@@ -22,6 +22,12 @@ export class Welford {
     this.m2 = new Float64Array(size);
   }
 
+  reset(): void {
+    this.mean.fill(0);
+    this.m2.fill(0);
+    this.count = 0;
+  }
+
   /** Start a new observation; `add(e, x)` then adds element e's value for it. */
   next(): void {
     this.count++;

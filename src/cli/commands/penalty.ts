@@ -30,6 +30,11 @@ export async function penaltyRequest(options: Record<string, unknown>): Promise<
     if (options[key] !== undefined) (request as Record<string, unknown>)[key] = options[key];
   }
   if (options.layers !== undefined) request.layers = (options.layers as string).split(',').filter((s) => s.length > 0);
+  if (options.epsilons !== undefined) {
+    request.epsilons = (options.epsilons as string).split(',').map((text) => num('--epsilons')(text));
+  }
+  if (options.maxSamples !== undefined) request.maxSamples = options.maxSamples as number;
+  if (options.allowNondeterministic) request.allowNondeterministic = true;
   return request;
 }
 
@@ -50,6 +55,9 @@ export function registerPenalty(program: Command, io: Io): void {
     .addOption(new Option('--variance <v>', 'over directions (default unbiased)').choices(['unbiased', 'biased']))
     .option('--layers <names>', 'comma-separated outputs or intermediate tensors (default: all outputs)')
     .option('--directions <file>', 'explicit directions, k × N × … (.npy or JSON)')
+    .option('--epsilons <list>', 'ε sweep on the same latents and directions, e.g. 0.05,0.1,0.2')
+    .option('--max-samples <n>', 'audit only the first N samples (saves memory)', num('--max-samples'))
+    .option('--allow-nondeterministic', 'run a model with random ops anyway (results carry a warning)')
     .option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu', 'cpu')
     .option('--memory-budget <mib>', 'MiB of layer outputs per batch', num('--memory-budget'))
     .option('--json', 'print one JSON document')

@@ -1,0 +1,114 @@
+import { basename } from 'node:path';
+import { type Command, Option } from 'commander';
+import { type Device, parseDevice } from '../../engine/device.js';
+import { defaultWorkers } from '../../engine/pool.js';
+import { DEFAULT_LIMITS } from '../../engine/request.js';
+import { invalid } from '../../errors.js';
+import { buildApp } from '../../server/app.js';
+import { SERVER_DEFAULTS, serverConfig, type ServerConfig } from '../../server/config.js';
+import { registerModelFile } from '../../server/registry.js';
+import { collect, type Io, num } from '../common.js';
+
+const MiB = 1024 * 1024;
+
+/** Each setting is a flag and an environment variable (flags win); docs/server.md lists them. */
+const env = (name: string): string => `HESSIAN_AUDIT_${name}`;
+
+function parseDevices(text: string): Device[] {
+  const devices = text.split(',').map((s) => parseDevice(s.trim()));
+  if (devices.length === 0) throw invalid('--device needs at least one device');
+  return devices;
+}
+
+const whole = (flag: string, min: number) => (value: string): number => {
+  const x = num(flag)(value);
+  if (!Number.isSafeInteger(x) || x < min) throw invalid(`${flag} must be a whole number of at least ${min}, got '${value}'`);
+  return x;
+};
+
+export function registerServe(program: Command, io: Io): void {
+  const option = (flags: string, description: string, envName: string, parse?: (v: string) => unknown, fallback?: unknown): Option => {
+    const o = new Option(flags, description).env(env(envName));
+    if (parse) o.argParser(parse as (v: string, previous: unknown) => unknown);
+    if (fallback !== undefined) o.default(fallback);
+    return o;
+  };
+  program
+    .command('serve')
+    .description('run the HTTP service: model registry, penalty routes, /metrics, /docs')
+    .addOption(option('--port <port>', 'TCP port (0: any free port)', 'PORT', whole('--port', 0), SERVER_DEFAULTS.port))
+    .addOption(option('--host <host>', 'address to listen on', 'HOST', undefined, SERVER_DEFAULTS.host))
+    .addOption(option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu; a comma list gives one worker lane per device', 'DEVICE', undefined, SERVER_DEFAULTS.device))
+    .addOption(option('--model-dir <dir>', 'model store folder (created if missing)', 'MODEL_DIR', undefined, SERVER_DEFAULTS.modelDir))
+    .addOption(option('--workers <n>', 'worker processes per device (default: half the cores for cpu, 1 per GPU)', 'WORKERS', whole('--workers', 1)))
+    .addOption(option('--max-queue <n>', 'requests that may wait for a worker before 503', 'MAX_QUEUE', whole('--max-queue', 0), SERVER_DEFAULTS.maxQueue))
+    .addOption(option('--request-timeout <s>', 'seconds a request may run on a worker before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
+    .addOption(option('--max-upload-mib <mib>', 'largest model or .npy upload', 'MAX_UPLOAD_MIB', num('--max-upload-mib'), SERVER_DEFAULTS.maxUploadMiB))
+    .addOption(option('--max-body-mib <mib>', 'largest JSON body', 'MAX_BODY_MIB', num('--max-body-mib'), SERVER_DEFAULTS.maxBodyMiB))
+    .addOption(option('--max-samples <n>', 'largest N per request', 'MAX_SAMPLES', whole('--max-samples', 1), DEFAULT_LIMITS.maxSamples))
+    .addOption(option('--max-k <n>', 'largest k per request', 'MAX_K', whole('--max-k', 2), DEFAULT_LIMITS.maxK))
+    .addOption(option('--max-rows <n>', 'largest N·(2k+1) per request', 'MAX_ROWS', whole('--max-rows', 1), DEFAULT_LIMITS.maxRows))
+    .addOption(option('--memory-budget <mib>', 'MiB of layer outputs per batch', 'MEMORY_BUDGET_MIB', num('--memory-budget'), DEFAULT_LIMITS.memoryBudget / MiB))
+    .addOption(option('--token <token>', 'require "Authorization: Bearer <token>" on /v1 routes', 'TOKEN'))
+    .addOption(option('--session-cache <n>', 'onnxruntime sessions each worker keeps open', 'SESSION_CACHE', whole('--session-cache', 1), SERVER_DEFAULTS.sessionCacheSize))
+    .addOption(option('--threads <n>', 'onnxruntime threads per worker (0: onnxruntime decides)', 'THREADS', whole('--threads', 0), SERVER_DEFAULTS.intraOpThreads))
+    .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'LOG_LEVEL', undefined, SERVER_DEFAULTS.logLevel))
+    .addOption(option('--preload <model.onnx>', 'register a model file at startup (repeatable)', 'PRELOAD', collect))
+    .action(async (options: Record<string, unknown>) => {
+      const devices = parseDevices(options.device as string);
+      const config: ServerConfig = serverConfig({
+        host: options.host as string,
+        port: options.port as number,
+        devices,
+        modelDir: options.modelDir as string,
+        workers: (options.workers as number | undefined) ?? defaultWorkers(devices[0]),
+        maxQueue: options.maxQueue as number,
+        requestTimeoutMs: (options.requestTimeout as number) * 1000,
+        maxUploadBytes: Math.round((options.maxUploadMib as number) * MiB),
+        maxBodyBytes: Math.round((options.maxBodyMib as number) * MiB),
+        limits: {
+          maxSamples: options.maxSamples as number,
+          maxK: options.maxK as number,
+          maxRows: options.maxRows as number,
+          memoryBudget: Math.round((options.memoryBudget as number) * MiB),
+        },
+        ...(options.token ? { token: options.token as string } : {}),
+        sessionCacheSize: options.sessionCache as number,
+        intraOpThreads: options.threads as number,
+        logLevel: options.logLevel as string,
+      });
+      const { app, context } = await buildApp(config);
+      const stopped = new Promise<void>((resolve) => {
+        const stop = (signal: string): void => {
+          io.stderr(`${signal}: finishing requests in flight, then exiting`);
+          app.close().then(resolve, resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      try {
+        await context.pool.probe();
+        const preload = ((options.preload as string[] | string | undefined) ?? []);
+        const files = (Array.isArray(preload) ? preload : [preload]).flatMap((p) => p.split(',')).filter(Boolean);
+        const models = [];
+        for (const path of files) models.push({ path, ...(await registerModelFile(context, path)) });
+        await app.listen({ host: config.host, port: config.port });
+        const address = app.server.address();
+        const port = typeof address === 'object' && address ? address.port : config.port;
+        const base = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
+        const lanes = context.pool.status().lanes.map((l) => `${l.device}: ${l.workers} worker(s) on ${l.executionProvider ?? `no provider (${l.probeError})`}`);
+        io.stderr(`hessian-audit listening on ${base} (${lanes.join('; ')}; models in ${config.modelDir}); API docs at ${base}/docs`);
+        const auth = config.token ? ` -H 'authorization: Bearer ${config.token}'` : '';
+        for (const m of models) {
+          io.stderr(`model ${basename(m.path)} registered as ${m.id}`);
+          io.stderr(
+            `  curl -s -X POST ${base}/v1/models/${m.id}/penalty -H 'content-type: application/json'${auth} -d '{"latents": {"samples": 8}, "k": 4, "seed": 1}'`,
+          );
+        }
+      } catch (err) {
+        await app.close();
+        throw err;
+      }
+      await stopped;
+    });
+}

@@ -1,0 +1,84 @@
+/**
+ * The Fastify app factory: the same app serves tests through `inject` and users over a socket.
+ * It owns its model store and worker pool, and closes them when it closes.
+ */
+import { randomUUID } from 'node:crypto';
+import multipart from '@fastify/multipart';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { WorkerPool } from '../engine/pool.js';
+import { ModelStore } from '../store/index.js';
+import type { ServerConfig } from './config.js';
+import type { AuditContext } from './context.js';
+import { errorsPlugin } from './errors.js';
+import { authPlugin } from './plugins/auth.js';
+import { metricsPlugin } from './plugins/metrics.js';
+import { healthRoutes } from './routes/health.js';
+import { modelRoutes } from './routes/models.js';
+import { penaltyRoutes } from './routes/penalty.js';
+
+const VERSION = '0.1.0';
+
+export interface BuiltApp {
+  app: FastifyInstance;
+  context: AuditContext;
+}
+
+export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
+  const store = await ModelStore.open(config.modelDir);
+  const pool = new WorkerPool({
+    devices: config.devices,
+    workersPerDevice: config.workers,
+    maxQueue: config.maxQueue,
+    taskTimeoutMs: config.requestTimeoutMs,
+    sessionCacheSize: config.sessionCacheSize,
+    intraOpThreads: config.intraOpThreads,
+    ...(config.workerEnv ? { env: config.workerEnv } : {}),
+  });
+  const context: AuditContext = { config, store, pool };
+
+  const app = Fastify({
+    logger: config.logLevel === false ? false : { level: config.logLevel },
+    bodyLimit: config.maxBodyBytes,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    // In-flight requests finish on close; new ones get 503 (Fastify's return503OnClosing).
+    return503OnClosing: true,
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  app.addHook('onClose', async () => {
+    await pool.destroy();
+  });
+
+  await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
+  await app.register(multipart, {
+    limits: { fileSize: config.maxUploadBytes, fieldSize: config.maxBodyBytes, files: 16, fields: 8, parts: 24 },
+  });
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'hessian-audit',
+        description: 'Hessian Penalty audits of ONNX generators: per-layer disentanglement scores',
+        version: VERSION,
+      },
+      ...(config.token ? { components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] } : {}),
+    },
+    transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(authPlugin, config.token ? { token: config.token } : {});
+  await app.register(metricsPlugin, { pool });
+  await app.register(healthRoutes, context);
+  await app.register(modelRoutes, context);
+  await app.register(penaltyRoutes, context);
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  await app.ready();
+  return { app, context };
+}

@@ -1,0 +1,10 @@
+/** What the routes share: settings, the model store and the worker pool. */
+import type { WorkerPool } from '../engine/pool.js';
+import type { ModelStore } from '../store/index.js';
+import type { ServerConfig } from './config.js';
+
+export interface AuditContext {
+  config: ServerConfig;
+  store: ModelStore;
+  pool: WorkerPool;
+}

@@ -1,0 +1,108 @@
+/**
+ * One error body for every failure: {"error": {"code", "message", "details"?}}. AuditErrors carry
+ * their code and status; Fastify's own errors (bad JSON, body limits, multipart limits, schema
+ * validation) are translated here so that each one names the problem and the limit.
+ */
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AuditError } from '../errors.js';
+import { formatBytes } from './config.js';
+
+export const ErrorSchema = z
+  .object({
+    error: z.object({
+      code: z.string().meta({ description: 'Stable machine-readable code' }),
+      message: z.string(),
+      details: z.unknown().optional(),
+    }),
+  })
+  .meta({ id: 'Error' });
+
+export type ErrorBody = z.infer<typeof ErrorSchema>;
+
+/** The error responses a route documents, by status. */
+export const errorResponses = (...statuses: number[]): Record<number, typeof ErrorSchema> =>
+  Object.fromEntries(statuses.map((s) => [s, ErrorSchema]));
+
+export interface ErrorLimits {
+  maxBodyBytes: number;
+  maxUploadBytes: number;
+}
+
+export function sendError(reply: FastifyReply, status: number, code: string, message: string, details?: unknown): FastifyReply {
+  const retryAfter = (details as { retryAfter?: number } | undefined)?.retryAfter;
+  if (status === 503 && retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
+  return reply.code(status).send({ error: { code, message, ...(details === undefined ? {} : { details }) } });
+}
+
+/** Fastify or plugin error → the contract's status, code and message. */
+export function translate(error: FastifyError, limits: ErrorLimits): AuditError {
+  if (error instanceof AuditError) return error;
+  if (hasZodFastifySchemaValidationErrors(error)) {
+    const where = (error as { validationContext?: string }).validationContext ?? 'request';
+    const what = where === 'body' ? 'request' : where;
+    const message = error.validation
+      .map((v) => {
+        const path = v.instancePath.replace(/^\//, '').replaceAll('/', '.');
+        const at = path ? `${what}.${path}` : what;
+        if (v.keyword === 'unrecognized_keys') {
+          const keys = (v.params as { keys: string[] }).keys;
+          return `${at} has unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `'${k}'`).join(', ')}`;
+        }
+        return `${at}: ${v.message}`;
+      })
+      .join('; ');
+    return new AuditError('invalid_request', message, 400, {
+      issues: error.validation.map((v) => ({ path: v.instancePath, code: v.keyword, message: v.message })),
+    });
+  }
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_INVALID_JSON_FIELD_ERROR':
+      return new AuditError('malformed_json', `the request is not valid JSON: ${error.message}`, 400);
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new AuditError('malformed_json', 'the JSON body is empty; send a penalty request object such as {"k": 4}', 400);
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AuditError('payload_too_large', `the request body is larger than this server's limit of ${formatBytes(limits.maxBodyBytes)} (--max-body-mib)`, 413, {
+        limit: limits.maxBodyBytes,
+      });
+    case 'FST_REQ_FILE_TOO_LARGE':
+      return uploadTooLarge(limits.maxUploadBytes);
+    case 'FST_PARTS_LIMIT':
+    case 'FST_FILES_LIMIT':
+    case 'FST_FIELDS_LIMIT':
+      return new AuditError('payload_too_large', `the multipart request has too many parts (${error.message})`, 413);
+    case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+      return notMultipart();
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AuditError('unsupported_media_type', `${error.message}; send application/json (or multipart/form-data for uploads)`, 400);
+  }
+  if (error instanceof SyntaxError) return new AuditError('malformed_json', `the request is not valid JSON: ${error.message}`, 400);
+  const status = error.statusCode ?? 500;
+  if (status >= 400 && status < 500) return new AuditError('bad_request', error.message, status as AuditError['status']);
+  return new AuditError('internal', 'internal server error', 500);
+}
+
+export const uploadTooLarge = (limit: number): AuditError =>
+  new AuditError('payload_too_large', `the uploaded file is larger than this server's limit of ${formatBytes(limit)} (--max-upload-mib); nothing was stored`, 413, {
+    limit,
+  });
+
+export const notMultipart = (): AuditError =>
+  new AuditError('invalid_request', 'send multipart/form-data with a file field named "model" (curl -F model=@generator.onnx)', 400);
+
+export const errorsPlugin = fp<ErrorLimits>(async (app: FastifyInstance, limits) => {
+  app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const audit = translate(error, limits);
+    if (audit.status >= 500 && audit.code !== 'overloaded' && audit.code !== 'shutting_down') {
+      request.log.error({ err: error, code: audit.code }, `request failed: ${audit.message}`);
+    }
+    const message = audit.code === 'internal' ? `internal server error (request id ${request.id}); the server log has the details` : audit.message;
+    return sendError(reply, audit.status, audit.code, message, audit.details);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, 404, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}; see /docs for the API`),
+  );
+});

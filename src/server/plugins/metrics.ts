@@ -1,0 +1,70 @@
+/**
+ * Prometheus metrics (prom-client) on a registry of the app's own, so that several apps in one
+ * process (tests) do not collide: requests and latency by route and status, forward rows, queue
+ * depth, busy workers and worker restarts, plus the process's default metrics.
+ */
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { WorkerPool } from '../../engine/pool.js';
+
+export const metricsPlugin = fp<{ pool: WorkerPool }>(async (app: FastifyInstance, { pool }) => {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'hessian_audit_' });
+  const labelNames = ['method', 'route', 'status'] as const;
+  const requests = new Counter({ name: 'hessian_audit_http_requests_total', help: 'HTTP requests by route and status', labelNames, registers: [registry] });
+  const latency = new Histogram({
+    name: 'hessian_audit_http_request_duration_seconds',
+    help: 'HTTP request latency by route and status',
+    labelNames,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  const rows = new Counter({ name: 'hessian_audit_forward_rows_total', help: 'Forward rows (N·(2k+1) per request) run by the workers', registers: [registry] });
+  const rowsPerSecond = new Gauge({
+    name: 'hessian_audit_forward_rows_per_second',
+    help: 'Forward rows per second of onnxruntime time, last penalty request',
+    registers: [registry],
+  });
+  const restarts = new Counter({
+    name: 'hessian_audit_worker_restarts_total',
+    help: 'Workers replaced after a crash or a time-out',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'hessian_audit_queue_depth',
+    help: 'Tasks waiting for a worker',
+    registers: [registry],
+    collect() {
+      this.set(pool.status().queued);
+    },
+  });
+  new Gauge({
+    name: 'hessian_audit_workers_busy',
+    help: 'Workers running a task',
+    registers: [registry],
+    collect() {
+      this.set(pool.status().running);
+    },
+  });
+  restarts.inc({ reason: 'crash' }, 0);
+  restarts.inc({ reason: 'timeout' }, 0);
+  pool.onRestart = (reason) => restarts.inc({ reason });
+  pool.onTask = (task) => {
+    if (task.kind !== 'penalty' || !task.ok || task.rows === undefined) return;
+    rows.inc(task.rows);
+    if (task.forwardMs) rowsPerSecond.set(task.rows / (task.forwardMs / 1000));
+  };
+
+  app.addHook('onResponse', async (request, reply) => {
+    const labels = { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) };
+    requests.inc(labels);
+    latency.observe(labels, reply.elapsedTime / 1000);
+  });
+
+  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+    reply.type(registry.contentType);
+    return registry.metrics();
+  });
+});

@@ -1,0 +1,50 @@
+/** Liveness, readiness (workers, their real execution providers, models), for orchestrators. */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { AuditContext } from '../context.js';
+
+const Lane = z.object({
+  device: z.string(),
+  workers: z.number(),
+  pids: z.array(z.number()),
+  executionProvider: z.string().nullable().meta({ description: 'The provider a session really opened with' }),
+  fallback: z.string().optional(),
+  probeError: z.string().optional(),
+  running: z.number(),
+  sessions: z.record(z.string(), z.number()).meta({ description: 'Sessions cached, by worker pid' }),
+});
+
+const Readiness = z.object({
+  status: z.enum(['ready', 'not_ready']),
+  lanes: z.array(Lane),
+  queued: z.number(),
+  running: z.number(),
+  restarts: z.number(),
+  models: z.number().meta({ description: 'Models in the store' }),
+});
+
+export const healthRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { pool, store }) => {
+  app.get(
+    '/healthz',
+    { schema: { summary: 'The process is alive', tags: ['operations'], response: { 200: z.object({ status: z.literal('ok') }) } } },
+    async () => ({ status: 'ok' as const }),
+  );
+
+  app.get(
+    '/readyz',
+    {
+      schema: {
+        summary: 'Workers are up; which execution provider each device really uses; models stored',
+        tags: ['operations'],
+        response: { 200: Readiness, 503: Readiness },
+      },
+    },
+    async (_request, reply) => {
+      const ready = pool.ready();
+      const { lanes, queued, running, restarts } = pool.status();
+      const body = { status: ready ? ('ready' as const) : ('not_ready' as const), lanes, queued, running, restarts, models: (await store.list()).length };
+      if (!ready) reply.code(503).header('retry-after', '1');
+      return body;
+    },
+  );
+};

@@ -1,0 +1,60 @@
+/** Response schemas of the model routes (the penalty schemas live in engine/schema.ts). */
+import { z } from 'zod';
+import type { ModelDescription } from '../onnx/describe.js';
+
+export const ModelId = z.string().meta({ description: 'SHA-256 of the model bytes (64 hex digits)' });
+
+const Tensor = z.object({
+  name: z.string(),
+  type: z.string(),
+  shape: z.array(z.union([z.number(), z.string(), z.null()])).nullable(),
+});
+
+const Layer = z.object({
+  name: z.string(),
+  op: z.string(),
+  node: z.string(),
+  isOutput: z.boolean(),
+  afterLinear: z.boolean(),
+  suggestion: z.string().optional(),
+});
+
+const NodeRisk = z.object({ node: z.string(), op: z.string(), why: z.string() });
+
+export const ModelSchema = z
+  .object({
+    id: ModelId,
+    size: z.number().meta({ description: 'Bytes' }),
+    created: z.boolean().meta({ description: 'false when these bytes were already stored' }),
+    irVersion: z.number(),
+    opsets: z.array(z.object({ domain: z.string(), version: z.number() })),
+    producer: z.string(),
+    inputs: z.array(Tensor),
+    outputs: z.array(Tensor),
+    layers: z.array(Layer),
+    nodes: z.number(),
+    ops: z.record(z.string(), z.number()),
+    randomOps: z.array(NodeRisk).meta({ description: 'Nodes that make G random: penalties are refused unless allowNondeterministic' }),
+    batchMixingOps: z.array(NodeRisk).meta({ description: 'Nodes whose batch rows interact: passes run as separate batches' }),
+    warnings: z.array(z.object({ code: z.string(), message: z.string() })),
+  })
+  .meta({ id: 'Model' });
+
+/** What a user should know before auditing (the seed tips): randomness, and rows that interact. */
+export function modelWarnings(d: ModelDescription): { code: string; message: string }[] {
+  const list = (risks: ModelDescription['randomOps']): string => risks.map((r) => `${r.node} (${r.op}: ${r.why})`).join(', ');
+  const warnings: { code: string; message: string }[] = [];
+  if (d.randomOps.length) {
+    warnings.push({
+      code: 'nondeterministic_model',
+      message: `the forward pass is random: ${list(d.randomOps)}; penalties are refused unless allowNondeterministic is set. Export it in eval mode or with seeded noise`,
+    });
+  }
+  if (d.batchMixingOps.length) {
+    warnings.push({
+      code: 'rows_interact',
+      message: `rows of a batch influence each other: ${list(d.batchMixingOps)}; the 2k+1 passes will run as separate batches`,
+    });
+  }
+  return warnings;
+}
