@@ -27,13 +27,14 @@ export interface BuiltApp {
 }
 
 export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
-  const store = await ModelStore.open(config.modelDir);
+  const store = await ModelStore.open(config.modelDir, { quotaBytes: config.storeQuotaBytes ?? 0 });
   const pool = new WorkerPool({
     devices: config.devices,
     workersPerDevice: config.workers,
     maxQueue: config.maxQueue,
     taskTimeoutMs: config.requestTimeoutMs,
     sessionCacheSize: config.sessionCacheSize,
+    ...(config.safety ? { safety: config.safety } : {}),
     intraOpThreads: config.intraOpThreads,
     ...(config.workerEnv ? { env: config.workerEnv } : {}),
   });
@@ -54,6 +55,16 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   });
   app.addHook('onClose', async () => {
     await pool.destroy();
+  });
+  // While draining (SIGTERM), every response closes its connection: a keep-alive socket left idle
+  // would otherwise hold the process open for Fastify's keepAliveTimeout (72 s), past most
+  // orchestrators' grace period.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close');
   });
 
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
