@@ -3,8 +3,9 @@
  * Load: autocannon sends penalty requests to `hessian-audit serve` (a child process on 127.0.0.1,
  * bounded queue) and every response is checked: no 5xx, every non-2xx a 503 with Retry-After,
  * every 2xx body with exactly the numbers of one unloaded request with the same seed. Prints
- * throughput, latency percentiles, and rows per second under load against the bare onnxruntime
- * rate (session.run alone, same batch, same thread budget).
+ * throughput, latency percentiles of the 2xx responses, and rows per second under load against
+ * the bare onnxruntime rate: session.run alone on the same batch with the workers' thread setting,
+ * times the number of workers (what W workers on W free cores could reach at best).
  *
  * usage: npm run build && node bench/load.mjs [--requests 10000] [--connections 64] [--workers 2]
  *        [--threads 1] [--max-queue 32] [--model models/dcgan.onnx] [--samples 4] [--k 2]
@@ -125,7 +126,9 @@ try {
 
   const inputName = unloaded.wrt;
   const latentSize = (model.inputs.find((i) => i.name === inputName).shape ?? []).slice(1).reduce((a, b) => a * b, 1);
-  const bare = await bareRows(bytes, inputName, latentSize, rowsPerRequest, opt.workers * Math.max(1, opt.threads));
+  // One session with the workers' thread setting; W workers on W cores at best reach W times that.
+  const bareOne = await bareRows(bytes, inputName, latentSize, rowsPerRequest, Math.max(1, opt.threads));
+  const bare = bareOne * opt.workers;
 
   const report = {
     setup: {
@@ -156,6 +159,7 @@ try {
     latencyMs: { p50: result.latency.p50, p90: result.latency.p90, p99: result.latency.p99, max: result.latency.max },
     rowsPerSecond: {
       underLoad: Math.round(servedRowsPerSecond),
+      bareOneSession: Math.round(bareOne),
       bareOnnxruntime: Math.round(bare),
       ratio: Math.round((servedRowsPerSecond / bare) * 1000) / 1000,
     },
