@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
 import t, { type Test } from 'tap';
 import { parseDevice } from '../dist/engine/device.js';
 import { evaluatePenalty } from '../dist/engine/evaluate.js';
@@ -106,6 +107,17 @@ t.test('external data is refused wherever a tensor can hide it', async (t) => {
   const err = refusal(encode(linearModel({ initializer: [externalWeight('../secret.bin')] })));
   t.match(err?.message, /initializer 'W' keeps its data in an external file \('\.\.\/secret\.bin'\).*save_as_external_data=False/);
   t.same(err?.details, { tensor: 'W', location: '../secret.bin' });
+});
+
+t.test('why: onnxruntime 1.30 itself reads external data under the working directory into the weights', async (t) => {
+  // The model the checks refuse above, loaded straight into onnxruntime: W (3×4 floats) comes from
+  // the first 48 bytes of package.json, and y = [1, 0, 0]·W returns its first 16 bytes.
+  const bytes = encode(linearModel({ initializer: [externalWeight('package.json')] }));
+  const session = await ort.InferenceSession.create(bytes);
+  t.teardown(() => session.release());
+  const out = await session.run({ z: new ort.Tensor('float32', Float32Array.from([1, 0, 0]), [1, 3]) });
+  const leaked = Buffer.from((out.y.data as Float32Array).buffer).toString('latin1');
+  t.equal(leaked, readFileSync(new URL('../package.json', import.meta.url), 'latin1').slice(0, 16));
 });
 
 t.test('IR version and opsets outside what onnxruntime 1.30 runs are refused', async (t) => {
