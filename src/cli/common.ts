@@ -10,6 +10,13 @@ export interface Io {
 
 export const EXIT = { ok: 0, gateFailed: 1, usage: 2 } as const;
 
+/** Thrown by a command that finished its work but must end with another code (a failed gate). */
+export class Exit extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
+
 export async function readModelFile(path: string): Promise<LoadedModel> {
   let bytes: Buffer;
   try {

@@ -5,7 +5,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { AuditError } from '../errors.js';
-import { EXIT, type Io } from './common.js';
+import { EXIT, Exit, type Io } from './common.js';
+import { registerGate } from './commands/gate.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerPenalty } from './commands/penalty.js';
 import { registerServe } from './commands/serve.js';
@@ -21,6 +22,7 @@ export function buildProgram(io: Io): Command {
   registerInspect(program, io);
   registerPenalty(program, io);
   registerServe(program, io);
+  registerGate(program, io);
   return program;
 }
 
@@ -31,6 +33,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
     return EXIT.ok;
   } catch (err) {
+    if (err instanceof Exit) return err.code;
     if (err instanceof CommanderError) {
       return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }

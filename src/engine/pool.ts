@@ -98,6 +98,8 @@ export class WorkerPool {
         minThreads: workers,
         maxThreads: workers,
         concurrentTasksPerWorker: 1,
+        // Plain node workers: not the parent's loaders or inspector flags (a test runner's, say).
+        execArgv: [],
         env: {
           ...(process.env as Record<string, string>),
           ...options.env,

@@ -15,6 +15,7 @@ import type { AuditContext } from './context.js';
 import { errorsPlugin } from './errors.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
+import { gateRoutes } from './routes/gate.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { penaltyRoutes } from './routes/penalty.js';
@@ -53,6 +54,15 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
+  // While closing, answers end their connection: an idle keep-alive socket would hold close() open.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
+  });
   app.addHook('onClose', async () => {
     await pool.destroy();
   });
@@ -89,6 +99,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   await app.register(healthRoutes, context);
   await app.register(modelRoutes, context);
   await app.register(penaltyRoutes, context);
+  await app.register(gateRoutes, context);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   return { app, context };

@@ -1,0 +1,120 @@
+/**
+ * Gate rules (pure functions). A rule reads one figure from a layer's comparison and holds it
+ * under a ceiling or over a floor. The registry below is the single list of rules: the config
+ * schema's keys, the CLI flags and the verdicts are all derived from it, so a new rule is one entry
+ * here. Rules on audit figures (a floor on the diagonal-ness fraction, a ceiling on unused latents)
+ * are `figureRule(...)` entries reading `candidate.figures[name]`, which a figure provider fills in.
+ */
+import type { Comparison } from './compare.js';
+
+export type Scope = 'layer' | 'total';
+
+export interface RuleDefinition {
+  /** Key in the config file and the API (`maxIncrease`). */
+  key: string;
+  /** Command-line flag (`--max-increase`); it sets the rule for every layer. */
+  flag: string;
+  /** One line for --help and the docs. */
+  help: string;
+  bound: 'ceiling' | 'floor';
+  /** Where the rule can be set: every layer (and per-layer overrides) and/or the total. */
+  scopes: readonly Scope[];
+  /** The limit a threshold stands for (maxIncrease 0.10 → ratio bound 1.10). */
+  limit(threshold: number): number;
+  /**
+   * The figure checked against the limit: a number, or null when the layer could not be
+   * evaluated, or undefined when this gate run did not compute it (no figure provider).
+   */
+  measure(c: Comparison): number | null | undefined;
+  /** How the figure reads in a verdict: `ratio upper bound 1.23`. */
+  label: string;
+}
+
+export const maxIncrease: RuleDefinition = {
+  key: 'maxIncrease',
+  flag: '--max-increase',
+  help: 'fail when the upper confidence bound of the candidate/baseline ratio exceeds 1 + X (e.g. 0.10)',
+  bound: 'ceiling',
+  scopes: ['layer', 'total'],
+  limit: (x) => 1 + x,
+  measure: (c) => (c.ratio ? c.ratio.upper : null),
+  label: 'ratio upper bound',
+};
+
+export const maxPenalty: RuleDefinition = {
+  key: 'maxPenalty',
+  flag: '--max-penalty',
+  help: "fail when the candidate's penalty of a layer exceeds X (absolute, as `penalty` reports it)",
+  bound: 'ceiling',
+  scopes: ['layer', 'total'],
+  limit: (x) => x,
+  measure: (c) => c.candidate.penalty,
+  label: 'candidate penalty',
+};
+
+/** A rule on a named audit figure of the candidate (filled in by a figure provider). */
+export function figureRule(key: string, flag: string, figure: string, bound: 'ceiling' | 'floor', help: string): RuleDefinition {
+  return {
+    key,
+    flag,
+    help,
+    bound,
+    scopes: ['layer'],
+    limit: (x) => x,
+    measure: (c) => (c.candidate.figures && figure in c.candidate.figures ? c.candidate.figures[figure] : undefined),
+    label: `candidate ${figure}`,
+  };
+}
+
+/** Every rule the gate knows. Audit-figure rules are appended here once their figures exist. */
+export const RULES: readonly RuleDefinition[] = [maxIncrease, maxPenalty];
+
+/** Thresholds by rule key; null switches a rule off (e.g. for one layer). */
+export type Thresholds = Record<string, number | null | undefined>;
+
+export interface RuleOutcome {
+  rule: string;
+  threshold: number;
+  limit: number;
+  /** The measured figure; null when it could not be measured. */
+  value: number | null;
+  verdict: 'pass' | 'fail' | 'error';
+  message: string;
+}
+
+export type Verdict = 'pass' | 'fail' | 'error';
+
+/** Check every rule that has a threshold against one comparison. */
+export function applyRules(comparison: Comparison, thresholds: Thresholds, rules: readonly RuleDefinition[] = RULES): RuleOutcome[] {
+  const outcomes: RuleOutcome[] = [];
+  for (const rule of rules) {
+    const threshold = thresholds[rule.key];
+    if (threshold === undefined || threshold === null) continue;
+    const limit = rule.limit(threshold);
+    const measured = rule.measure(comparison);
+    const relation = rule.bound === 'ceiling' ? '≤' : '≥';
+    if (measured === undefined || measured === null || Number.isNaN(measured)) {
+      const why = measured === undefined ? 'this run did not compute it' : 'the layer could not be evaluated';
+      outcomes.push({ rule: rule.key, threshold, limit, value: null, verdict: 'error', message: `${rule.label} unavailable (${why})` });
+      continue;
+    }
+    const ok = rule.bound === 'ceiling' ? measured <= limit : measured >= limit;
+    outcomes.push({
+      rule: rule.key,
+      threshold,
+      limit,
+      value: measured,
+      verdict: ok ? 'pass' : 'fail',
+      message: `${rule.label} ${show(measured)} ${ok ? relation : rule.bound === 'ceiling' ? '>' : '<'} ${show(limit)}`,
+    });
+  }
+  return outcomes;
+}
+
+/** A layer fails when a rule fails; it is an error when it could not be evaluated at all. */
+export function layerVerdict(comparison: Comparison, outcomes: readonly RuleOutcome[]): Verdict {
+  if (comparison.problem !== undefined || outcomes.some((o) => o.verdict === 'error')) return 'error';
+  return outcomes.some((o) => o.verdict === 'fail') ? 'fail' : 'pass';
+}
+
+const show = (x: number): string => (Number.isFinite(x) ? String(Number(x.toPrecision(4))) : '∞');

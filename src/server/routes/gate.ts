@@ -1,0 +1,41 @@
+/**
+ * POST /v1/gate: the release gate on two stored models. The penalties run in the worker pool like
+ * any penalty request; the comparison (a few milliseconds of arithmetic) runs here.
+ */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { gateSpec } from '../../gate/config.js';
+import { type GateModel, runGate } from '../../gate/gate.js';
+import { GateRequestSchema, GateResultSchema, gateArrays, jsonSafe } from '../../gate/schema.js';
+import type { ModelDescription } from '../../onnx/describe.js';
+import type { AuditContext } from '../context.js';
+import { errorResponses } from '../errors.js';
+import { unknownModel } from './models.js';
+
+export const gateRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { store, pool, config }) => {
+  app.post(
+    '/v1/gate',
+    {
+      schema: {
+        summary:
+          'Release gate: compare a stored candidate with a stored baseline on the same latents and directions; verdict "fail" when a rule fails',
+        tags: ['gate'],
+        body: GateRequestSchema,
+        response: { 200: GateResultSchema, ...errorResponses(400, 401, 404, 413, 422, 500, 503) },
+      },
+    },
+    async (request) => {
+      const { candidate, baseline, latents, inputs, ...gate } = request.body;
+      const model = async (id: string): Promise<GateModel> => {
+        const description = await store.description<ModelDescription>(id);
+        if (!description) throw unknownModel(id);
+        return { id, description };
+      };
+      const models = { candidate: await model(candidate), baseline: await model(baseline) };
+      const spec = gateSpec([gate], gateArrays({ latents, inputs }));
+      const result = await runGate(models.candidate, models.baseline, spec, {
+        evaluate: (m, penaltyRequest) => pool.penalty(m.id, store.modelPath(m.id), penaltyRequest, config.limits),
+      });
+      return jsonSafe(result);
+    },
+  );
+};
