@@ -9,10 +9,12 @@ import { evaluatePenalty } from '../dist/engine/evaluate.js';
 import { loadModel } from '../dist/engine/model.js';
 import { SessionCache } from '../dist/engine/session.js';
 import { AuditError } from '../dist/errors.js';
+import { describeModel } from '../dist/onnx/describe.js';
 import { decodeModel, modelProto } from '../dist/onnx/proto.js';
+import { ModelSchema, modelWarnings } from '../dist/server/schemas.js';
 import { checkModel, DEFAULT_SAFETY } from '../dist/onnx/safety.js';
 import { cli } from './helpers/cli.js';
-import { malformedCorpus, type Variant } from './helpers/corpus.js';
+import { exampleModels, malformedCorpus, type Variant } from './helpers/corpus.js';
 import {
   chainModel,
   constantModel,
@@ -40,6 +42,7 @@ const CODES = new Set([
   'initializers_too_large',
   'graph_too_deep',
   'ambiguous_encoding',
+  'invalid_graph',
 ]);
 
 /** The AuditError a check throws, or null when the model passes. */
@@ -71,6 +74,7 @@ const EXAMPLES: Record<string, [number, number, number]> = {
   'ignoring.onnx': [20, 100, 13],
   'linear_correlated.onnx': [1, 48, 1],
   'linear_orthogonal.onnx': [1, 48, 1],
+  'log.onnx': [1, 0, 0],
   'mlp.onnx': [6, 7488, 6],
   'noisy.onnx': [10, 7492, 7],
   'quadratic.onnx': [4, 72, 2],
@@ -78,6 +82,7 @@ const EXAMPLES: Record<string, [number, number, number]> = {
 };
 
 t.test('every example model passes, with the sizes the onnx package counts', async (t) => {
+  t.same(exampleModels(), Object.keys(EXAMPLES), 'the table covers every example model');
   for (const [name, [nodes, bytes, tensors]] of Object.entries(EXAMPLES)) {
     const { summary } = checkModel(modelBytes(name));
     t.same(summary, { nodes, initializerBytes: bytes, tensors, depth: 0 }, name);
@@ -255,6 +260,14 @@ t.test('a singular message encoded twice (onnxruntime merges the copies, protobu
   t.ok(['ambiguous_encoding', 'invalid_model'].includes(refusal(wrongWire)?.code ?? ''), refusal(wrongWire)?.message);
 });
 
+t.test('a node without an operator type, or a nameless graph input or output, is refused', async (t) => {
+  refuses(t, linearModel({ node: [{ name: 'mm', input: ['z', 'W'], output: ['y'] }] }), 'invalid_graph', 422);
+  refuses(t, ifModel(2, undefined, { input: ['z'], output: ['out2'] }), 'invalid_graph', 422);
+  const nameless = refuses(t, linearModel({ output: [{ type: { tensorType: { elemType: 1 } } }] }), 'invalid_graph', 422);
+  t.match(nameless?.message, /graph output #1 has no name/);
+  refuses(t, linearModel({ input: [{ name: 'z' }, {}] }), 'invalid_graph', 422);
+});
+
 t.test('bytes that are not an ONNX model are refused as invalid_model', async (t) => {
   for (const bytes of [new Uint8Array(0), new TextEncoder().encode('{"not": "onnx"}'), new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])]) {
     const err = refusal(bytes);
@@ -305,6 +318,13 @@ t.test('a seeded corpus of malformed models: every variant is refused with a spe
     }
   }
   t.comment(`refusals by code: ${JSON.stringify(codes)}; ${passed.length} variants still valid models`);
+  // What passes is described and answered by POST /v1/models: the description must fit its schema
+  // (a node without an op type once slipped through here and became a 500).
+  for (const v of passed) {
+    const description = describeModel(v.bytes);
+    const answer = ModelSchema.safeParse({ id: '0'.repeat(64), size: v.bytes.length, created: true, ...description, warnings: modelWarnings(description) });
+    if (!answer.success) t.fail(`${v.name}: ${answer.error.message}`);
+  }
   // Truncation always loses the trailing opset_import (these exports write it last) or cuts a
   // message short; random bytes are never a model.
   t.same(passed.filter((v) => v.kind === 'truncated' || v.kind === 'random').map((v) => v.name), []);

@@ -106,6 +106,7 @@ export function checkModel(bytes: Uint8Array, settings: Partial<SafetySettings> 
   checkIrVersion(model.irVersion ?? 0);
   checkOpsets(model.opsetImport ?? [], 'the model');
   for (const fn of model.functions ?? []) checkOpsets(fn.opsetImport ?? [], `function '${fn.name ?? ''}'`, true);
+  checkInterface(model.graph as GraphProto);
   const walk = new Walk(limits, model.functions ?? []);
   walk.graph(model.graph as GraphProto, 'graph', 0);
   for (const fn of model.functions ?? []) walk.fn(fn);
@@ -134,6 +135,14 @@ function checkEncoding(bytes: Uint8Array): void {
       422,
       problem,
     );
+  }
+}
+
+/** The graph's inputs and outputs are addressed by name: a nameless one cannot be fed or read. */
+function checkInterface(graph: GraphProto): void {
+  for (const [kind, values] of [['input', graph.input ?? []], ['output', graph.output ?? []]] as const) {
+    const i = values.findIndex((v) => !v.name);
+    if (i >= 0) throw new AuditError('invalid_graph', `graph ${kind} #${i + 1} has no name; every input and output of an ONNX graph is named`, 422, { [kind]: i });
   }
 }
 
@@ -211,6 +220,9 @@ class Walk {
         413,
         { limit: this.limits.maxNodes },
       );
+    }
+    if (!node.opType) {
+      throw new AuditError('invalid_graph', `${where} has a node${node.name ? ` '${node.name}'` : ''} with no operator type; the file is truncated or corrupt`, 422, { node: node.name ?? '' });
     }
     const here = `${where} node '${node.name || node.opType}'`;
     const domain = normalDomain(node.domain);

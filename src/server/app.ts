@@ -66,16 +66,6 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   app.addHook('onClose', async () => {
     await pool.destroy();
   });
-  // While draining (SIGTERM), every response closes its connection: a keep-alive socket left idle
-  // would otherwise hold the process open for Fastify's keepAliveTimeout (72 s), past most
-  // orchestrators' grace period.
-  let closing = false;
-  app.addHook('preClose', async () => {
-    closing = true;
-  });
-  app.addHook('onSend', async (_request, reply) => {
-    if (closing) reply.header('connection', 'close');
-  });
 
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
   await app.register(multipart, {
