@@ -40,7 +40,7 @@ t.test('malformed models over POST /v1/models: each gets a specific 4xx, the ser
     t.equal(r.body.error?.code, code, what);
   }
 
-  // Every fourth variant of the seeded corpus (142 uploads), and a penalty request on some valid ones.
+  // Every fourth variant of the seeded corpus (153 uploads), and a penalty request on some valid ones.
   const variants = malformedCorpus({ seed: 20261127 }).filter((_, i) => i % 4 === 0);
   const outcomes: Record<string, number> = {};
   let penalties = 0;
