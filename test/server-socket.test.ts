@@ -24,9 +24,9 @@ const crashing = modelBytes('linear_orthogonal.onnx');
 const slow = modelBytes('mlp.onnx');
 const FAULTS = `abort=${sha256(crashing)},delay=${sha256(slow)}`;
 
-async function serve(t: Tap.Test, modelDir: string): Promise<Server> {
-  const proc = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--model-dir', modelDir, '--workers', '1', '--threads', '1'], {
-    env: { ...process.env, HESSIAN_AUDIT_TEST_FAULTS: FAULTS },
+async function serve(t: Tap.Test, modelDir: string, extra: string[] = [], env: Record<string, string> = {}): Promise<Server> {
+  const proc = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--model-dir', modelDir, '--workers', '1', '--threads', '1', ...extra], {
+    env: { ...process.env, HESSIAN_AUDIT_TEST_FAULTS: FAULTS, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Record<string, unknown>[] = [];
@@ -112,7 +112,9 @@ t.test('a served penalty equals the penalty command on the same inputs, seed and
 });
 
 t.test('a crash is a 500 whose request id is in the response header and the JSON log; the server keeps serving', async (t) => {
-  const server = await serve(t, modelDir);
+  const server = await serve(t, modelDir, ['--preload', modelPath('dcgan.onnx')]);
+  t.match(server.stderr(), `model dcgan.onnx registered as ${dcganId}`, 'preloading prints the id');
+  t.match(server.stderr(), `curl -s -X POST ${server.base}/v1/models/${dcganId}/penalty -H 'content-type: application/json'`, 'and a curl line');
   t.equal((await upload(server.base, crashing)).status, 201);
   const res = await post(`${server.base}/v1/models/${sha256(crashing)}/penalty`, { k: 2, seed: 1, latents: { samples: 2 } });
   t.equal(res.status, 500);
@@ -134,8 +136,15 @@ t.test('a crash is a 500 whose request id is in the response header and the JSON
 });
 
 t.test('SIGTERM: the request in flight finishes, new ones are refused, the exit code is 0', async (t) => {
-  const server = await serve(t, modelDir);
+  const server = await serve(t, modelDir, [], { HESSIAN_AUDIT_MAX_K: '3' });
   t.equal((await upload(server.base, slow)).status, 201);
+  const port = new URL(server.base).port;
+  const busy = spawnCli('serve', '--host', '127.0.0.1', '--port', port, '--model-dir', modelDir, '--workers', '1');
+  t.equal(busy.code, 2);
+  t.match(busy.stderr, `port ${port} on 127.0.0.1 is already in use; choose another --port`);
+  const limited = await post(`${server.base}/v1/models/${sha256(slow)}/penalty`, { k: 4 });
+  t.equal(limited.status, 422);
+  t.match((await limited.json()).error.message, /k is 4, above this server's limit of 3/, 'settings come from environment variables');
   // The worker holds this model's requests for two seconds (test fault), so it is surely in flight.
   const inFlight = post(`${server.base}/v1/models/${sha256(slow)}/penalty`, { k: 2, seed: 3, latents: { samples: 2 } }, { 'x-request-id': 'drain-1' });
   await until(() => server.logs.some((l) => l.reqId === 'drain-1'), 'the request to arrive');
@@ -151,4 +160,13 @@ t.test('SIGTERM: the request in flight finishes, new ones are refused, the exit 
   t.equal((await res.json()).model, sha256(slow));
   t.equal(await server.exit, 0);
   t.ok(server.logs.some((l) => l.reqId === 'drain-1' && l.msg === 'request completed'), 'the log records the completed request');
+});
+
+t.test('serve refuses bad settings with exit code 2', async (t) => {
+  const device = spawnCli('serve', '--device', 'tpu', '--model-dir', modelDir);
+  t.equal(device.code, 2);
+  t.match(device.stderr, /unknown device 'tpu': use auto, cpu, cuda, cuda:N or webgpu/);
+  const workers = spawnCli('serve', '--workers', '0', '--model-dir', modelDir);
+  t.equal(workers.code, 2);
+  t.match(workers.stderr, /--workers must be a whole number of at least 1, got '0'/);
 });

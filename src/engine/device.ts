@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { InferenceSession } from 'onnxruntime-node';
 import { AuditError, invalid } from '../errors.js';
+import { type CudaSettings, cudaProviderConfig, DEFAULT_CUDA_SETTINGS } from './cuda.js';
 
 export type Device =
   | { kind: 'cpu' }
@@ -26,28 +27,44 @@ export function parseDevice(text: string): Device {
 
 export const deviceName = (d: Device): string => (d.kind === 'cuda' ? `cuda:${d.id}` : d.kind);
 
+/**
+ * `--devices 0,1,…`: one worker per listed GPU (the tips' DataParallel advice, done with one
+ * onnxruntime session per device). Ids are CUDA ordinals as the container sees them.
+ */
+export function parseDeviceList(text: string): Device[] {
+  const parts = text.split(',').map((s) => s.trim());
+  const ids = parts.map((part) => {
+    const match = /^(?:cuda:)?(\d+)$/.exec(part);
+    if (!match) throw invalid(`--devices takes GPU ordinals separated by commas (e.g. 0,1), got '${text}'`);
+    return Number(match[1]);
+  });
+  const repeated = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (repeated !== undefined) throw invalid(`--devices lists GPU ${repeated} twice`);
+  return ids.map((id) => ({ kind: 'cuda', id }));
+}
+
 /** One concrete choice: the provider list handed to onnxruntime, and its name in results. */
 export interface ProviderChoice {
   name: string;
   providers: InferenceSession.ExecutionProviderConfig[];
 }
 
-export function providerChoices(device: Device): ProviderChoice[] {
+export function providerChoices(device: Device, cuda: CudaSettings = DEFAULT_CUDA_SETTINGS): ProviderChoice[] {
   const cpu: ProviderChoice = { name: 'cpu', providers: ['cpu'] };
   switch (device.kind) {
     case 'cpu':
       return [cpu];
     case 'cuda':
-      return [cudaChoice(device.id)];
+      return [cudaChoice(device.id, cuda)];
     case 'webgpu':
       return [{ name: 'webgpu', providers: ['webgpu'] }];
     case 'auto':
-      return [cudaChoice(0), cpu];
+      return [cudaChoice(0, cuda), cpu];
   }
 }
 
-function cudaChoice(id: number): ProviderChoice {
-  return { name: `cuda:${id}`, providers: [{ name: 'cuda', deviceId: id }] };
+function cudaChoice(id: number, cuda: CudaSettings): ProviderChoice {
+  return { name: `cuda:${id}`, providers: [cudaProviderConfig(id, cuda)] };
 }
 
 /** Where onnxruntime-node keeps its native libraries, for error messages that name the missing one. */

@@ -90,7 +90,9 @@ export const WarningSchema = z.object({
   layer: z.string().optional(),
 });
 
-export const LayerResultSchema = z.object({
+// Results are loose objects: a field the engine adds later reaches clients instead of being
+// stripped by the response serializer.
+export const LayerResultSchema = z.looseObject({
   name: z.string(),
   penalty: z.number().nullable(),
   shape: z.array(z.number()),
@@ -109,7 +111,7 @@ export const SweepPointSchema = z.object({
 });
 
 export const PenaltyResultSchema = z
-  .object({
+  .looseObject({
     model: z.string().meta({ description: 'SHA-256 of the model bytes' }),
     penalty: z.number().nullable().meta({ description: 'Sum over layers' }),
     layers: z.array(LayerResultSchema),

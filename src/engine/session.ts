@@ -5,6 +5,7 @@
 import * as ort from 'onnxruntime-node';
 import { AuditError, invalid } from '../errors.js';
 import { exposeTensors } from '../onnx/expose.js';
+import { applyCudaEnvironment, type CudaSettings, cudaSettingsFromEnv } from './cuda.js';
 import { type Device, deviceName, providerChoices, providerError } from './device.js';
 
 export interface OpenSession {
@@ -20,6 +21,8 @@ export interface OpenSession {
 export interface SessionSettings {
   /** Threads inside one run; 0 lets onnxruntime choose. */
   intraOpThreads?: number;
+  /** CUDA provider settings (cuda.ts); from HESSIAN_AUDIT_CUDA_* or the defaults when absent. */
+  cuda?: CudaSettings;
 }
 
 export async function openSession(
@@ -29,7 +32,11 @@ export async function openSession(
   settings: SessionSettings = {},
 ): Promise<OpenSession> {
   const model = exposeTensors(bytes, layers);
-  const choices = providerChoices(device);
+  const cuda = settings.cuda ?? cudaSettingsFromEnv();
+  const choices = providerChoices(device, cuda);
+  // Before the CUDA libraries load (they load with the first CUDA session): TF32 off unless asked.
+  // This reaches them from a process's main thread (the CLI, the pool's child-process workers).
+  if (choices.some((c) => c.name.startsWith('cuda'))) applyCudaEnvironment(cuda);
   let fallback: string | undefined;
   for (const [i, choice] of choices.entries()) {
     const last = i === choices.length - 1;
@@ -69,13 +76,17 @@ export class SessionCache {
   /** Sessions released to make room, since the cache was created. */
   evictions = 0;
 
-  constructor(readonly capacity = DEFAULT_MAX_SESSIONS) {
+  /** `settings` apply to every session this cache opens (a deployment's provider settings). */
+  constructor(
+    readonly capacity = DEFAULT_MAX_SESSIONS,
+    readonly settings: SessionSettings = {},
+  ) {
     if (!Number.isSafeInteger(capacity) || capacity < 1) {
       throw invalid(`the session cache capacity must be a whole number of at least 1, got ${capacity}`);
     }
   }
 
-  get(modelId: string, bytes: Uint8Array, layers: readonly string[], device: Device, settings?: SessionSettings): Promise<OpenSession> {
+  get(modelId: string, bytes: Uint8Array, layers: readonly string[], device: Device, settings: SessionSettings = this.settings): Promise<OpenSession> {
     const key = `${modelId}|${deviceName(device)}|${[...layers].sort().join('\u0000')}`;
     const cached = this.entries.get(key);
     if (cached) {

@@ -1,6 +1,8 @@
+import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
 import { type Command, Option } from 'commander';
-import { type Device, parseDevice } from '../../engine/device.js';
+import { type ConvAlgoSearch, cudaEnvironment, describeCudaSettings, resolveCudaSettings } from '../../engine/cuda.js';
+import { type Device, parseDevice, parseDeviceList } from '../../engine/device.js';
 import { defaultWorkers } from '../../engine/pool.js';
 import { DEFAULT_LIMITS } from '../../engine/request.js';
 import { DEFAULT_SAFETY } from '../../onnx/safety.js';
@@ -21,6 +23,12 @@ function parseDevices(text: string): Device[] {
   return devices;
 }
 
+const onOff = (flag: string) => (value: string): boolean => {
+  if (['on', 'true', '1'].includes(value.toLowerCase())) return true;
+  if (['off', 'false', '0'].includes(value.toLowerCase())) return false;
+  throw invalid(`${flag} takes on or off, got '${value}'`);
+};
+
 const whole = (flag: string, min: number) => (value: string): number => {
   const x = num(flag)(value);
   if (!Number.isSafeInteger(x) || x < min) throw invalid(`${flag} must be a whole number of at least ${min}, got '${value}'`);
@@ -32,6 +40,18 @@ const nonNegative = (flag: string) => (value: string): number => {
   if (!(x >= 0)) throw invalid(`${flag} must be a number of at least 0, got '${value}'`);
   return x;
 };
+
+async function listen(app: Awaited<ReturnType<typeof buildApp>>['app'], config: ServerConfig): Promise<void> {
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw invalid(`port ${config.port} on ${config.host} is already in use; choose another --port`);
+    if (code === 'EACCES') throw invalid(`no permission to listen on ${config.host}:${config.port}; use a port above 1023`);
+    if (code === 'EADDRNOTAVAIL') throw invalid(`${config.host} is not an address of this machine; use --host 127.0.0.1 or 0.0.0.0`);
+    throw err;
+  }
+}
 
 export function registerServe(program: Command, io: Io): void {
   const option = (flags: string, description: string, envName: string, parse?: (v: string) => unknown, fallback?: unknown): Option => {
@@ -46,6 +66,12 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--port <port>', 'TCP port (0: any free port)', 'PORT', whole('--port', 0), SERVER_DEFAULTS.port))
     .addOption(option('--host <host>', 'address to listen on', 'HOST', undefined, SERVER_DEFAULTS.host))
     .addOption(option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu; a comma list gives one worker lane per device', 'DEVICE', undefined, SERVER_DEFAULTS.device))
+    .addOption(option('--devices <ids>', 'GPU ordinals, one worker lane per GPU (0,1 = --device cuda:0,cuda:1)', 'DEVICES'))
+    .addOption(option('--cuda-memory-limit <mib>', 'cap on the CUDA memory arena per worker, MiB (0: no cap)', 'CUDA_MEMORY_LIMIT_MIB', num('--cuda-memory-limit'), 0))
+    .addOption(
+      option('--cuda-conv-algo-search <how>', 'cuDNN convolution algorithm search', 'CUDA_CONV_ALGO_SEARCH', undefined, 'exhaustive').choices(['exhaustive', 'heuristic', 'default']),
+    )
+    .addOption(option('--cuda-tf32 <on|off>', 'TensorFloat-32 in matmul and conv (off: full float32 second differences)', 'CUDA_TF32', onOff('--cuda-tf32'), false))
     .addOption(option('--model-dir <dir>', 'model store folder (created if missing)', 'MODEL_DIR', undefined, SERVER_DEFAULTS.modelDir))
     .addOption(option('--store-quota-mib <mib>', 'MiB the model store may hold (0: no quota); uploads past it get 507', 'STORE_QUOTA_MIB', nonNegative('--store-quota-mib'), 0))
     .addOption(option('--workers <n>', 'worker processes per device (default: half the cores for cpu, 1 per GPU)', 'WORKERS', whole('--workers', 1)))
@@ -62,18 +88,33 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--max-weights-mib <mib>', 'upload check: most MiB of weights (initializers and constants) a model may declare', 'MAX_WEIGHTS_MIB', nonNegative('--max-weights-mib'), DEFAULT_SAFETY.maxInitializerBytes / MiB))
     .addOption(option('--max-graph-depth <n>', 'upload check: deepest nesting of subgraphs (If, Loop, Scan bodies)', 'MAX_GRAPH_DEPTH', whole('--max-graph-depth', 0), DEFAULT_SAFETY.maxGraphDepth))
     .addOption(option('--session-cache <n>', 'onnxruntime sessions each worker keeps open', 'SESSION_CACHE', whole('--session-cache', 1), SERVER_DEFAULTS.sessionCacheSize))
-    .addOption(option('--threads <n>', 'onnxruntime threads per worker (0: onnxruntime decides)', 'THREADS', whole('--threads', 0), SERVER_DEFAULTS.intraOpThreads))
+    .addOption(option('--threads <n>', 'onnxruntime threads per worker (default: the cores shared out among the CPU workers; 0: onnxruntime decides)', 'THREADS', whole('--threads', 0)))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'LOG_LEVEL', undefined, SERVER_DEFAULTS.logLevel))
     .addOption(option('--preload <model.onnx>', 'register a model file at startup (repeatable)', 'PRELOAD', collect))
-    .action(async (options: Record<string, unknown>) => {
-      const devices = parseDevices(options.device as string);
+    .action(async (options: Record<string, unknown>, command: Command) => {
+      if (options.devices !== undefined && command.getOptionValueSource('device') !== 'default') {
+        throw invalid('give --device or --devices, not both');
+      }
+      const devices = options.devices !== undefined ? parseDeviceList(options.devices as string) : parseDevices(options.device as string);
+      const cuda = resolveCudaSettings({
+        memoryLimitMiB: options.cudaMemoryLimit as number,
+        convAlgoSearch: options.cudaConvAlgoSearch as ConvAlgoSearch,
+        tf32: options.cudaTf32 as boolean,
+      });
+      // The workers' sessions read these (and set NVIDIA_TF32_OVERRIDE before CUDA loads).
+      const workerEnv = {
+        HESSIAN_AUDIT_CUDA_MEMORY_LIMIT_MIB: String(cuda.memoryLimitMiB),
+        HESSIAN_AUDIT_CUDA_CONV_ALGO_SEARCH: cuda.convAlgoSearch,
+        HESSIAN_AUDIT_CUDA_TF32: cuda.tf32 ? 'on' : 'off',
+      };
+      const workers = (options.workers as number | undefined) ?? defaultWorkers(devices[0]);
       const config: ServerConfig = serverConfig({
         host: options.host as string,
         port: options.port as number,
         devices,
         modelDir: options.modelDir as string,
         storeQuotaBytes: Math.round((options.storeQuotaMib as number) * MiB),
-        workers: (options.workers as number | undefined) ?? defaultWorkers(devices[0]),
+        workers,
         maxQueue: options.maxQueue as number,
         requestTimeoutMs: (options.requestTimeout as number) * 1000,
         maxUploadBytes: Math.round((options.maxUploadMib as number) * MiB),
@@ -91,8 +132,10 @@ export function registerServe(program: Command, io: Io): void {
           maxInitializerBytes: Math.round((options.maxWeightsMib as number) * MiB),
           maxGraphDepth: options.maxGraphDepth as number,
         },
-        intraOpThreads: options.threads as number,
+        // onnxruntime's default takes every core for each worker; several workers would then fight.
+        intraOpThreads: (options.threads as number | undefined) ?? Math.max(1, Math.floor(availableParallelism() / (workers * devices.length))),
         logLevel: options.logLevel as string,
+        workerEnv,
       });
       const { app, context } = await buildApp(config);
       const stopped = new Promise<void>((resolve) => {
@@ -109,11 +152,15 @@ export function registerServe(program: Command, io: Io): void {
         const files = (Array.isArray(preload) ? preload : [preload]).flatMap((p) => p.split(',')).filter(Boolean);
         const models = [];
         for (const path of files) models.push({ path, ...(await registerModelFile(context, path)) });
-        await app.listen({ host: config.host, port: config.port });
+        await listen(app, config);
         const address = app.server.address();
         const port = typeof address === 'object' && address ? address.port : config.port;
         const base = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
         const lanes = context.pool.status().lanes.map((l) => `${l.device}: ${l.workers} worker(s) on ${l.executionProvider ?? `no provider (${l.probeError})`}`);
+        if (devices.some((d) => d.kind === 'cuda' || d.kind === 'auto')) {
+          const c = describeCudaSettings(cuda, { ...process.env, ...cudaEnvironment(cuda) });
+          io.stderr(`CUDA provider settings: TF32 ${c.tf32}; memory limit ${c.memoryLimit}; cuDNN algorithm search ${c.convAlgoSearch}`);
+        }
         io.stderr(`hessian-audit listening on ${base} (${lanes.join('; ')}; models in ${config.modelDir}); API docs at ${base}/docs`);
         const auth = config.token ? ` -H 'authorization: Bearer ${config.token}'` : '';
         for (const m of models) {

@@ -7,6 +7,7 @@ import type { Multipart, MultipartFile } from '@fastify/multipart';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { PenaltyRequestSchema, PenaltyResultSchema, parsePenaltyRequest, toPenaltyRequest } from '../../engine/schema.js';
+import type { PenaltyResult } from '../../engine/evaluate.js';
 import type { PenaltyRequest } from '../../engine/request.js';
 import { AuditError } from '../../errors.js';
 import type { NDArray } from '../../io/ndarray.js';
@@ -38,7 +39,7 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
     async (request) => {
       const { id } = request.params;
       if (!(await store.has(id))) throw unknownModel(id);
-      return pool.penalty(id, store.modelPath(id), toPenaltyRequest(request.body), config.limits);
+      return asResponse(await pool.penalty(id, store.modelPath(id), toPenaltyRequest(request.body), config.limits));
     },
   );
 
@@ -84,13 +85,16 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
         // from the staged file, which is removed afterwards: a one-shot request stores nothing.
         const known = await store.has(staged.id);
         const path = known ? store.modelPath(staged.id) : staged.path;
-        return await pool.penalty(staged.id, path, penaltyRequest, config.limits);
+        return asResponse(await pool.penalty(staged.id, path, penaltyRequest, config.limits));
       } finally {
         if (staged) await store.discard(staged);
       }
     },
   );
 };
+
+/** The result schema is loose (fields the engine adds pass through), so its type has an index signature. */
+const asResponse = (result: PenaltyResult): z.output<typeof PenaltyResultSchema> => result as unknown as z.output<typeof PenaltyResultSchema>;
 
 async function requestJson(part: Multipart, limit: number): Promise<unknown> {
   let text: string;

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# GPU check, for a session that has an NVIDIA GPU (none was reachable when this was written; see
+# bench/RESULTS-deploy.md). Installs nothing from the network.
+#
+#   npm run build && bash bench/gpu-check.sh            # DEVICE=cuda:1 to pick another GPU
+#
+# 1. Finds onnxruntime-node's CUDA provider. When `ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci` could
+#    not download it, takes libonnxruntime_providers_{cuda,shared}.so from a Python onnxruntime-gpu
+#    of the same version (1.30.x) and the CUDA 12 / cuDNN 9 libraries from its nvidia-* wheels.
+# 2. Fails if ldd finds an unresolved library of the provider.
+# 3. With TF32 off (NVIDIA_TF32_OVERRIDE=0), runs `penalty` on every example generator on the CPU
+#    and on the GPU with the same seed (so the same latents and directions) and compares each
+#    layer: |cuda − cpu| ≤ RTOL·|cpu| + ATOL (defaults 1e-3 and 1e-6). noisy.onnx is left out: its
+#    RandomNormalLike draws different noise on each provider.
+# 4. Throughput on the conv example, dcgan.onnx, N = 256, k = 8 (4352 rows): median of 3 runs,
+#    rows per second of the whole estimate and of the forward passes alone, GPU and CPU.
+# Prints a Markdown section for bench/RESULTS.md; exits 1 when a comparison fails.
+# DRY_RUN=1 lets the CPU stand in for the GPU, to check this script's plumbing on any machine.
+# WEBGPU=1 also runs every model on the webgpu provider (built into onnxruntime-node's Linux
+# binary; on an NVIDIA GPU it goes through Vulkan) and compares it the same way.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+DEVICE=${DEVICE:-cuda:0}
+RTOL=${RTOL:-1e-3}
+ATOL=${ATOL:-1e-6}
+ORT="$ROOT/node_modules/onnxruntime-node/bin/napi-v6/linux/x64"
+CLI="$ROOT/dist/cli/main.js"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
+COPIED=()
+cleanup() {
+  for f in "${COPIED[@]+"${COPIED[@]}"}"; do rm -f "$f"; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+say() { echo "gpu-check: $*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+[ -f "$CLI" ] || die "dist/ is missing: run npm run build"
+ORT_VERSION=$(node -p "require('onnxruntime-node/package.json').version")
+RUN_ON=$DEVICE
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  RUN_ON=cpu
+  GPU="none (DRY_RUN=1: the CPU stands in for $DEVICE)"
+  say "dry run: $GPU"
+else
+command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this machine has no NVIDIA driver"
+GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader -i "${DEVICE#cuda:}" 2>/dev/null || nvidia-smi -L | head -1)
+say "GPU: $GPU; onnxruntime-node $ORT_VERSION"
+
+# --- 1. the CUDA provider ----------------------------------------------------------------------
+if [ ! -f "$ORT/libonnxruntime_providers_cuda.so" ]; then
+  PY=${PYTHON:-python3}
+  PYORT=$("$PY" -c 'import onnxruntime, os; print(onnxruntime.__version__, os.path.dirname(onnxruntime.__file__))' 2>/dev/null || true)
+  [ -n "$PYORT" ] || die "no CUDA provider in $ORT and no Python onnxruntime-gpu to take it from"
+  read -r PYVER PYDIR <<<"$PYORT"
+  [ "${PYVER%.*}" = "${ORT_VERSION%.*}" ] || die "Python onnxruntime is $PYVER, onnxruntime-node is $ORT_VERSION: the provider must match"
+  for lib in libonnxruntime_providers_cuda.so libonnxruntime_providers_shared.so; do
+    [ -f "$PYDIR/capi/$lib" ] || die "$PYDIR/capi/$lib not found (is it onnxruntime-gpu?)"
+    cp "$PYDIR/capi/$lib" "$ORT/$lib"
+    COPIED+=("$ORT/$lib")
+  done
+  say "took the CUDA provider from Python onnxruntime-gpu $PYVER ($PYDIR/capi)"
+  SITE=$(dirname "$PYDIR")
+  for dir in "$SITE"/nvidia/*/lib; do
+    [ -d "$dir" ] && LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+  export LD_LIBRARY_PATH
+fi
+
+# --- 2. ldd ------------------------------------------------------------------------------------
+UNRESOLVED=$(LD_LIBRARY_PATH="$ORT${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$ORT/libonnxruntime_providers_cuda.so" | grep 'not found' || true)
+[ -z "$UNRESOLVED" ] || die "unresolved libraries of the CUDA provider:
+$UNRESOLVED"
+say "ldd: every library of the CUDA provider resolves"
+fi
+
+# --- 3. CPU vs GPU on every example generator, TF32 off ---------------------------------------
+export NVIDIA_TF32_OVERRIDE=0
+echo '[0,1,2,3,4,5,6,7,0,1,2,3,4,5,6,7]' >"$WORK/label.json"
+echo '[0.7]' >"$WORK/truncation.json"
+MODELS=()
+for model in models/*.onnx; do
+  [ "$(basename "$model")" = noisy.onnx ] && continue
+  MODELS+=("$model")
+  extra=()
+  [ "$(basename "$model")" = conditional.onnx ] && extra=(--input "label=$WORK/label.json" --input "truncation=$WORK/truncation.json")
+  roles=(cpu cuda); [ "${WEBGPU:-0}" = 1 ] && roles+=(webgpu)
+  for role in "${roles[@]}"; do
+    device=cpu; [ "$role" = cuda ] && device=$RUN_ON; [ "$role" = webgpu ] && [ "${DRY_RUN:-0}" != 1 ] && device=webgpu
+    node "$CLI" penalty "$model" --samples 16 --seed 7 --k 4 --device "$device" "${extra[@]+"${extra[@]}"}" --json \
+      >"$WORK/$(basename "$model" .onnx).$role.json" || die "penalty $model --device $device failed"
+  done
+done
+
+# --- 4. throughput: dcgan, N = 256, k = 8 ------------------------------------------------------
+for role in cuda cpu; do
+  device=cpu; [ "$role" = cuda ] && device=$RUN_ON
+  for run in 1 2 3; do
+    node "$CLI" penalty models/dcgan.onnx --samples 256 --k 8 --seed "$run" --device "$device" --json \
+      >"$WORK/throughput.$role.$run.json" || die "throughput run on $device failed"
+  done
+done
+
+node --input-type=module - "$WORK" "$RTOL" "$ATOL" "$GPU" "${DRY_RUN:-0}" "$ORT_VERSION" "${WEBGPU:-0}" "${MODELS[@]}" <<'JS'
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+const [work, rtolText, atolText, gpu, dryRun, ortVersion, webgpu, ...models] = process.argv.slice(2);
+const others = webgpu === '1' ? ['cuda', 'webgpu'] : ['cuda'];
+const rtol = Number(rtolText), atol = Number(atolText);
+const read = (name) => JSON.parse(readFileSync(`${work}/${name}.json`, 'utf8'));
+const lines = [];
+let failed = 0;
+lines.push(`## GPU check (bench/gpu-check.sh)`, '', `${gpu}; onnxruntime-node ${ortVersion}; TF32 off (NVIDIA_TF32_OVERRIDE=0); ${new Date().toISOString()}`, '');
+lines.push(`| model | layer | cpu | ${others.map((o) => `${o} | relative difference | within tolerance`).join(' | ')} |`);
+lines.push(`| --- | --- | --- | ${others.map(() => '--- | --- | ---').join(' | ')} |`);
+for (const model of models) {
+  const name = basename(model, '.onnx');
+  const cpu = read(`${name}.cpu`);
+  const runs = Object.fromEntries(others.map((o) => [o, read(`${name}.${o}`)]));
+  for (const [o, run] of Object.entries(runs)) {
+    if (dryRun !== '1' && !run.executionProvider.startsWith(o)) { failed++; lines.push(`| ${name} | | | ${o} ran on ${run.executionProvider} | | NO |`); }
+  }
+  for (const layer of cpu.layers) {
+    const cells = others.map((o) => {
+      const other = runs[o].layers.find((l) => l.name === layer.name);
+      const diff = Math.abs(other.penalty - layer.penalty);
+      const ok = diff <= rtol * Math.abs(layer.penalty) + atol;
+      if (!ok) failed++;
+      const rel = layer.penalty === 0 ? diff : diff / Math.abs(layer.penalty);
+      return `${other.penalty.toPrecision(7)} | ${rel.toExponential(2)} | ${ok ? 'yes' : 'NO'}`;
+    });
+    lines.push(`| ${name} | ${layer.name} | ${layer.penalty.toPrecision(7)} | ${cells.join(' | ')} |`);
+  }
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+lines.push('', `Throughput, dcgan.onnx, N = 256, k = 8 (median of 3 runs):`, '', '| device | rows | rows/s (whole estimate) | rows/s (forward passes) |', '| --- | --- | --- | --- |');
+for (const dev of ['cuda', 'cpu']) {
+  const runs = [1, 2, 3].map((i) => read(`throughput.${dev}.${i}`));
+  const rows = runs[0].rows;
+  lines.push(`| ${runs[0].executionProvider} | ${rows} | ${Math.round(median(runs.map((r) => rows / (r.timings.totalMs / 1000))))} | ${Math.round(median(runs.map((r) => rows / (r.timings.forwardMs / 1000))))} |`);
+}
+lines.push('', `Tolerance: |cuda − cpu| ≤ ${rtol}·|cpu| + ${atol}. ${failed ? `${failed} comparison(s) FAILED.` : 'All comparisons within tolerance.'}`);
+console.log(lines.join('\n'));
+process.exit(failed ? 1 : 0);
+JS

@@ -1,0 +1,157 @@
+/**
+ * The compose file and the Kubernetes manifests parse, and reference the image, port, probe paths,
+ * user and store that the image and the service really have.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DockerfileParser, type JSONInstruction } from 'dockerfile-ast';
+import t from 'tap';
+import { parseAllDocuments } from 'yaml';
+import { openService } from './helpers/service.js';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
+// biome-ignore lint: manifests are free-form
+type Doc = any;
+
+function load(path: string): Doc[] {
+  const docs = parseAllDocuments(readFileSync(join(ROOT, path), 'utf8'));
+  for (const doc of docs) if (doc.errors.length) throw new Error(`${path}: ${doc.errors.map((e) => e.message).join('; ')}`);
+  return docs.map((d) => d.toJS());
+}
+
+const manifests = readdirSync(join(ROOT, 'deploy'))
+  .filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
+  .flatMap((f) => load(join('deploy', f)).map((doc) => ({ file: f, doc })));
+const find = (kind: string) => {
+  const all = manifests.filter((m) => m.doc.kind === kind);
+  if (all.length !== 1) throw new Error(`expected one ${kind} in deploy/, found ${all.length}`);
+  return all[0].doc;
+};
+const deployment = find('Deployment');
+const service = find('Service');
+const pdb = find('PodDisruptionBudget');
+const pvc = find('PersistentVolumeClaim');
+const pod = deployment.spec.template.spec;
+const container = pod.containers[0];
+
+// What the image declares (docker/Dockerfile's final stage).
+const dockerfile = DockerfileParser.parse(readFileSync(join(ROOT, 'docker/Dockerfile'), 'utf8'));
+const instructions = dockerfile.getInstructions();
+const runtime = instructions.slice(instructions.findLastIndex((i) => i.getKeyword() === 'FROM'));
+const image = {
+  user: Number(runtime.find((i) => i.getKeyword() === 'USER')!.getArgumentsContent()!.split(':')[0]),
+  volume: (runtime.find((i) => i.getKeyword() === 'VOLUME') as JSONInstruction).getJSONStrings()[0].getJSONValue(),
+  expose: Number(runtime.find((i) => i.getKeyword() === 'EXPOSE')!.getArgumentsContent()),
+};
+
+t.test('every manifest parses and is a named Kubernetes object; kustomize lists them all', async (t) => {
+  t.ok(manifests.length >= 4);
+  for (const { file, doc } of manifests) {
+    t.type(doc.apiVersion, 'string', `${file}: apiVersion`);
+    t.type(doc.kind, 'string', `${file}: kind`);
+    t.match(doc.metadata?.name, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, `${file}: a valid name`);
+  }
+  const [kustomization] = load('deploy/kustomization.yaml');
+  t.same([...kustomization.resources].sort(), [...new Set(manifests.map((m) => m.file))].sort());
+});
+
+t.test('the Deployment runs this package’s image on one NVIDIA GPU per pod', async (t) => {
+  t.equal(container.image, `${pkg.name}:${pkg.version}-cuda`, 'the image the compose file builds');
+  const gpus = container.resources.limits['nvidia.com/gpu'];
+  t.ok(Number.isInteger(gpus) && gpus >= 1, 'nvidia.com/gpu limit');
+  t.equal(container.resources.requests?.['nvidia.com/gpu'], undefined, 'extended resources are set as limits');
+  t.same(deployment.spec.selector.matchLabels, pick(deployment.spec.template.metadata.labels, deployment.spec.selector.matchLabels));
+});
+
+t.test('the container runs `serve` on CUDA, with flags the command really has', async (t) => {
+  const args: string[] = container.args;
+  t.equal(args[0], 'serve');
+  const flag = (name: string) => args[args.indexOf(name) + 1];
+  t.equal(flag('--device'), 'cuda', 'a GPU pod never falls back to the CPU');
+  t.equal(Number(flag('--port')), container.ports.find((p: Doc) => p.name === 'http').containerPort, '--port is the containerPort');
+  t.equal(flag('--host'), '0.0.0.0', 'reachable from the Service');
+  t.ok(flag('--model-dir').startsWith(`${image.volume}/`), '--model-dir is on the store volume');
+  const { buildProgram } = await import('../dist/cli/program.js');
+  const serve = buildProgram({ stdout: () => {}, stderr: () => {} }).commands.find((c: { name(): string }) => c.name() === 'serve');
+  const known = serve.options.map((o: { long: string }) => o.long);
+  for (const a of args.filter((a) => a.startsWith('--'))) t.ok(known.includes(a), `${a} is an option of serve`);
+});
+
+t.test('ports and probes are the ones the service has', async (t) => {
+  const contract = await openService();
+  t.teardown(contract.close);
+  const http = container.ports.find((p: Doc) => p.name === 'http');
+  t.equal(http.containerPort, contract.port, `containerPort is the service’s default port (${contract.source})`);
+  t.equal(http.containerPort, image.expose, 'and what the image EXPOSEs');
+  t.equal(container.readinessProbe.httpGet.path, '/readyz');
+  t.equal(container.livenessProbe.httpGet.path, '/healthz');
+  for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
+    const get = container[probe].httpGet;
+    t.ok(contract.serves(get.path), `${probe} GET ${get.path} is a route of the service (${contract.source})`);
+    t.ok(container.ports.some((p: Doc) => p.name === get.port || p.containerPort === get.port), `${probe} port ${get.port} is a container port`);
+  }
+});
+
+t.test('the pod runs as the image’s non-root user and keeps the store on the claim', async (t) => {
+  t.equal(pod.securityContext.runAsNonRoot, true);
+  t.equal(pod.securityContext.runAsUser, image.user, 'the image’s USER');
+  t.not(image.user, 0);
+  const mount = container.volumeMounts.find((m: Doc) => m.mountPath === image.volume);
+  t.ok(mount, `the image’s VOLUME ${image.volume} is mounted`);
+  const volume = pod.volumes.find((v: Doc) => v.name === mount.name);
+  t.equal(volume.persistentVolumeClaim.claimName, pvc.metadata.name, 'from the PersistentVolumeClaim in deploy/');
+  t.ok(pvc.spec.accessModes.includes('ReadWriteMany'), 'shared by every replica');
+  if (container.securityContext?.readOnlyRootFilesystem) {
+    t.ok(container.volumeMounts.some((m: Doc) => m.mountPath === '/tmp'), 'a writable /tmp with a read-only root');
+  }
+});
+
+t.test('the Service and the PodDisruptionBudget select the Deployment’s pods', async (t) => {
+  const labels = deployment.spec.template.metadata.labels;
+  t.same(pick(labels, service.spec.selector), service.spec.selector, 'Service selector');
+  t.same(pick(labels, pdb.spec.selector.matchLabels), pdb.spec.selector.matchLabels, 'PDB selector');
+  t.ok(Object.keys(service.spec.selector).length > 0);
+  const target = service.spec.ports[0].targetPort;
+  t.ok(container.ports.some((p: Doc) => p.name === target || p.containerPort === target), `targetPort ${target} is a container port`);
+  const allowed = pdb.spec.maxUnavailable ?? deployment.spec.replicas - pdb.spec.minAvailable;
+  t.ok(allowed >= 1, 'a drain can always evict a pod');
+  t.ok(deployment.spec.replicas - allowed >= 1, 'and a replica stays up');
+});
+
+t.test('compose: GPU reservation, port, store volume, the Dockerfile', async (t) => {
+  const [compose] = load('docker/compose.yaml');
+  const gpu = compose.services['hessian-audit'];
+  t.equal(gpu.image, container.image, 'the same image as the Deployment');
+  t.same(gpu.deploy.resources.reservations.devices, [{ driver: 'nvidia', count: 'all', capabilities: ['gpu'] }]);
+  const contract = await openService();
+  t.teardown(contract.close);
+  for (const [name, svc] of Object.entries<Doc>(compose.services)) {
+    t.ok(existsSync(join(ROOT, 'docker', svc.build.context, svc.build.dockerfile)), `${name}: the build finds docker/Dockerfile`);
+    t.equal(Number(svc.ports[0].split(':').at(-1)), contract.port, `${name}: publishes the service port`);
+    const [volume, target] = svc.volumes[0].split(':');
+    t.equal(target, image.volume, `${name}: the store volume is the image’s VOLUME`);
+    t.ok(volume in compose.volumes, `${name}: a named volume`);
+  }
+  t.equal(compose.services['hessian-audit'].build.args.VARIANT, 'cuda');
+  t.equal(compose.services['hessian-audit-cpu'].build.args.VARIANT, 'cpu');
+  t.equal(compose.services['hessian-audit-cpu'].image, `${pkg.name}:${pkg.version}-cpu`);
+  t.equal(compose.services['hessian-audit-cpu'].deploy, undefined, 'the CPU service reserves no GPU');
+});
+
+t.test('every HESSIAN_AUDIT_* variable in the manifests and the compose file is one that serve reads', async (t) => {
+  const { buildProgram } = await import('../dist/cli/program.js');
+  const serve = buildProgram({ stdout: () => {}, stderr: () => {} }).commands.find((c: { name(): string }) => c.name() === 'serve');
+  const read = serve.options.map((o: { envVar?: string }) => o.envVar).filter(Boolean);
+  const [compose] = load('docker/compose.yaml');
+  const names = [
+    ...container.env.map((e: Doc) => e.name as string),
+    ...Object.values<Doc>(compose.services).flatMap((s) => Object.keys(s.environment ?? {})),
+  ].filter((n) => n.startsWith('HESSIAN_AUDIT_'));
+  t.ok(names.length >= 6);
+  for (const name of names) t.ok(read.includes(name), `${name} is read by serve`);
+});
+
+function pick(labels: Record<string, string>, wanted: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.keys(wanted).map((k) => [k, labels[k]]));
+}
