@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describeModel, type ModelDescription } from '../onnx/describe.js';
+import type { SafetySettings } from '../onnx/safety.js';
 
 /** Model bytes with their content address and description. */
 export interface LoadedModel {
@@ -11,6 +12,10 @@ export interface LoadedModel {
 
 export const modelId = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
-export function loadModel(bytes: Uint8Array): LoadedModel {
-  return { id: modelId(bytes), bytes, description: describeModel(bytes) };
+/**
+ * The one way model bytes enter the engine (CLI and server alike): describeModel runs the upload
+ * checks of onnx/safety.ts first, so no session is ever created for a model that fails them.
+ */
+export function loadModel(bytes: Uint8Array, safety: Partial<SafetySettings> = {}): LoadedModel {
+  return { id: modelId(bytes), bytes, description: describeModel(bytes, safety) };
 }

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import Tinypool from 'tinypool';
 import { AuditError } from '../errors.js';
 import type { ModelDescription } from '../onnx/describe.js';
+import type { SafetySettings } from '../onnx/safety.js';
 import { type Device, deviceName } from './device.js';
 import type { PenaltyResult } from './evaluate.js';
 import type { Limits, PenaltyRequest } from './request.js';
@@ -28,6 +29,8 @@ export interface PoolOptions {
   taskTimeoutMs: number;
   /** Sessions each worker keeps open. */
   sessionCacheSize?: number;
+  /** Limits of the upload checks (onnx/safety.ts); defaults where absent. */
+  safety?: Partial<SafetySettings>;
   /** onnxruntime threads per run (0: onnxruntime decides). */
   intraOpThreads?: number;
   /** Extra environment for the workers. */
@@ -104,6 +107,7 @@ export class WorkerPool {
           [WORKER_ENV.device]: deviceName(device),
           [WORKER_ENV.intraOpThreads]: String(options.intraOpThreads ?? 0),
           [WORKER_ENV.sessionCache]: String(options.sessionCacheSize ?? 8),
+          [WORKER_ENV.safety]: JSON.stringify(options.safety ?? {}),
         },
       });
       const lane: Lane = { device, pool, workers, running: 0, executionProvider: null, sessions: new Map(), seen: new Set() };

@@ -3,7 +3,7 @@
  * one per request (the seed tips: reuse the same network).
  */
 import * as ort from 'onnxruntime-node';
-import { AuditError } from '../errors.js';
+import { AuditError, invalid } from '../errors.js';
 import { exposeTensors } from '../onnx/expose.js';
 import { applyCudaEnvironment, type CudaSettings, cudaSettingsFromEnv } from './cuda.js';
 import { type Device, deviceName, providerChoices, providerError } from './device.js';
@@ -62,32 +62,60 @@ export async function openSession(
   throw new Error(`no execution provider for device ${deviceName(device)}`);
 }
 
-/** Least-recently-used cache of open sessions. */
+/** Sessions one process keeps open by default (the server's sessionCacheSize setting). */
+export const DEFAULT_MAX_SESSIONS = 8;
+
+/**
+ * Least-recently-used cache of open sessions. `capacity` caps how many (model, layers, device)
+ * sessions, hence how many distinct models, hold onnxruntime memory at once; the least recently
+ * used is released when one more is opened. One evaluation at a time per cache (a worker process
+ * runs one task at a time), so an evicted session is never in use.
+ */
 export class SessionCache {
   private readonly entries = new Map<string, Promise<OpenSession>>();
+  /** Sessions released to make room, since the cache was created. */
+  evictions = 0;
 
   /** `settings` apply to every session this cache opens (a deployment's provider settings). */
   constructor(
-    readonly capacity = 8,
+    readonly capacity = DEFAULT_MAX_SESSIONS,
     readonly settings: SessionSettings = {},
-  ) {}
+  ) {
+    if (!Number.isSafeInteger(capacity) || capacity < 1) {
+      throw invalid(`the session cache capacity must be a whole number of at least 1, got ${capacity}`);
+    }
+  }
 
   get(modelId: string, bytes: Uint8Array, layers: readonly string[], device: Device, settings: SessionSettings = this.settings): Promise<OpenSession> {
     const key = `${modelId}|${deviceName(device)}|${[...layers].sort().join('\u0000')}`;
-    let entry = this.entries.get(key);
-    if (entry) {
+    const cached = this.entries.get(key);
+    if (cached) {
       this.entries.delete(key);
-    } else {
-      entry = openSession(bytes, layers, device, settings);
-      entry.catch(() => this.entries.delete(key));
+      this.entries.set(key, cached);
+      return cached;
     }
+    // Room is made only once the new session exists: a model onnxruntime refuses evicts nothing.
+    const entry = openSession(bytes, layers, device, settings).then(
+      (open) => {
+        this.evictBeyondCapacity();
+        return open;
+      },
+      (err: unknown) => {
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+        throw err;
+      },
+    );
     this.entries.set(key, entry);
+    return entry;
+  }
+
+  private evictBeyondCapacity(): void {
     while (this.entries.size > this.capacity) {
       const [oldest, session] = this.entries.entries().next().value as [string, Promise<OpenSession>];
       this.entries.delete(oldest);
+      this.evictions += 1;
       session.then((s) => s.session.release()).catch(() => undefined);
     }
-    return entry;
   }
 
   get size(): number {

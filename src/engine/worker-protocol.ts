@@ -12,6 +12,8 @@ export const WORKER_ENV = {
   device: 'HESSIAN_AUDIT_WORKER_DEVICE',
   intraOpThreads: 'HESSIAN_AUDIT_WORKER_THREADS',
   sessionCache: 'HESSIAN_AUDIT_WORKER_SESSIONS',
+  /** The upload checks' limits (onnx/safety.ts), as JSON. */
+  safety: 'HESSIAN_AUDIT_WORKER_SAFETY',
   /** Test-only fault injection: `abort=<model id>,hang=<model id>,delay=<model id>`; unset in production. */
   faults: 'HESSIAN_AUDIT_TEST_FAULTS',
 } as const;

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import { AuditError } from '../errors.js';
 import { describeModel } from '../onnx/describe.js';
+import type { SafetySettings } from '../onnx/safety.js';
 import { type Device, parseDevice } from './device.js';
 import { evaluatePenalty } from './evaluate.js';
 import type { LoadedModel } from './model.js';
@@ -26,6 +27,8 @@ class WorkerSessions extends SessionCache {
   }
 }
 
+/** The same limits at upload and when a stored model is loaded again for a penalty. */
+const safety: Partial<SafetySettings> = JSON.parse(process.env[WORKER_ENV.safety] || '{}');
 const sessions = new WorkerSessions(Number(process.env[WORKER_ENV.sessionCache] ?? 8));
 /** Loaded models by id, as many as there are sessions; bytes are read from the store on a miss. */
 const models = new Map<string, LoadedModel>();
@@ -36,7 +39,7 @@ async function loaded(id: string, path: string): Promise<LoadedModel> {
     models.delete(id);
   } else {
     const bytes = new Uint8Array(await readFile(path));
-    model = { id, bytes, description: describeModel(bytes) };
+    model = { id, bytes, description: describeModel(bytes, safety) };
   }
   models.set(id, model);
   while (models.size > sessions.capacity) models.delete(models.keys().next().value as string);
@@ -66,7 +69,7 @@ async function execute(task: Task): Promise<TaskValue> {
       return { executionProvider: open.executionProvider, ...(open.fallback ? { fallback: open.fallback } : {}) };
     }
     case 'describe':
-      return describeModel(new Uint8Array(await readFile(task.path)));
+      return describeModel(new Uint8Array(await readFile(task.path)), safety);
     case 'penalty': {
       injectFault(task.modelId);
       const model = await loaded(task.modelId, task.modelPath);

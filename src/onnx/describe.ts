@@ -2,8 +2,8 @@
  * Model bytes → description: inputs and outputs (element types, shapes with symbolic dimensions),
  * opsets, and every intermediate tensor that can be audited, with the op that produces it.
  */
-import { AuditError } from '../errors.js';
-import { decodeModel, type GraphProto, type ModelProtoObject, type NodeProto, type ValueInfo } from './proto.js';
+import { checkModel, type SafetySettings } from './safety.js';
+import type { GraphProto, ModelProtoObject, NodeProto, ValueInfo } from './proto.js';
 import { batchMixingOps, type NodeRisk, randomOps } from './risks.js';
 import { elementTypeName, FLOAT_TYPES } from './types.js';
 
@@ -61,24 +61,14 @@ const PASS_THROUGH_OPS = new Set(['Reshape', 'Flatten', 'Transpose', 'Squeeze', 
 /** Ops whose outputs describe shapes, not values: nothing downstream of them depends on z's values. */
 const SHAPE_OPS = new Set(['Shape', 'Size']);
 
-export function parseModel(bytes: Uint8Array): ModelProtoObject {
-  let model: ModelProtoObject;
-  try {
-    model = decodeModel(bytes);
-  } catch (err) {
-    throw notOnnx(`its bytes do not decode as an ONNX ModelProto (${(err as Error).message})`);
-  }
-  if (!model.irVersion || !model.graph || !(model.graph.node?.length || model.graph.output?.length)) {
-    throw notOnnx('it has no IR version or no graph');
-  }
-  return model;
-}
+export { parseModel } from './safety.js';
 
-const notOnnx = (why: string): AuditError =>
-  new AuditError('invalid_model', `the file is not an ONNX model: ${why}; export the generator with torch.onnx.export or tf2onnx`, 422);
-
-export function describeModel(bytes: Uint8Array): ModelDescription {
-  return describeParsed(parseModel(bytes));
+/**
+ * Describe untrusted bytes: the upload checks of safety.ts run first (every caller, CLI and
+ * server worker alike, gets them), so a model that fails them never reaches onnxruntime.
+ */
+export function describeModel(bytes: Uint8Array, safety: Partial<SafetySettings> = {}): ModelDescription {
+  return describeParsed(checkModel(bytes, safety).model);
 }
 
 export function describeParsed(model: ModelProtoObject): ModelDescription {

@@ -1,4 +1,5 @@
 export * from './describe.js';
 export * from './expose.js';
 export * from './types.js';
+export * from './safety.js';
 export * from './risks.js';

@@ -38,6 +38,11 @@ export interface Attribute {
   s?: Uint8Array;
   ints?: number[];
   t?: TensorProto;
+  g?: GraphProto;
+  sparseTensor?: SparseTensorProto;
+  tensors?: TensorProto[];
+  graphs?: GraphProto[];
+  sparseTensors?: SparseTensorProto[];
 }
 export interface NodeProto {
   name?: string;
@@ -58,12 +63,30 @@ export interface TensorProto {
   int32Data?: number[];
   int64Data?: number[];
   doubleData?: number[];
+  uint64Data?: number[];
   stringData?: Uint8Array[];
+}
+export interface SparseTensorProto {
+  values?: TensorProto;
+  indices?: TensorProto;
+  dims?: number[];
+}
+export interface OperatorSetId {
+  domain?: string;
+  version?: number;
+}
+export interface FunctionProto {
+  name?: string;
+  domain?: string;
+  node?: NodeProto[];
+  opsetImport?: OperatorSetId[];
+  attributeProto?: Attribute[];
 }
 export interface GraphProto {
   name?: string;
   node?: NodeProto[];
   initializer?: TensorProto[];
+  sparseInitializer?: SparseTensorProto[];
   input?: ValueInfo[];
   output?: ValueInfo[];
   valueInfo?: ValueInfo[];
@@ -72,9 +95,10 @@ export interface ModelProtoObject {
   irVersion?: number;
   producerName?: string;
   producerVersion?: string;
-  opsetImport?: { domain?: string; version?: number }[];
+  opsetImport?: OperatorSetId[];
   graph?: GraphProto;
-  functions?: { name?: string; domain?: string }[];
+  functions?: FunctionProto[];
+  trainingInfo?: { initialization?: GraphProto; algorithm?: GraphProto }[];
 }
 
 /** Decode model bytes; throws protobufjs's error on bytes that are not a ModelProto. */

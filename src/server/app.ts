@@ -30,13 +30,14 @@ export interface BuiltApp {
 }
 
 export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
-  const store = await ModelStore.open(config.modelDir);
+  const store = await ModelStore.open(config.modelDir, { quotaBytes: config.storeQuotaBytes ?? 0 });
   const pool = new WorkerPool({
     devices: config.devices,
     workersPerDevice: config.workers,
     maxQueue: config.maxQueue,
     taskTimeoutMs: config.requestTimeoutMs,
     sessionCacheSize: config.sessionCacheSize,
+    ...(config.safety ? { safety: config.safety } : {}),
     intraOpThreads: config.intraOpThreads,
     ...(config.workerEnv ? { env: config.workerEnv } : {}),
   });

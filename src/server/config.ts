@@ -4,6 +4,7 @@
  */
 import type { Device } from '../engine/device.js';
 import { DEFAULT_LIMITS, type Limits } from '../engine/request.js';
+import type { SafetySettings } from '../onnx/safety.js';
 
 export interface ServerConfig {
   host: string;
@@ -12,6 +13,8 @@ export interface ServerConfig {
   devices: Device[];
   /** Content-addressed model store (created if missing). */
   modelDir: string;
+  /** Bytes the store may hold (models and descriptions); 0: no quota. Past it, uploads get 507. */
+  storeQuotaBytes?: number;
   /** Worker processes per device. */
   workers: number;
   /** Requests that may wait for a worker; one more gets 503 with Retry-After. */
@@ -27,6 +30,8 @@ export interface ServerConfig {
   token?: string;
   /** Sessions each worker keeps open. */
   sessionCacheSize: number;
+  /** Limits of the upload checks (nodes, weight bytes, subgraph depth); DEFAULT_SAFETY where absent. */
+  safety?: Partial<SafetySettings>;
   /** onnxruntime intra-op threads per worker (0: onnxruntime decides). */
   intraOpThreads: number;
   /** pino level, or false for no log. */

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
+import { AuditError } from '../errors.js';
 
 const ID = /^[0-9a-f]{64}$/;
 
@@ -21,19 +22,37 @@ export interface StagedModel {
   path: string;
 }
 
+export interface StoreOptions {
+  /** Bytes the stored models and descriptions may take; undefined or 0: no quota. */
+  quotaBytes?: number;
+}
+
 export class ModelStore {
   readonly tmpDir: string;
+  /** Bytes of models and descriptions in the folder, counting commits in progress. */
+  private used = 0;
 
-  private constructor(readonly dir: string) {
+  private constructor(
+    readonly dir: string,
+    readonly quotaBytes: number,
+  ) {
     this.tmpDir = join(dir, '.tmp');
   }
 
   /** Open (creating it if needed) and remove leftovers of uploads interrupted by a crash. */
-  static async open(dir: string): Promise<ModelStore> {
-    const store = new ModelStore(dir);
+  static async open(dir: string, options: StoreOptions = {}): Promise<ModelStore> {
+    const store = new ModelStore(dir, options.quotaBytes ?? 0);
     await mkdir(store.tmpDir, { recursive: true });
     for (const name of await readdir(store.tmpDir)) await rm(join(store.tmpDir, name), { force: true });
+    for (const name of await readdir(dir)) {
+      if (name.endsWith('.onnx') || name.endsWith('.json')) store.used += (await stat(join(dir, name))).size;
+    }
     return store;
+  }
+
+  /** Bytes the store holds (models and their descriptions). */
+  get usedBytes(): number {
+    return this.used;
   }
 
   static isId(id: string): boolean {
@@ -72,6 +91,10 @@ export class ModelStore {
       }
     } catch (err) {
       await rm(path, { force: true });
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOSPC' || code === 'EDQUOT') {
+        throw new AuditError('store_full', `the model store's disk is full (${code}); nothing was stored`, 507);
+      }
       throw err;
     }
     return { id: hash.digest('hex'), size, path };
@@ -80,9 +103,26 @@ export class ModelStore {
   /** Move a checked upload into place with its description; the same bytes give the same id. */
   async commit(staged: StagedModel, description: unknown): Promise<{ created: boolean }> {
     const created = !(await this.has(staged.id));
-    await writeDurably(this.descriptionPath(staged.id), JSON.stringify(description), this.tmpDir);
-    await rename(staged.path, this.modelPath(staged.id));
-    await syncDir(this.dir);
+    const text = JSON.stringify(description);
+    // Checked and reserved in one synchronous step, so concurrent uploads cannot both squeeze in.
+    const adds = created ? staged.size + Buffer.byteLength(text) : 0;
+    if (this.quotaBytes > 0 && adds > 0 && this.used + adds > this.quotaBytes) {
+      throw new AuditError(
+        'store_full',
+        `the model store is full: this model needs ${kib(adds)} and ${kib(this.used)} of the quota of ${kib(this.quotaBytes)} are used; delete models (DELETE /v1/models/:id) or raise --store-quota-mib; nothing was stored`,
+        507,
+        { quotaBytes: this.quotaBytes, usedBytes: this.used, neededBytes: adds },
+      );
+    }
+    this.used += adds;
+    try {
+      await writeDurably(this.descriptionPath(staged.id), text, this.tmpDir);
+      await rename(staged.path, this.modelPath(staged.id));
+      await syncDir(this.dir);
+    } catch (err) {
+      this.used -= adds;
+      throw err;
+    }
     return { created };
   }
 
@@ -112,8 +152,10 @@ export class ModelStore {
   /** Remove a model; false when it was not there. */
   async delete(id: string): Promise<boolean> {
     if (!(await this.has(id))) return false;
+    const sizes = await Promise.all([this.modelPath(id), this.descriptionPath(id)].map((p) => stat(p).then((s) => s.size, () => 0)));
     await unlink(this.modelPath(id));
     await rm(this.descriptionPath(id), { force: true });
+    this.used -= sizes[0] + sizes[1];
     return true;
   }
 
@@ -121,6 +163,8 @@ export class ModelStore {
     return (await readdir(this.dir)).filter((n) => n.endsWith('.onnx')).map((n) => n.slice(0, -5)).filter(ModelStore.isId);
   }
 }
+
+const kib = (bytes: number): string => `${Math.round(bytes / 1024)} KiB`;
 
 async function writeDurably(path: string, text: string, tmpDir: string): Promise<void> {
   const tmp = join(tmpDir, `${randomUUID()}.json`);

@@ -5,6 +5,7 @@ import { type ConvAlgoSearch, cudaEnvironment, describeCudaSettings, resolveCuda
 import { type Device, parseDevice, parseDeviceList } from '../../engine/device.js';
 import { defaultWorkers } from '../../engine/pool.js';
 import { DEFAULT_LIMITS } from '../../engine/request.js';
+import { DEFAULT_SAFETY } from '../../onnx/safety.js';
 import { invalid } from '../../errors.js';
 import { buildApp } from '../../server/app.js';
 import { SERVER_DEFAULTS, serverConfig, type ServerConfig } from '../../server/config.js';
@@ -31,6 +32,12 @@ const onOff = (flag: string) => (value: string): boolean => {
 const whole = (flag: string, min: number) => (value: string): number => {
   const x = num(flag)(value);
   if (!Number.isSafeInteger(x) || x < min) throw invalid(`${flag} must be a whole number of at least ${min}, got '${value}'`);
+  return x;
+};
+
+const nonNegative = (flag: string) => (value: string): number => {
+  const x = num(flag)(value);
+  if (!(x >= 0)) throw invalid(`${flag} must be a number of at least 0, got '${value}'`);
   return x;
 };
 
@@ -66,6 +73,7 @@ export function registerServe(program: Command, io: Io): void {
     )
     .addOption(option('--cuda-tf32 <on|off>', 'TensorFloat-32 in matmul and conv (off: full float32 second differences)', 'CUDA_TF32', onOff('--cuda-tf32'), false))
     .addOption(option('--model-dir <dir>', 'model store folder (created if missing)', 'MODEL_DIR', undefined, SERVER_DEFAULTS.modelDir))
+    .addOption(option('--store-quota-mib <mib>', 'MiB the model store may hold (0: no quota); uploads past it get 507', 'STORE_QUOTA_MIB', nonNegative('--store-quota-mib'), 0))
     .addOption(option('--workers <n>', 'worker processes per device (default: half the cores for cpu, 1 per GPU)', 'WORKERS', whole('--workers', 1)))
     .addOption(option('--max-queue <n>', 'requests that may wait for a worker before 503', 'MAX_QUEUE', whole('--max-queue', 0), SERVER_DEFAULTS.maxQueue))
     .addOption(option('--request-timeout <s>', 'seconds a request may run on a worker before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
@@ -76,6 +84,9 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--max-rows <n>', 'largest N·(2k+1) per request', 'MAX_ROWS', whole('--max-rows', 1), DEFAULT_LIMITS.maxRows))
     .addOption(option('--memory-budget <mib>', 'MiB of layer outputs per batch', 'MEMORY_BUDGET_MIB', num('--memory-budget'), DEFAULT_LIMITS.memoryBudget / MiB))
     .addOption(option('--token <token>', 'require "Authorization: Bearer <token>" on /v1 routes', 'TOKEN'))
+    .addOption(option('--max-nodes <n>', 'upload check: most nodes a model may have (subgraphs and functions count)', 'MAX_NODES', whole('--max-nodes', 1), DEFAULT_SAFETY.maxNodes))
+    .addOption(option('--max-weights-mib <mib>', 'upload check: most MiB of weights (initializers and constants) a model may declare', 'MAX_WEIGHTS_MIB', nonNegative('--max-weights-mib'), DEFAULT_SAFETY.maxInitializerBytes / MiB))
+    .addOption(option('--max-graph-depth <n>', 'upload check: deepest nesting of subgraphs (If, Loop, Scan bodies)', 'MAX_GRAPH_DEPTH', whole('--max-graph-depth', 0), DEFAULT_SAFETY.maxGraphDepth))
     .addOption(option('--session-cache <n>', 'onnxruntime sessions each worker keeps open', 'SESSION_CACHE', whole('--session-cache', 1), SERVER_DEFAULTS.sessionCacheSize))
     .addOption(option('--threads <n>', 'onnxruntime threads per worker (default: the cores shared out among the CPU workers; 0: onnxruntime decides)', 'THREADS', whole('--threads', 0)))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'LOG_LEVEL', undefined, SERVER_DEFAULTS.logLevel))
@@ -102,6 +113,7 @@ export function registerServe(program: Command, io: Io): void {
         port: options.port as number,
         devices,
         modelDir: options.modelDir as string,
+        storeQuotaBytes: Math.round((options.storeQuotaMib as number) * MiB),
         workers,
         maxQueue: options.maxQueue as number,
         requestTimeoutMs: (options.requestTimeout as number) * 1000,
@@ -115,6 +127,11 @@ export function registerServe(program: Command, io: Io): void {
         },
         ...(options.token ? { token: options.token as string } : {}),
         sessionCacheSize: options.sessionCache as number,
+        safety: {
+          maxNodes: options.maxNodes as number,
+          maxInitializerBytes: Math.round((options.maxWeightsMib as number) * MiB),
+          maxGraphDepth: options.maxGraphDepth as number,
+        },
         // onnxruntime's default takes every core for each worker; several workers would then fight.
         intraOpThreads: (options.threads as number | undefined) ?? Math.max(1, Math.floor(availableParallelism() / (workers * devices.length))),
         logLevel: options.logLevel as string,

@@ -18,7 +18,7 @@ export const modelRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { st
         summary: 'Upload an ONNX model (multipart/form-data, file field "model"); the same bytes always get the same id',
         tags: ['models'],
         consumes: ['multipart/form-data'],
-        response: { 200: ModelSchema, 201: ModelSchema, ...errorResponses(400, 401, 413, 422, 503) },
+        response: { 200: ModelSchema, 201: ModelSchema, ...errorResponses(400, 401, 413, 422, 500, 503, 507) },
       },
     },
     async (request, reply) => {

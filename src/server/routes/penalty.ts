@@ -19,7 +19,7 @@ import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
 import { ModelId, OneShotForm } from '../schemas.js';
 import { unknownModel } from './models.js';
 
-const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503);
+const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503, 507);
 
 /** Multipart parts of the one-shot route besides "model" and "request". */
 const ARRAY_PART = /^(latents|directions|inputs\.(.+))$/;
