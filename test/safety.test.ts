@@ -71,6 +71,7 @@ const EXAMPLES: Record<string, [number, number, number]> = {
   'cubic.onnx': [13, 64, 8],
   'dcgan.onnx': [11, 221164, 17],
   'dcgan_entangled.onnx': [29, 221248, 28],
+  'dcgan_smooth.onnx': [13, 221164, 17],
   'ignoring.onnx': [20, 100, 13],
   'linear_correlated.onnx': [1, 48, 1],
   'linear_orthogonal.onnx': [1, 48, 1],
