@@ -1,7 +1,7 @@
 // Overhead of `audit` on the conv example (dcgan.onnx, d = 12): the whole audit (stochastic
 // penalty, full Hessian, activeness, orthogonality, shape probes) against bare onnxruntime runs of
 // the same number of rows in the same batch sizes. Prints the ratio; figures go in
-// bench/RESULTS-audit.md. Run: npm run build && node bench/audit.mjs [N] [k]
+// bench/RESULTS.md. Run: npm run build && node bench/audit.mjs [N] [k]
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';

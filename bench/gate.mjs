@@ -1,5 +1,5 @@
 // Release gate figures: what common random numbers buy, how the interval narrows with N, and the
-// gate's overhead over evaluating the two models. Prints a table; figures go in bench/RESULTS-gate.md.
+// gate's overhead over evaluating the two models. Prints a table; figures go in bench/RESULTS.md.
 //
 //   npm run build && node bench/gate.mjs
 import { readFileSync } from 'node:fs';

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check, for a session that has an NVIDIA GPU (none was reachable when this was written; see
-# bench/RESULTS-deploy.md). Installs nothing from the network.
+# bench/RESULTS.md). Installs nothing from the network.
 #
 #   npm run build && bash bench/gpu-check.sh            # DEVICE=cuda:1 to pick another GPU
 #
