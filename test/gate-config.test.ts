@@ -32,7 +32,7 @@ t.test('errors name the bad key path in the notation a user would type', async (
   const unknown = fails({ rules: { maxIncrese: 0.1 } });
   t.equal(unknown.code, 'invalid_config');
   t.equal(unknown.status, 400);
-  t.equal(unknown.message, 'gate.json: rules.maxIncrese: unknown key (known: maxIncrease, maxPenalty)');
+  t.equal(unknown.message, 'gate.json: rules.maxIncrese: unknown key (known: maxIncrease, maxPenalty, minDiagonalFraction, maxUnusedLatents)');
 
   t.equal(
     fails({ layers: { '/fc/Gemm_output_0': { maxPenalty: -1 } } }).message,

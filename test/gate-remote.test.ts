@@ -141,3 +141,14 @@ t.test('POST /v1/gate: contract errors', async (t) => {
   const spec = await app.inject({ method: 'GET', url: '/openapi.json' });
   t.ok(spec.json().paths['/v1/gate']?.post, 'documented in the OpenAPI document');
 });
+
+t.test('figure rules run on the server too, with the same figures as embedded', async (t) => {
+  const args = ['--candidate', modelPath('ignoring.onnx'), '--baseline', modelPath('ignoring.onnx'), '--samples', '4', '--max-unused-latents', '0', '--min-diagonal-fraction', '0.5', '--json'];
+  const remoteRun = await cli('gate', ...args, ...remote);
+  const localRun = await cli('gate', ...args);
+  t.equal(remoteRun.code, 1, remoteRun.stderr);
+  t.equal(localRun.code, 1, localRun.stderr);
+  const figures = (r: { stdout: string }) => JSON.parse(r.stdout).layers.map((l: { candidate: { figures: unknown } }) => l.candidate.figures);
+  t.same(figures(remoteRun), figures(localRun));
+  t.equal(figures(remoteRun)[0].unusedLatents, 1);
+});

@@ -233,7 +233,7 @@ t.test('usage and input errors exit 2 with a clear message', async (t) => {
 
 t.test('a bad config file exits 2 and names the key', async (t) => {
   const cases: [unknown, RegExp][] = [
-    [{ rules: { maxIncrese: 0.1 } }, /typo\.json: rules\.maxIncrese: unknown key \(known: maxIncrease, maxPenalty\)/],
+    [{ rules: { maxIncrese: 0.1 } }, /typo\.json: rules\.maxIncrese: unknown key \(known: maxIncrease, maxPenalty, minDiagonalFraction, maxUnusedLatents\)/],
     [{ layers: { image: { maxPenalty: 'high' } } }, /typo\.json: layers\.image\.maxPenalty: Invalid input: expected number, received string/],
     [{ layers: { '/fc/Gemm_output_0': { maxPenalty: 1 } } }, /layers\["\/fc\/Gemm_output_0"\]: not a compared layer \(compared: 'image'\)/],
   ];

@@ -66,8 +66,32 @@ export function figureRule(key: string, flag: string, figure: string, bound: 'ce
   };
 }
 
-/** Every rule the gate knows. Audit-figure rules are appended here once their figures exist. */
-export const RULES: readonly RuleDefinition[] = [maxIncrease, maxPenalty];
+/** Floor on the candidate's diagonal-ness: the share of per-element Hessians whose largest |H_ij| is on the diagonal. */
+export const minDiagonalFraction = figureRule(
+  'minDiagonalFraction',
+  '--min-diagonal-fraction',
+  'diagonalFraction',
+  'floor',
+  "fail when less than this fraction of the candidate's per-element Hessians have their largest entry on the diagonal (runs the full Hessian)",
+);
+
+/** Ceiling on latents the candidate does not use in a layer (activeness below its threshold). */
+export const maxUnusedLatents = figureRule(
+  'maxUnusedLatents',
+  '--max-unused-latents',
+  'unusedLatents',
+  'ceiling',
+  'fail when more than this many latents are unused in a layer of the candidate (runs the activeness sweep)',
+);
+
+/** Every rule the gate knows. */
+export const RULES: readonly RuleDefinition[] = [maxIncrease, maxPenalty, minDiagonalFraction, maxUnusedLatents];
+
+/** The audit figure each figure rule needs. */
+export const FIGURE_RULES: Record<string, string> = {
+  [minDiagonalFraction.key]: 'diagonalFraction',
+  [maxUnusedLatents.key]: 'unusedLatents',
+};
 
 /** Thresholds by rule key; null switches a rule off (e.g. for one layer). */
 export type Thresholds = Record<string, number | null | undefined>;

@@ -10,6 +10,7 @@ import { type GateConfig, type GateSpec, gateSpec, mergeConfigs, parseGateConfig
 import { formatGate, formatGateMarkdown } from '../../gate/format.js';
 import { type GateResult, inProcess, runGate } from '../../gate/gate.js';
 import { checkCompatible, matchLayers } from '../../gate/match.js';
+import { auditFigures, inProcessFigures, neededFigures } from '../../gate/figures.js';
 import { RULES } from '../../gate/rules.js';
 import { GateResultSchema } from '../../gate/schema.js';
 import { collect, EXIT, Exit, type Io, num, readModelFile } from '../common.js';
@@ -116,7 +117,12 @@ async function localGate(candidate: LoadedModel, baseline: LoadedModel, spec: Ga
   if (options.memoryBudget !== undefined) limits.memoryBudget = (options.memoryBudget as number) * 1024 * 1024;
   const sessions = new SessionCache(2);
   try {
-    return await runGate(candidate, baseline, spec, { evaluate: inProcess({ device, sessions, limits }) });
+    const context = { device, sessions, limits };
+    const needed = neededFigures(spec.rules, ...Object.values(spec.layers));
+    return await runGate(candidate, baseline, spec, {
+      evaluate: inProcess(context),
+      ...(needed.size > 0 ? { figures: auditFigures(inProcessFigures(context), needed) } : {}),
+    });
   } finally {
     await sessions.clear();
   }

@@ -4,6 +4,8 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { gateSpec } from '../../gate/config.js';
+import type { PenaltyRequest } from '../../engine/request.js';
+import { auditFigures, type FigureSources, neededFigures } from '../../gate/figures.js';
 import { type GateModel, runGate } from '../../gate/gate.js';
 import { GateRequestSchema, GateResultSchema, gateArrays, jsonSafe } from '../../gate/schema.js';
 import type { ModelDescription } from '../../onnx/describe.js';
@@ -32,8 +34,16 @@ export const gateRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { sto
       };
       const models = { candidate: await model(candidate), baseline: await model(baseline) };
       const spec = gateSpec([gate], gateArrays({ latents, inputs }));
+      const audit = (kind: 'hessian' | 'activeness') => (m: GateModel, auditRequest: PenaltyRequest) =>
+        pool.audit({ kind, modelId: m.id, modelPath: store.modelPath(m.id), request: auditRequest, limits: config.limits, format: 'json' });
+      const needed = neededFigures(spec.rules, ...Object.values(spec.layers));
+      const sources = {
+        hessian: audit('hessian') as FigureSources<GateModel>['hessian'],
+        activeness: audit('activeness') as FigureSources<GateModel>['activeness'],
+      };
       const result = await runGate(models.candidate, models.baseline, spec, {
         evaluate: (m, penaltyRequest) => pool.penalty(m.id, store.modelPath(m.id), penaltyRequest, config.limits),
+        ...(needed.size > 0 ? { figures: auditFigures(sources, needed) } : {}),
       });
       return jsonSafe(result);
     },
