@@ -3,7 +3,8 @@
  * problem and the fix, and the HTTP status the contract gives it. The CLI maps any AuditError
  * to exit code 2; anything else is a bug.
  */
-export type ErrorStatus = 400 | 404 | 409 | 413 | 422 | 500 | 503 | 507;
+/** 499: the client closed the connection (never seen by it; logged and counted). */
+export type ErrorStatus = 400 | 404 | 409 | 413 | 422 | 499 | 500 | 503 | 507;
 
 export class AuditError extends Error {
   readonly code: string;

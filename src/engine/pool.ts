@@ -72,6 +72,9 @@ interface Lane {
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
+const cancelled = (task: Task): AuditError =>
+  new AuditError('cancelled', `the client closed the connection, so its ${task.kind} task was cancelled`, 499);
+
 export const defaultWorkers = (device: Device): number =>
   device.kind === 'cpu' || device.kind === 'auto' ? Math.max(1, Math.floor(availableParallelism() / 2)) : 1;
 
@@ -86,7 +89,7 @@ export class WorkerPool {
   private readonly waiting: ((lane: Lane) => void)[] = [];
   /** Called after each finished task (metrics). */
   onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number }) => void;
-  onRestart?: (reason: 'crash' | 'timeout') => void;
+  onRestart?: (reason: 'crash' | 'timeout' | 'cancelled') => void;
 
   constructor(readonly options: PoolOptions) {
     if (options.devices.length === 0) throw new Error('the pool needs at least one device');
@@ -139,21 +142,25 @@ export class WorkerPool {
     return this.run({ kind: 'describe', path }) as Promise<ModelDescription>;
   }
 
-  penalty(modelId: string, modelPath: string, request: PenaltyRequest, limits: Limits): Promise<PenaltyResult> {
-    return this.run({ kind: 'penalty', modelId, modelPath, request, limits }) as Promise<PenaltyResult>;
+  penalty(modelId: string, modelPath: string, request: PenaltyRequest, limits: Limits, cancel?: AbortSignal): Promise<PenaltyResult> {
+    return this.run({ kind: 'penalty', modelId, modelPath, request, limits }, cancel) as Promise<PenaltyResult>;
   }
 
   /** An audit metric (hessian, activeness, orthogonality, audit) as JSON, or the HTML report. */
-  audit(task: AuditTask): Promise<AuditValue> {
-    return this.run(task) as Promise<AuditValue>;
+  audit(task: AuditTask, cancel?: AbortSignal): Promise<AuditValue> {
+    return this.run(task, cancel) as Promise<AuditValue>;
   }
 
-  /** Run a task on the first free worker; AuditError 503 when the queue is full. */
-  async run(task: Task): Promise<TaskValue> {
-    return this.runOn(await this.acquire(), task);
+  /**
+   * Run a task on the first free worker; AuditError 503 when the queue is full. `cancel` (the
+   * client went away) drops a waiting task, or stops a running one and replaces its worker.
+   */
+  async run(task: Task, cancel?: AbortSignal): Promise<TaskValue> {
+    if (cancel?.aborted) throw cancelled(task);
+    return this.runOn(await this.acquire(task, cancel), task, cancel);
   }
 
-  private acquire(): Promise<Lane> {
+  private acquire(task: Task, cancel?: AbortSignal): Promise<Lane> {
     if (this.closed) throw new AuditError('shutting_down', 'the server is shutting down', 503);
     const free = this.lanes.filter((l) => l.running < l.workers).sort((a, b) => a.running / a.workers - b.running / b.workers)[0];
     if (free) {
@@ -169,7 +176,18 @@ export class WorkerPool {
         { retryAfter: this.retryAfterSeconds() },
       );
     }
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return new Promise((resolve, reject) => {
+      const leave = (): void => {
+        this.waiting.splice(this.waiting.indexOf(take), 1);
+        reject(cancelled(task));
+      };
+      const take = (lane: Lane): void => {
+        cancel?.removeEventListener('abort', leave);
+        resolve(lane);
+      };
+      cancel?.addEventListener('abort', leave, { once: true });
+      this.waiting.push(take);
+    });
   }
 
   /** A worker is free again: hand it to the next waiting task. */
@@ -180,12 +198,18 @@ export class WorkerPool {
   }
 
   /** Runs on a lane whose `running` count already includes this task. */
-  private async runOn(lane: Lane, task: Task): Promise<TaskValue> {
+  private async runOn(lane: Lane, task: Task, cancel?: AbortSignal): Promise<TaskValue> {
     const started = performance.now();
     let outcome: Outcome<TaskValue>;
+    const timeout = AbortSignal.timeout(this.options.taskTimeoutMs);
     try {
-      outcome = (await lane.pool.run(task, { signal: AbortSignal.timeout(this.options.taskTimeoutMs) })) as Outcome<TaskValue>;
+      const signal = cancel ? AbortSignal.any([timeout, cancel]) : timeout;
+      outcome = (await lane.pool.run(task, { signal })) as Outcome<TaskValue>;
     } catch (err) {
+      if (cancel?.aborted && !timeout.aborted) {
+        this.countRestarts(lane, 'cancelled');
+        throw cancelled(task);
+      }
       throw this.failure(lane, task, err as Error);
     } finally {
       this.release(lane);
@@ -205,7 +229,7 @@ export class WorkerPool {
   }
 
   /** New pids replace workers that died or were killed; the first `workers` pids are the originals. */
-  private countRestarts(lane: Lane, reason: 'crash' | 'timeout'): void {
+  private countRestarts(lane: Lane, reason: 'crash' | 'timeout' | 'cancelled'): void {
     for (const thread of lane.pool.threads) {
       const pid = (thread as unknown as { threadId: number }).threadId;
       if (lane.seen.has(pid)) continue;

@@ -4,6 +4,7 @@
  * report. Each runs in a worker, like the penalty.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { clientGone } from '../cancel.js';
 import { z } from 'zod';
 import {
   ActivenessResultSchema,
@@ -61,7 +62,7 @@ export const auditRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { st
           limits: config.limits,
           format,
           ...(request.body.modelName ? { modelName: request.body.modelName } : {}),
-        });
+        }, clientGone(reply));
         if (format === 'html') return reply.type('text/html; charset=utf-8').send((value as { html: string }).html);
         return value;
       },

@@ -4,6 +4,7 @@
  * run evaluatePenalty in a worker, so all three give the same numbers.
  */
 import type { Multipart, MultipartFile } from '@fastify/multipart';
+import { clientGone } from '../cancel.js';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { PenaltyRequestSchema, PenaltyResultSchema, parsePenaltyRequest, toPenaltyRequest } from '../../engine/schema.js';
@@ -36,10 +37,10 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
         response: { 200: PenaltyResultSchema, ...ERRORS },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { id } = request.params;
       if (!(await store.has(id))) throw unknownModel(id);
-      return asResponse(await pool.penalty(id, store.modelPath(id), toPenaltyRequest(request.body), config.limits));
+      return asResponse(await pool.penalty(id, store.modelPath(id), toPenaltyRequest(request.body), config.limits, clientGone(reply)));
     },
   );
 
@@ -55,7 +56,7 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
         response: { 200: PenaltyResultSchema, ...ERRORS },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       if (!request.isMultipart()) throw notMultipart();
       let staged: StagedModel | undefined;
       try {
@@ -86,7 +87,7 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
         // from the staged file, which is removed afterwards: a one-shot request stores nothing.
         const known = await store.has(staged.id);
         const path = known ? store.modelPath(staged.id) : staged.path;
-        return asResponse(await pool.penalty(staged.id, path, penaltyRequest, config.limits));
+        return asResponse(await pool.penalty(staged.id, path, penaltyRequest, config.limits, clientGone(reply)));
       } finally {
         if (staged) await store.discard(staged);
       }
