@@ -1,26 +1,13 @@
 /**
- * What the audit metrics share with the penalty: one resolved request (one set of latents), one
- * cached session, the shape probe, the memory-budget batch size, and a runner that streams a
- * unit plan's batches through G into per-layer accumulators.
+ * The audit metrics' runner: the memory-budget batch size for a unit plan, and a loop that streams
+ * the plan's batches through G into per-layer accumulators (the shared set-up is prepare.ts).
  */
 import * as ort from 'onnxruntime-node';
 import { AuditError } from '../errors.js';
-import { type Activations, planUnits, type Row, type UnitPlan, type UnitRow } from '../penalty/index.js';
-import {
-  bytesPerRow,
-  chooseMode,
-  type EvaluateContext,
-  probeOnce,
-  refuseRandomOps,
-  runSession,
-  type Warning,
-} from './evaluate.js';
-import type { LoadedModel } from './model.js';
-import type { LayerShape, Probe } from './preflight.js';
-import { DEFAULT_LIMITS, type Limits, type PenaltyRequest } from './request.js';
-import { resolvePenalty, type ResolvedPenalty } from './resolve.js';
-import type { OpenSession } from './session.js';
-import { batchFeeds, extraFeeds, outputValues } from './tensors.js';
+import { type Activations, planUnits, type UnitPlan, type UnitRow } from '../penalty/index.js';
+import type { EvaluateContext } from './evaluate.js';
+import { chooseMode, planWithinBudget, type Prepared, run, type Warning } from './prepare.js';
+import { extraFeeds, outputValues } from './tensors.js';
 
 /** Progress of one stage of a long run: chunks done out of the total. */
 export type Progress = (done: number, total: number, stage: string) => void;
@@ -29,43 +16,6 @@ export interface AuditContext extends Omit<EvaluateContext, 'onProgress'> {
   onProgress?: Progress;
   /** Keep the first few generated images of image-shaped layers for the HTML report. */
   previews?: boolean;
-}
-
-export interface Prepared {
-  model: LoadedModel;
-  resolved: ResolvedPenalty;
-  open: OpenSession;
-  limits: Limits;
-  probed: Probe;
-  shapes: Record<string, LayerShape>;
-  warnings: Warning[];
-  /** Milliseconds spent inside onnxruntime so far. */
-  forwardMs: number;
-  started: number;
-}
-
-/** Validate, refuse random ops, open the cached session and probe it, exactly as the penalty does. */
-export async function prepare(model: LoadedModel, request: PenaltyRequest, context: AuditContext): Promise<Prepared> {
-  const started = performance.now();
-  const limits = context.limits ?? DEFAULT_LIMITS;
-  const resolved = resolvePenalty(model.description, request, limits);
-  const warnings: Warning[] = [...resolved.warnings];
-  refuseRandomOps(model, request.allowNondeterministic === true, warnings);
-  const open = await context.sessions.get(model.id, model.bytes, resolved.expose, context.device);
-  if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
-  const p: Prepared = { model, resolved, open, limits, probed: undefined as unknown as Probe, shapes: {}, warnings, forwardMs: 0, started };
-  p.probed = await probeOnce(open, resolved, (rows: Row[]) => run(p, batchFeeds(resolved, rows)));
-  p.shapes = p.probed.shapes;
-  return p;
-}
-
-export async function run(p: Prepared, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
-  const t = performance.now();
-  try {
-    return await runSession(p.open, feeds, p.resolved.layers);
-  } finally {
-    p.forwardMs += performance.now() - t;
-  }
 }
 
 /** Per layer, whatever combines a unit's rows. */
@@ -85,14 +35,7 @@ export function planFor(p: Prepared, unitSizes: number[], passes: string, tooMan
   const warnings: Warning[] = [];
   const mode = chooseMode(p.model, p.resolved, p.probed, warnings, passes);
   for (const w of warnings) if (!p.warnings.some((x) => x.message === w.message)) p.warnings.push(w);
-  const bytes = bytesPerRow(p.resolved, p.shapes);
-  const maxRows = Math.max(1, Math.floor(p.limits.memoryBudget / bytes));
-  try {
-    return planUnits({ samples: p.resolved.samples, unitSizes, maxRows, mode });
-  } catch (err) {
-    if (err instanceof AuditError) err.message = `${err.message} (about ${bytes} bytes per row for the layers asked, budget ${p.limits.memoryBudget} bytes)`;
-    throw err;
-  }
+  return planWithinBudget(p.resolved, p.shapes, p.limits, (maxRows) => planUnits({ samples: p.resolved.samples, unitSizes, maxRows, mode }));
 }
 
 /**

@@ -29,8 +29,9 @@ import {
   unusedLatents,
   type VarianceKind,
 } from '../penalty/index.js';
-import { type AuditContext, planFor, type Prepared, prepare, round, run, runUnits } from './audit-run.js';
-import { evaluatePenalty, type PenaltyResult, type Warning } from './evaluate.js';
+import { type AuditContext, planFor, round, runUnits } from './audit-run.js';
+import { type Prepared, prepare, run, type Warning } from './prepare.js';
+import { evaluatePenalty, type PenaltyResult } from './evaluate.js';
 import type { LoadedModel } from './model.js';
 import type { PenaltyRequest } from './request.js';
 import { batchFeeds, outputValues } from './tensors.js';
@@ -145,14 +146,8 @@ export interface Preview {
   images: Float32Array[];
 }
 
-export interface AuditResult {
+export interface AuditResult extends Pick<RunInfo, 'model' | 'samples' | 'seed' | 'wrt' | 'latents' | 'basis'> {
   metric: 'audit';
-  model: string;
-  samples: number;
-  seed: number;
-  wrt: string;
-  latents: number;
-  basis: number | null;
   penalty: PenaltyResult;
   /** null when d is too large for the row limit (see warnings). */
   hessian: HessianResult | null;

@@ -2,7 +2,6 @@
  * evaluatePenalty: request → validate → plan → execute → reduce → result. The CLI calls it in
  * process; the server calls it inside a worker. Both get the same numbers.
  */
-import type * as ort from 'onnxruntime-node';
 import { AuditError } from '../errors.js';
 import {
   type Activations,
@@ -20,19 +19,15 @@ import {
   totalOverLayers,
   type VarianceKind,
 } from '../penalty/index.js';
-import type { Device } from './device.js';
 import type { LoadedModel } from './model.js';
-import { type LayerShape, type Probe, preflight } from './preflight.js';
-import { DEFAULT_LIMITS, type Limits, type PenaltyRequest } from './request.js';
-import { resolvePenalty, type ResolvedPenalty } from './resolve.js';
-import { type OpenSession, SessionCache } from './session.js';
+import type { LayerShape, Probe } from './preflight.js';
+import { chooseMode, planWithinBudget, prepare, type PrepareContext, run, type Warning } from './prepare.js';
+import type { Limits, PenaltyRequest } from './request.js';
+import type { ResolvedPenalty } from './resolve.js';
+import { SessionCache } from './session.js';
 import { batchFeeds, outputValues } from './tensors.js';
 
-export interface Warning {
-  code: string;
-  message: string;
-  layer?: string;
-}
+export type { Warning } from './prepare.js';
 
 export interface LayerResult {
   name: string;
@@ -79,37 +74,19 @@ export interface PenaltyResult {
   timings: { totalMs: number; forwardMs: number; reduceMs: number };
 }
 
-export interface EvaluateContext {
-  device: Device;
-  sessions: SessionCache;
-  limits?: Limits;
+export interface EvaluateContext extends PrepareContext {
   onProgress?: (done: number, total: number) => void;
 }
 
 export async function evaluatePenalty(model: LoadedModel, request: PenaltyRequest, context: EvaluateContext): Promise<PenaltyResult> {
-  const started = performance.now();
-  const limits = context.limits ?? DEFAULT_LIMITS;
-  const resolved = resolvePenalty(model.description, request, limits);
-  const warnings: Warning[] = [...resolved.warnings];
-  refuseRandomOps(model, request.allowNondeterministic === true, warnings);
-
-  const open = await context.sessions.get(model.id, model.bytes, resolved.expose, context.device);
-  if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
-  let forwardMs = 0;
-  const run = async (rows: Row[], epsilon = resolved.epsilon): Promise<Record<string, ort.Tensor>> => {
-    const t = performance.now();
-    const outputs = await runSession(open, batchFeeds({ ...resolved, epsilon }, rows), resolved.layers);
-    forwardMs += performance.now() - t;
-    return outputs;
-  };
-
-  const probed = await probeOnce(open, resolved, run);
+  const p = await prepare(model, request, context);
+  const { resolved, probed, warnings, started } = p;
   const mode = chooseMode(model, resolved, probed, warnings);
-  const plan = planFor(resolved, probed.shapes, limits, mode);
+  const plan = planFor(resolved, probed.shapes, p.limits, mode);
   const estimate = async (epsilon: number): Promise<Record<string, LayerPenalty>> => {
     const sizes = Object.fromEntries(resolved.layers.map((name) => [name, probed.shapes[name].size]));
     const layerOutputs = async (rows: Row[]): Promise<Record<string, Activations>> => {
-      const outputs = await run(rows, epsilon);
+      const outputs = await run(p, batchFeeds({ ...resolved, epsilon }, rows));
       return Object.fromEntries(resolved.layers.map((name) => [name, outputValues(outputs[name])]));
     };
     return estimatePenalty(plan, sizes, layerOutputs, { ...resolved, epsilon }, context.onProgress);
@@ -148,80 +125,14 @@ export async function evaluatePenalty(model: LoadedModel, request: PenaltyReques
     seed: resolved.seed,
     directions: resolved.explicitDirections ? 'explicit' : 'rademacher',
     wrt: resolved.wrt.name,
-    executionProvider: open.executionProvider,
+    executionProvider: p.open.executionProvider,
     ...(sweep ? { sweep } : {}),
     warnings,
-    timings: { totalMs: round(totalMs), forwardMs: round(forwardMs), reduceMs: round(totalMs - forwardMs) },
+    timings: { totalMs: round(totalMs), forwardMs: round(p.forwardMs), reduceMs: round(totalMs - p.forwardMs) },
   };
 }
 
 const round = (ms: number): number => Math.round(ms * 100) / 100;
-
-/**
- * Probe a session once per input signature: shapes and row independence are properties of the
- * model. A model whose outputs changed between two runs is probed again on every request.
- */
-export async function probeOnce(open: OpenSession, resolved: ResolvedPenalty, run: (rows: Row[]) => Promise<Record<string, ort.Tensor>>): Promise<Probe> {
-  const key = JSON.stringify([
-    resolved.wrt.name,
-    resolved.latentShape,
-    resolved.layers,
-    resolved.fixedBatch,
-    resolved.extras.map((e) => [e.name, e.perSample, e.array.shape.slice(e.perSample ? 1 : 0)]),
-  ]);
-  const known = open.facts.get(key) as Probe | undefined;
-  if (known) return known;
-  const probed = await preflight(resolved, run);
-  if (Object.values(probed.determinism).every((d) => d === 0)) open.facts.set(key, probed);
-  return probed;
-}
-
-/** Random ops make G(z+εv), G(z), G(z−εv) different computations: refuse unless overridden. */
-export function refuseRandomOps(model: LoadedModel, allowed: boolean, warnings: Warning[]): void {
-  const random = model.description.randomOps;
-  if (random.length === 0) return;
-  const nodes = random.map((r) => `${r.node} (${r.op}: ${r.why})`).join(', ');
-  if (!allowed) {
-    throw new AuditError(
-      'nondeterministic_model',
-      `the model is not deterministic: ${nodes}; the Hessian Penalty needs G(z) to be exactly the same computation on every run. ` +
-        'Export it in eval mode or with seeded noise, or pass allowNondeterministic (--allow-nondeterministic) to run anyway',
-      422,
-      { nodes: random },
-    );
-  }
-  warnings.push({ code: 'nondeterministic_model', message: `run despite random ops: ${nodes}` });
-}
-
-/** Stacked unless rows interact (graph or probe) or the batch size is fixed: then pass by pass. */
-export function chooseMode(
-  model: LoadedModel,
-  resolved: ResolvedPenalty,
-  probed: Probe,
-  warnings: Warning[],
-  passes = 'each of the 2k+1 passes',
-): ExecutionMode {
-  if (resolved.mode) return resolved.mode;
-  if (resolved.fixedBatch !== null) {
-    warnings.push({
-      code: 'fixed_batch',
-      message: `input '${resolved.wrt.name}' has a fixed batch size of ${resolved.fixedBatch}, so ${passes} runs as its own batch`,
-    });
-    return 'per-pass';
-  }
-  const mixing = model.description.batchMixingOps;
-  if (mixing.length > 0 || probed.rowsInteract) {
-    const why = mixing.length > 0
-      ? mixing.map((m) => `${m.node} (${m.op}: ${m.why})`).join(', ')
-      : 'a probe changed one row and another row changed too';
-    warnings.push({
-      code: 'rows_interact',
-      message: `rows of a batch influence each other (${why}), so ${passes} runs as its own batch of ${resolved.samples}, as the reference implementations do`,
-    });
-    return 'per-pass';
-  }
-  return 'stacked';
-}
 
 function layerResult(
   model: LoadedModel,
@@ -266,34 +177,9 @@ function layerResult(
   };
 }
 
-export async function runSession(open: OpenSession, feeds: Record<string, ort.Tensor>, layers: string[]): Promise<Record<string, ort.Tensor>> {
-  try {
-    return await open.session.run(feeds, layers);
-  } catch (err) {
-    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${(err as Error).message.split('\n')[0]}`, 422);
-  }
-}
-
-/** Bytes one row costs: its input, and its outputs held twice while a batch is reduced. */
-export function bytesPerRow(resolved: ResolvedPenalty, shapes: Record<string, LayerShape>): number {
-  const inputBytes = resolved.size * (resolved.latentType === 'float64' ? 8 : 4);
-  // Outputs are held twice while a batch is reduced: onnxruntime's tensors and the accumulators' reads.
-  return inputBytes + 2 * Object.values(shapes).reduce((s, l) => s + l.bytesPerRow, 0);
-}
-
 /** Rows per batch from the memory budget, then the plan. */
 function planFor(resolved: ResolvedPenalty, shapes: Record<string, LayerShape>, limits: Limits, mode: ExecutionMode): Plan {
-  const bytes = bytesPerRow(resolved, shapes);
-  const maxRows = Math.max(1, Math.floor(limits.memoryBudget / bytes));
-  let plan: Plan;
-  try {
-    plan = planPenalty({ samples: resolved.samples, k: resolved.k, maxRows, mode });
-  } catch (err) {
-    if (err instanceof AuditError) {
-      err.message = `${err.message} (about ${bytes} bytes per row for the layers asked, budget ${limits.memoryBudget} bytes)`;
-    }
-    throw err;
-  }
+  const plan = planWithinBudget(resolved, shapes, limits, (maxRows) => planPenalty({ samples: resolved.samples, k: resolved.k, maxRows, mode }));
   if (plan.rows > limits.maxRows) {
     throw new AuditError(
       'limit_exceeded',

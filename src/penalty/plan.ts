@@ -54,6 +54,11 @@ export interface PlanOptions {
 
 export function planPenalty({ samples, k, maxRows, mode = 'stacked' }: PlanOptions): Plan {
   const chunks = mode === 'stacked' ? stackedChunks(samples, k, maxRows) : perPassChunks(samples, k, maxRows);
+  return { mode, samples, k, chunks, ...batchStats(chunks) };
+}
+
+/** Rows run over all batches, and the largest batch: the figures a plan reports. */
+export function batchStats(chunks: readonly { batches: readonly unknown[][] }[]): { rows: number; largestBatch: number } {
   let rows = 0;
   let largestBatch = 0;
   for (const chunk of chunks) {
@@ -62,7 +67,7 @@ export function planPenalty({ samples, k, maxRows, mode = 'stacked' }: PlanOptio
       largestBatch = Math.max(largestBatch, batch.length);
     }
   }
-  return { mode, samples, k, chunks, rows, largestBatch };
+  return { rows, largestBatch };
 }
 
 /** Rows per sample in the stacked plan. */
@@ -78,7 +83,7 @@ function stackedChunks(samples: number, k: number, maxRows: number): Chunk[] {
     }
     return chunks;
   }
-  if (maxRows < 3) throw tooSmall(maxRows, 3, 'one sample with one direction (3 rows)');
+  if (maxRows < 3) throw budgetTooSmall(maxRows, 3, 'one sample with one direction (3 rows)');
   const directionsPerChunk = Math.floor((maxRows - 1) / 2);
   const chunks: Chunk[] = [];
   for (let n = 0; n < samples; n++) {
@@ -107,7 +112,7 @@ function sampleMajorChunk(first: number, end: number, j0: number, j1: number): C
 
 function perPassChunks(samples: number, k: number, maxRows: number): Chunk[] {
   if (maxRows < samples) {
-    throw tooSmall(maxRows, samples, `one pass of all ${samples} samples (rows interact, so a pass cannot be split)`);
+    throw budgetTooSmall(maxRows, samples, `one pass of all ${samples} samples (rows interact, so a pass cannot be split)`);
   }
   const pass = (direction: number, sign: -1 | 0 | 1): Row[] =>
     Array.from({ length: samples }, (_, sample) => ({ sample, direction, sign }));
@@ -133,7 +138,8 @@ function perPassChunks(samples: number, k: number, maxRows: number): Chunk[] {
   return chunks;
 }
 
-function tooSmall(maxRows: number, needed: number, what: string): AuditError {
+/** The memory budget cannot hold the smallest piece of work a plan can run. */
+export function budgetTooSmall(maxRows: number, needed: number, what: string): AuditError {
   return new AuditError(
     'memory_budget_exceeded',
     `the memory budget fits ${maxRows} rows per batch, but ${what} needs ${needed}; ` +

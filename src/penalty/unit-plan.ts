@@ -9,8 +9,7 @@
  * `per-pass`: for models whose rows interact (batch statistics): every row of a unit is a batch of
  *   exactly N rows (the same row for every sample), as the reference implementations run it.
  */
-import { AuditError } from '../errors.js';
-import type { ExecutionMode, RowRef } from './plan.js';
+import { batchStats, budgetTooSmall, type ExecutionMode, type RowRef } from './plan.js';
 
 /** One row: sample n's row number `index` in the metric's per-sample row list. */
 export interface UnitRow {
@@ -57,20 +56,12 @@ export function planUnits({ samples, unitSizes, maxRows, mode = 'stacked' }: Uni
   const offsets = unitOffsets(unitSizes);
   const rowsPerSample = unitSizes.reduce((a, b) => a + b, 0);
   const chunks = mode === 'stacked' ? stacked(samples, unitSizes, offsets, maxRows) : perPass(samples, unitSizes, offsets, maxRows);
-  let rows = 0;
-  let largestBatch = 0;
-  for (const chunk of chunks) {
-    for (const batch of chunk.batches) {
-      rows += batch.length;
-      largestBatch = Math.max(largestBatch, batch.length);
-    }
-  }
-  return { mode, samples, rowsPerSample, chunks, rows, largestBatch };
+  return { mode, samples, rowsPerSample, chunks, ...batchStats(chunks) };
 }
 
 function stacked(samples: number, unitSizes: readonly number[], offsets: number[], maxRows: number): UnitChunk[] {
   const largest = Math.max(...unitSizes);
-  if (maxRows < largest) throw tooSmall(maxRows, largest, `one unit of work (${largest} rows)`);
+  if (maxRows < largest) throw budgetTooSmall(maxRows, largest, `one unit of work (${largest} rows)`);
   const chunks: UnitChunk[] = [];
   let chunk: UnitChunk = { batches: [[]], units: [] };
   for (let sample = 0; sample < samples; sample++) {
@@ -94,7 +85,7 @@ function stacked(samples: number, unitSizes: readonly number[], offsets: number[
 
 function perPass(samples: number, unitSizes: readonly number[], offsets: number[], maxRows: number): UnitChunk[] {
   if (maxRows < samples) {
-    throw tooSmall(maxRows, samples, `one pass of all ${samples} samples (rows interact, so a pass cannot be split)`);
+    throw budgetTooSmall(maxRows, samples, `one pass of all ${samples} samples (rows interact, so a pass cannot be split)`);
   }
   return unitSizes.map((size, unit) => ({
     batches: Array.from({ length: size }, (_, r) => Array.from({ length: samples }, (_, sample) => ({ sample, index: offsets[unit] + r }))),
@@ -104,14 +95,4 @@ function perPass(samples: number, unitSizes: readonly number[], offsets: number[
       rows: Array.from({ length: size }, (_, r) => ({ batch: r, row: sample })),
     })),
   }));
-}
-
-function tooSmall(maxRows: number, needed: number, what: string): AuditError {
-  return new AuditError(
-    'memory_budget_exceeded',
-    `the memory budget fits ${maxRows} rows per batch, but ${what} needs ${needed}; ` +
-      'raise the memory budget, audit fewer or smaller layers, or use fewer samples',
-    422,
-    { maxRows, needed },
-  );
 }
