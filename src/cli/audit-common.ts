@@ -8,14 +8,14 @@ import { basename } from 'node:path';
 import { type Command, Option } from 'commander';
 import type { AuditContext, AuditRequest } from '../engine/audit.js';
 import { parseDevice } from '../engine/device.js';
-import { DEFAULT_LIMITS, DEFAULTS } from '../engine/request.js';
+import { DEFAULTS } from '../engine/request.js';
 import { SessionCache } from '../engine/session.js';
 import { AuditError } from '../errors.js';
 import type { LoadedModel } from '../engine/model.js';
 import { DEFAULT_EXTENT, DEFAULT_THRESHOLD } from '../penalty/index.js';
 import { renderReport, type ReportInput } from '../report/index.js';
 import { penaltyRequest } from './commands/penalty.js';
-import { collect, type Io, num, readModelFile } from './common.js';
+import { collect, type Io, localLimits, num, readModelFile } from './common.js';
 import { progressBar } from './progress.js';
 
 export interface FlagSet {
@@ -86,8 +86,7 @@ export async function runAudit<R extends { warnings: { code: string; message: st
   const device = parseDevice(options.device as string);
   const request = await auditRequest(options);
   const model = await readModelFile(path);
-  const limits = { ...DEFAULT_LIMITS };
-  if (options.memoryBudget !== undefined) limits.memoryBudget = (options.memoryBudget as number) * 1024 * 1024;
+  const limits = localLimits(options);
   const sessions = new SessionCache(1);
   try {
     const onProgress = progressBar();

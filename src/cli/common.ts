@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { AuditError, invalid } from '../errors.js';
 import { loadModel, type LoadedModel } from '../engine/model.js';
+import { DEFAULT_LIMITS, type Limits } from '../engine/request.js';
 
 export interface Io {
   stdout: (text: string) => void;
@@ -34,3 +35,10 @@ export const num = (flag: string) => (value: string): number => {
   if (value.trim() === '' || Number.isNaN(x)) throw invalid(`${flag} must be a number, got '${value}'`);
   return x;
 };
+
+/** The limits of a local run: the defaults, with --memory-budget (MiB) when given. */
+export function localLimits(options: Record<string, unknown>): Limits {
+  const limits = { ...DEFAULT_LIMITS };
+  if (options.memoryBudget !== undefined) limits.memoryBudget = (options.memoryBudget as number) * 1024 * 1024;
+  return limits;
+}

@@ -3,7 +3,7 @@ import { basename } from 'node:path';
 import { type Command, Option } from 'commander';
 import { parseDevice } from '../../engine/device.js';
 import type { LoadedModel } from '../../engine/model.js';
-import { DEFAULT_LIMITS, type PenaltyRequest } from '../../engine/request.js';
+import type { PenaltyRequest } from '../../engine/request.js';
 import { SessionCache } from '../../engine/session.js';
 import { AuditError, invalid } from '../../errors.js';
 import { type GateConfig, type GateSpec, gateSpec, mergeConfigs, parseGateConfig, readGateConfig } from '../../gate/config.js';
@@ -13,7 +13,7 @@ import { checkCompatible, matchLayers } from '../../gate/match.js';
 import { auditFigures, inProcessFigures, neededFigures } from '../../gate/figures.js';
 import { RULES } from '../../gate/rules.js';
 import { GateResultSchema } from '../../gate/schema.js';
-import { collect, EXIT, Exit, type Io, num, readModelFile } from '../common.js';
+import { collect, EXIT, Exit, type Io, localLimits, num, readModelFile } from '../common.js';
 import { RemoteClient, toInputArray, toNested } from '../remote.js';
 import { penaltyRequest } from './penalty.js';
 
@@ -113,8 +113,7 @@ export function registerGate(program: Command, io: Io): void {
 
 async function localGate(candidate: LoadedModel, baseline: LoadedModel, spec: GateSpec, options: Record<string, unknown>): Promise<GateResult> {
   const device = parseDevice(options.device as string);
-  const limits = { ...DEFAULT_LIMITS };
-  if (options.memoryBudget !== undefined) limits.memoryBudget = (options.memoryBudget as number) * 1024 * 1024;
+  const limits = localLimits(options);
   const sessions = new SessionCache(2);
   try {
     const context = { device, sessions, limits };

@@ -2,12 +2,12 @@ import { basename } from 'node:path';
 import { type Command, Option } from 'commander';
 import { parseDevice } from '../../engine/device.js';
 import { evaluatePenalty } from '../../engine/evaluate.js';
-import { DEFAULT_LIMITS, DEFAULTS, type PenaltyRequest } from '../../engine/request.js';
+import { DEFAULTS, type PenaltyRequest } from '../../engine/request.js';
 import { SessionCache } from '../../engine/session.js';
 import { invalid } from '../../errors.js';
 import { readArrayFile } from '../../io/files.js';
 import type { NDArray } from '../../io/ndarray.js';
-import { collect, type Io, num, readModelFile } from '../common.js';
+import { collect, type Io, localLimits, num, readModelFile } from '../common.js';
 import { formatPenalty } from '../format.js';
 
 /** Flags → the same PenaltyRequest the HTTP routes build from JSON. */
@@ -67,8 +67,7 @@ export function registerPenalty(program: Command, io: Io): void {
       const device = parseDevice(options.device as string);
       const request = await penaltyRequest(options);
       const model = await readModelFile(path);
-      const limits = { ...DEFAULT_LIMITS };
-      if (options.memoryBudget !== undefined) limits.memoryBudget = (options.memoryBudget as number) * 1024 * 1024;
+      const limits = localLimits(options);
       const sessions = new SessionCache(1);
       try {
         const result = await evaluatePenalty(model, request, { device, sessions, limits });
