@@ -8,7 +8,7 @@ import { parseDevice } from '../dist/engine/device.js';
 import { evaluatePenalty } from '../dist/engine/evaluate.js';
 import { loadModel } from '../dist/engine/model.js';
 import { SessionCache } from '../dist/engine/session.js';
-import { AuditError } from '../dist/errors.js';
+import { AuditError } from '../dist/contract/errors.js';
 import { describeModel } from '../dist/onnx/describe.js';
 import { decodeModel, modelProto } from '../dist/onnx/proto.js';
 import { ModelSchema, modelWarnings } from '../dist/server/schemas.js';

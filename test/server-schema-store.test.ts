@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import t from 'tap';
 import { parsePenaltyRequest, toPenaltyRequest } from '../dist/engine/schema.js';
-import { AuditError } from '../dist/errors.js';
+import { AuditError } from '../dist/contract/errors.js';
 import { ModelStore } from '../dist/store/index.js';
 import { modelBytes } from './helpers/reference.js';
 import { sha256, tempDir } from './helpers/server.js';

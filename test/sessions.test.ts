@@ -4,7 +4,7 @@ import { parseDevice } from '../dist/engine/device.js';
 import { evaluatePenalty } from '../dist/engine/evaluate.js';
 import { loadModel } from '../dist/engine/model.js';
 import { DEFAULT_MAX_SESSIONS, type OpenSession, SessionCache } from '../dist/engine/session.js';
-import { AuditError } from '../dist/errors.js';
+import { AuditError } from '../dist/contract/errors.js';
 import { encode, linearModel } from './helpers/onnx-build.js';
 import { modelBytes } from './helpers/reference.js';
 

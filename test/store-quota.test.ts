@@ -1,7 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { AuditError } from '../dist/errors.js';
+import { AuditError } from '../dist/contract/errors.js';
 import { ModelStore } from '../dist/store/index.js';
 import { modelBytes } from './helpers/reference.js';
 import { tempDir } from './helpers/server.js';

@@ -10,7 +10,7 @@ import type { AuditContext, AuditRequest } from '../engine/audit.js';
 import { parseDevice } from '../engine/device.js';
 import { DEFAULTS } from '../engine/request.js';
 import { SessionCache } from '../engine/session.js';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import type { LoadedModel } from '../engine/model.js';
 import { DEFAULT_EXTENT, DEFAULT_THRESHOLD } from '../penalty/index.js';
 import { renderReport, type ReportInput } from '../report/index.js';
@@ -96,7 +96,7 @@ export async function runAudit<R extends { warnings: { code: string; message: st
       try {
         await writeFile(file, renderReport({ modelName: basename(path), ...report(result) }));
       } catch (err) {
-        throw new AuditError('file_not_written', `cannot write the report to ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 400);
+        throw new AuditError('file_not_written', `cannot write the report to ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
     }
     io.stdout(options.json ? toJson(result) : format(result, basename(path)));

@@ -1,6 +1,6 @@
 /** What every command shares: output streams, exit codes, model and array loading. */
 import { readFile } from 'node:fs/promises';
-import { AuditError, invalid } from '../errors.js';
+import { AuditError, invalid } from '../contract/errors.js';
 import { loadModel, type LoadedModel } from '../engine/model.js';
 import { DEFAULT_LIMITS, type Limits } from '../engine/request.js';
 
@@ -23,7 +23,7 @@ export async function readModelFile(path: string): Promise<LoadedModel> {
   try {
     bytes = await readFile(path);
   } catch (err) {
-    throw new AuditError('file_not_found', `cannot read model ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 400);
+    throw new AuditError('file_not_found', `cannot read model ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   return loadModel(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }

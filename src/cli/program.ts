@@ -4,7 +4,7 @@
  * Exit codes: 0 success, 1 gate failed, 2 usage or input error.
  */
 import { Command, CommanderError } from 'commander';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { EXIT, Exit, type Io } from './common.js';
 import { registerGate } from './commands/gate.js';
 import { registerInspect } from './commands/inspect.js';

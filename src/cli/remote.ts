@@ -3,7 +3,7 @@
  * the server does not have yet (it addresses them by SHA-256, so a known model is never sent
  * twice) and call a route. Every failure is an AuditError, so the command exits 2 with its message.
  */
-import { AuditError, type ErrorStatus } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import type { NDArray } from '../io/ndarray.js';
 import type { Nested } from '../io/nested.js';
 
@@ -28,7 +28,7 @@ export class RemoteClient {
       base = new URL('invalid:');
     }
     if (base.protocol !== 'http:' && base.protocol !== 'https:') {
-      throw new AuditError('invalid_argument', `--server must be an http:// or https:// URL, got '${options.server}'`, 400);
+      throw new AuditError('invalid_argument', `--server must be an http:// or https:// URL, got '${options.server}'`);
     }
     this.base = base;
   }
@@ -41,7 +41,7 @@ export class RemoteClient {
     form.append('model', new Blob([new Uint8Array(bytes)]), filename);
     const uploaded = (await this.call('POST', '/v1/models', form, UPLOAD_MS)).body as { id?: string };
     if (uploaded.id !== id) {
-      throw new AuditError('bad_response', `the server stored ${filename} as '${uploaded.id}', not as its SHA-256 '${id}'`, 500);
+      throw new AuditError('bad_response', `the server stored ${filename} as '${uploaded.id}', not as its SHA-256 '${id}'`);
     }
     return 'uploaded';
   }
@@ -68,23 +68,23 @@ export class RemoteClient {
     } catch (err) {
       const e = err as Error & { cause?: { code?: string; message?: string } };
       const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : (e.cause?.code ?? e.cause?.message ?? e.message);
-      throw new AuditError('server_unreachable', `cannot reach the server at ${this.base.origin}: ${why}`, 503);
+      throw new AuditError('server_unreachable', `cannot reach the server at ${this.base.origin}: ${why}`);
     }
     const text = await response.text();
     let parsed: unknown;
     try {
       parsed = text.length > 0 ? JSON.parse(text) : null;
     } catch {
-      throw new AuditError('bad_response', `${method} ${url.pathname} on ${this.base.origin} answered ${response.status} with non-JSON: ${text.slice(0, 120)}`, 500);
+      throw new AuditError('bad_response', `${method} ${url.pathname} on ${this.base.origin} answered ${response.status} with non-JSON: ${text.slice(0, 120)}`);
     }
     if (response.ok || accept.includes(response.status)) return { status: response.status, body: parsed };
     const error = (parsed as { error?: { code?: string; message?: string; details?: unknown } } | null)?.error;
-    throw new AuditError(
-      error?.code ?? 'server_error',
-      `the server at ${this.base.origin} answered ${response.status} to ${method} ${url.pathname}: ${error?.message ?? text.slice(0, 200)}`,
-      (response.status >= 400 && response.status < 600 ? response.status : 500) as ErrorStatus,
-      error?.details,
-    );
+    throw AuditError.relayed({
+      code: error?.code ?? 'server_error',
+      message: `the server at ${this.base.origin} answered ${response.status} to ${method} ${url.pathname}: ${error?.message ?? text.slice(0, 200)}`,
+      status: response.status >= 400 && response.status < 600 ? response.status : 500,
+      details: error?.details,
+    });
   }
 }
 

@@ -3,7 +3,7 @@
  * the plan's batches through G into per-layer accumulators (the shared set-up is prepare.ts).
  */
 import * as ort from 'onnxruntime-node';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { type Activations, planUnits, type UnitPlan, type UnitRow } from '../penalty/index.js';
 import type { EvaluateContext } from './evaluate.js';
 import { chooseMode, planWithinBudget, type Prepared, run, type Warning } from './prepare.js';

@@ -3,7 +3,7 @@
  * and Jacobian orthogonality of every layer, each as its own call or all on one set of latents.
  * The CLI calls these in process; the server calls them inside a worker.
  */
-import { AuditError, invalid } from '../errors.js';
+import { AuditError, invalid } from '../contract/errors.js';
 import {
   ActivenessAccumulator,
   activenessRows,
@@ -262,14 +262,13 @@ async function hessianOn(p: Prepared, request: AuditRequest, context: AuditConte
           'use the stochastic penalty (hessian-audit penalty, POST /v1/models/:id/penalty), whose 2k+1 rows per sample do not grow with d, or a basis of fewer directions'
         : `the full Hessian needs N·(2d²+1) = ${resolved.samples}·${perSample} = ${rows} forward rows for d = ${d} latents, above the limit of ${p.limits.maxRows}; ` +
           'use fewer samples, or the stochastic penalty (hessian-audit penalty, POST /v1/models/:id/penalty)',
-      422,
       { rows, limit: p.limits.maxRows, latents: d },
     );
   const element = request.element;
   if (element !== undefined) {
     for (const name of resolved.layers) {
       if (element >= shapes[name].size) {
-        throw new AuditError('invalid_element', `element ${element} is outside layer '${name}', which has ${shapes[name].size} elements per sample`, 422);
+        throw new AuditError('invalid_element', `element ${element} is outside layer '${name}', which has ${shapes[name].size} elements per sample`);
       }
     }
   }
@@ -438,7 +437,6 @@ function rowLimit(p: Prepared, rows: number, formula: string): AuditError {
   return new AuditError(
     'limit_exceeded',
     `the request needs ${rows} forward rows (${formula}), above the limit of ${p.limits.maxRows}; use fewer samples or a smaller k`,
-    422,
     { rows, limit: p.limits.maxRows },
   );
 }

@@ -11,7 +11,7 @@
  *  - the memory limit and the cuDNN algorithm search are passed under onnxruntime's option names
  *    for a binding that forwards them, and `describeCudaSettings` says plainly when they are not.
  */
-import { invalid } from '../errors.js';
+import { invalid } from '../contract/errors.js';
 
 export type ConvAlgoSearch = 'exhaustive' | 'heuristic' | 'default';
 

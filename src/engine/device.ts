@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { InferenceSession } from 'onnxruntime-node';
-import { AuditError, invalid } from '../errors.js';
+import { AuditError, invalid } from '../contract/errors.js';
 import { type CudaSettings, cudaProviderConfig, DEFAULT_CUDA_SETTINGS } from './cuda.js';
 
 export type Device =
@@ -88,8 +88,7 @@ export function providerError(choice: ProviderChoice, cause: Error): AuditError 
       'device_unavailable',
       `the CUDA execution provider cannot load: ${why}; reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12 ` +
         `(CUDA 12 and cuDNN 9 on the library path), or use --device cpu`,
-      422,
     );
   }
-  return new AuditError('device_unavailable', `the ${choice.name} execution provider cannot start: ${cause.message.split('\n')[0]}`, 422);
+  return new AuditError('device_unavailable', `the ${choice.name} execution provider cannot start: ${cause.message.split('\n')[0]}`);
 }

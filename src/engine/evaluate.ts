@@ -2,7 +2,7 @@
  * evaluatePenalty: request → validate → plan → execute → reduce → result. The CLI calls it in
  * process; the server calls it inside a worker. Both get the same numbers.
  */
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import {
   type Activations,
   estimatePenalty,
@@ -184,7 +184,6 @@ function planFor(resolved: ResolvedPenalty, shapes: Record<string, LayerShape>, 
     throw new AuditError(
       'limit_exceeded',
       `the request needs ${plan.rows} forward rows (N·(2k+1) = ${resolved.samples}·${rowsPerSample(resolved.k)}), above the limit of ${limits.maxRows}; use fewer samples or a smaller k`,
-      422,
       { rows: plan.rows, limit: limits.maxRows },
     );
   }

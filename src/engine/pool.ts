@@ -9,7 +9,7 @@
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import Tinypool from 'tinypool';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import type { ModelDescription } from '../onnx/describe.js';
 import type { SafetySettings } from '../onnx/safety.js';
 import { type Device, deviceName } from './device.js';
@@ -73,7 +73,7 @@ interface Lane {
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 const cancelled = (task: Task): AuditError =>
-  new AuditError('cancelled', `the client closed the connection, so its ${task.kind} task was cancelled`, 499);
+  new AuditError('cancelled', `the client closed the connection, so its ${task.kind} task was cancelled`);
 
 export const defaultWorkers = (device: Device): number =>
   device.kind === 'cpu' || device.kind === 'auto' ? Math.max(1, Math.floor(availableParallelism() / 2)) : 1;
@@ -161,7 +161,7 @@ export class WorkerPool {
   }
 
   private acquire(task: Task, cancel?: AbortSignal): Promise<Lane> {
-    if (this.closed) throw new AuditError('shutting_down', 'the server is shutting down', 503);
+    if (this.closed) throw new AuditError('shutting_down', 'the server is shutting down');
     const free = this.lanes.filter((l) => l.running < l.workers).sort((a, b) => a.running / a.workers - b.running / b.workers)[0];
     if (free) {
       free.running++;
@@ -172,7 +172,6 @@ export class WorkerPool {
       throw new AuditError(
         'overloaded',
         `all ${busy} workers are busy and ${this.waiting.length} requests are waiting (queue limit ${this.options.maxQueue}); retry later`,
-        503,
         { retryAfter: this.retryAfterSeconds() },
       );
     }
@@ -220,8 +219,7 @@ export class WorkerPool {
     lane.sessions.set(outcome.worker.pid, outcome.worker.sessions);
     if (!outcome.ok) {
       this.onTask?.({ kind: task.kind, ms, ok: false });
-      const { code, message, status, details } = outcome.error;
-      throw new AuditError(code, message, status as AuditError['status'], details);
+      throw AuditError.relayed(outcome.error);
     }
     const result = outcome.value as Partial<PenaltyResult>;
     this.onTask?.({ kind: task.kind, ms, ok: true, rows: result.rows, forwardMs: result.timings?.forwardMs });
@@ -247,7 +245,6 @@ export class WorkerPool {
       return new AuditError(
         'timeout',
         `the ${task.kind} task ran past this server's time limit of ${this.options.taskTimeoutMs} ms and was cancelled; ask for fewer samples or a smaller k, or raise --request-timeout`,
-        503,
         { limitMs: this.options.taskTimeoutMs },
       );
     }
@@ -256,11 +253,10 @@ export class WorkerPool {
       return new AuditError(
         'worker_crashed',
         `the worker running this ${task.kind} task died (onnxruntime crashed or aborted on this model); the worker was replaced and other requests are unaffected`,
-        500,
       );
     }
-    if (/Terminating worker/.test(err.message)) return new AuditError('shutting_down', 'the server is shutting down', 503);
-    return new AuditError('internal', `the worker pool failed: ${err.message}`, 500);
+    if (/Terminating worker/.test(err.message)) return new AuditError('shutting_down', 'the server is shutting down');
+    return new AuditError('internal', `the worker pool failed: ${err.message}`);
   }
 
   retryAfterSeconds(): number {

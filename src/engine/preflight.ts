@@ -6,7 +6,7 @@
  *    2k+1 passes into one batch would change G.
  */
 import type * as ort from 'onnxruntime-node';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { formatShape } from '../io/ndarray.js';
 import type { Row } from '../penalty/plan.js';
 import type { ResolvedPenalty } from './resolve.js';
@@ -56,13 +56,12 @@ function layerShapes(resolved: ResolvedPenalty, outputs: Record<string, ort.Tens
   for (const name of resolved.layers) {
     const tensor = outputs[name];
     if (!['float32', 'float64', 'float16'].includes(tensor.type)) {
-      throw new AuditError('unsupported_type', `layer '${name}' is ${tensor.type}; only floating-point layers have a Hessian Penalty`, 422, { layer: name });
+      throw new AuditError('unsupported_type', `layer '${name}' is ${tensor.type}; only floating-point layers have a Hessian Penalty`, { layer: name });
     }
     if (tensor.dims[0] !== count) {
       throw new AuditError(
         'layer_not_batched',
         `layer '${name}' has shape ${formatShape([...tensor.dims])} for ${count} rows: its first dimension is not the batch, so it cannot be audited per sample`,
-        422,
         { layer: name },
       );
     }

@@ -4,7 +4,7 @@
  * The penalty and the audit metrics share it, so they accept and refuse the same requests.
  */
 import type * as ort from 'onnxruntime-node';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import type { ExecutionMode, Row } from '../penalty/index.js';
 import type { Device } from './device.js';
 import type { LoadedModel } from './model.js';
@@ -102,7 +102,6 @@ export function refuseRandomOps(model: LoadedModel, allowed: boolean, warnings: 
       'nondeterministic_model',
       `the model is not deterministic: ${nodes}; the Hessian Penalty needs G(z) to be exactly the same computation on every run. ` +
         'Export it in eval mode or with seeded noise, or pass allowNondeterministic (--allow-nondeterministic) to run anyway',
-      422,
       { nodes: random },
     );
   }
@@ -143,7 +142,7 @@ export async function runSession(open: OpenSession, feeds: Record<string, ort.Te
   try {
     return await open.session.run(feeds, layers);
   } catch (err) {
-    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${(err as Error).message.split('\n')[0]}`, 422);
+    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${(err as Error).message.split('\n')[0]}`);
   }
 }
 

@@ -2,7 +2,7 @@
  * validate: a penalty request checked against the model it is for. Every problem a user can cause
  * becomes an AuditError naming the problem and the fix; what comes out is fully resolved.
  */
-import { AuditError, invalid } from '../errors.js';
+import { AuditError, invalid } from '../contract/errors.js';
 import { allocate, convert, formatShape, type NDArray, type NumericType, product } from '../io/ndarray.js';
 import type { Dim, ModelDescription, TensorInfo } from '../onnx/describe.js';
 import { FLOAT_TYPES } from '../onnx/types.js';
@@ -117,7 +117,6 @@ export function resolvePenalty(model: ModelDescription, request: PenaltyRequest,
       'shape_mismatch',
       `input '${wrt.name}' has a fixed batch size of ${fixedBatch}, but ${samples} samples were given; ` +
         `give exactly ${fixedBatch} samples or export the model with a dynamic batch axis`,
-      422,
     );
   }
   return {
@@ -174,7 +173,7 @@ function invalidValue(name: string, value: unknown, expected: string): never {
 function pickWrt(model: ModelDescription, name: string | undefined): TensorInfo {
   if (name === undefined) {
     const first = model.inputs.find((i) => FLOAT_TYPES.has(i.type));
-    if (!first) throw new AuditError('no_float_input', 'the model has no floating-point input to take the penalty with respect to', 422);
+    if (!first) throw new AuditError('no_float_input', 'the model has no floating-point input to take the penalty with respect to');
     return checkWrtType(first);
   }
   const input = model.inputs.find((i) => i.name === name);
@@ -187,7 +186,6 @@ function checkWrtType(input: TensorInfo): TensorInfo {
     throw new AuditError(
       'unsupported_type',
       `the penalty is taken with respect to input '${input.name}', whose type ${input.type} is not float32 or float64; name a float32 input with wrt`,
-      422,
     );
   }
   return input;
@@ -197,7 +195,6 @@ const unknownInput = (model: ModelDescription, name: string, where: string): Aud
   new AuditError(
     'unknown_input',
     `${where} names input '${name}', which the model does not have; its inputs are ${model.inputs.map((i) => `'${i.name}'`).join(', ')}`,
-    422,
   );
 
 function resolveLatents(wrt: TensorInfo, request: PenaltyRequest, seed: number, limits: Limits): NDArray {
@@ -212,7 +209,6 @@ function resolveLatents(wrt: TensorInfo, request: PenaltyRequest, seed: number, 
       throw new AuditError(
         'latents_required',
         `input '${wrt.name}' has shape ${wrt.shape ? formatShape(wrt.shape) : 'unknown'}, so latents cannot be drawn; pass the latents as an array`,
-        422,
       );
     }
     const dims = perSample as number[];
@@ -221,10 +217,10 @@ function resolveLatents(wrt: TensorInfo, request: PenaltyRequest, seed: number, 
   } else {
     latents = spec;
     if (latents.type === 'int32' || latents.type === 'int64') {
-      throw new AuditError('unsupported_type', `latents for '${wrt.name}' are ${latents.type}; give floating-point values`, 422);
+      throw new AuditError('unsupported_type', `latents for '${wrt.name}' are ${latents.type}; give floating-point values`);
     }
     if (latents.shape.length === 0 || latents.shape[0] < 1) {
-      throw new AuditError('shape_mismatch', `latents must be batch first with at least one sample (N × …), got shape ${formatShape(latents.shape)}`, 422);
+      throw new AuditError('shape_mismatch', `latents must be batch first with at least one sample (N × …), got shape ${formatShape(latents.shape)}`);
     }
     checkLimit('samples', latents.shape[0], limits.maxSamples);
     checkShape(wrt, latents.shape, 'latents');
@@ -235,7 +231,7 @@ function resolveLatents(wrt: TensorInfo, request: PenaltyRequest, seed: number, 
 
 function checkLimit(name: string, value: number, max: number): void {
   if (value > max) {
-    throw new AuditError('limit_exceeded', `${name} is ${value}, above this server's limit of ${max}; audit a subset (maxSamples) or ask for a higher limit`, 422, { limit: max });
+    throw new AuditError('limit_exceeded', `${name} is ${value}, above this server's limit of ${max}; audit a subset (maxSamples) or ask for a higher limit`, { limit: max });
   }
 }
 
@@ -247,7 +243,6 @@ function checkShape(input: TensorInfo, shape: number[], what: string): void {
     throw new AuditError(
       'shape_mismatch',
       `${what} have shape ${formatShape(shape)} but input '${input.name}' expects ${formatShape(input.shape)} (batch first)`,
-      422,
       { expected: input.shape, got: shape },
     );
   }
@@ -264,7 +259,6 @@ function checkFinite(array: NDArray, what: string): void {
       throw new AuditError(
         'non_finite_input',
         `${what} hold ${data[i]} at index [${position.join(', ')}]; every value must be finite`,
-        422,
         { index: position },
       );
     }
@@ -302,7 +296,6 @@ function resolveDirections(
     throw new AuditError(
       'shape_mismatch',
       `directions have shape ${formatShape(given.shape)} but k × latents is ${formatShape(expected)}`,
-      422,
       { expected, got: given.shape },
     );
   }
@@ -319,7 +312,6 @@ function resolveBasis(basis: NDArray, latentShape: number[], limits: Limits): { 
     throw new AuditError(
       'shape_mismatch',
       `basis has shape ${formatShape(basis.shape)} but its rows must be latent directions: m × ${formatShape(latentShape)} or m × [${size}]`,
-      422,
       { expected: ['m', ...latentShape], got: basis.shape },
     );
   }
@@ -343,7 +335,6 @@ function resolveExtras(model: ModelDescription, wrt: TensorInfo, given: Record<s
         throw new AuditError(
           'missing_input',
           `the model needs input '${input.name}' (${input.type} ${input.shape ? formatShape(input.shape) : ''}); pass it with --input ${input.name}=FILE or "inputs": {"${input.name}": ...}`,
-          422,
         );
       }
       return resolveExtra(input, array, samples);
@@ -353,12 +344,12 @@ function resolveExtras(model: ModelDescription, wrt: TensorInfo, given: Record<s
 function resolveExtra(input: TensorInfo, array: NDArray, samples: number): ExtraInput {
   const type = input.type as NumericType;
   if (!['float32', 'float64', 'int32', 'int64'].includes(type)) {
-    throw new AuditError('unsupported_type', `input '${input.name}' has type ${input.type}, which cannot be given`, 422);
+    throw new AuditError('unsupported_type', `input '${input.name}' has type ${input.type}, which cannot be given`);
   }
   if (INT_TYPES.has(type) && !INT_TYPES.has(array.type)) {
     const data = array.data as Float32Array | Float64Array;
     if (data.some((x) => !Number.isInteger(x))) {
-      throw new AuditError('unsupported_type', `input '${input.name}' is ${input.type}, but the values given are not whole numbers`, 422);
+      throw new AuditError('unsupported_type', `input '${input.name}' is ${input.type}, but the values given are not whole numbers`);
     }
   }
   if (!INT_TYPES.has(type)) checkFinite(array, `input '${input.name}'`);
@@ -369,7 +360,6 @@ function resolveExtra(input: TensorInfo, array: NDArray, samples: number): Extra
     throw new AuditError(
       'shape_mismatch',
       `input '${input.name}' is batch first, so it needs one entry per sample (${samples}), but has shape ${formatShape(array.shape)}`,
-      422,
     );
   }
   const converted = convert(array, type);
@@ -386,7 +376,6 @@ function resolveLayers(model: ModelDescription, asked: string[] | undefined): st
       throw new AuditError(
         'unknown_layer',
         `layer '${name}' is not an output or intermediate tensor of the model; auditable tensors include ${some} (see 'hessian-audit inspect')`,
-        422,
         { layer: name },
       );
     }

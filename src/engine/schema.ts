@@ -5,7 +5,7 @@
  * model live here; checks against the model and the deployment's limits stay in resolvePenalty.
  */
 import { z } from 'zod';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { type NDArray, type NumericType, product } from '../io/ndarray.js';
 import { fromNested } from '../io/nested.js';
 import type { PenaltyRequest } from './request.js';
@@ -156,7 +156,7 @@ export function formatIssues(error: z.ZodError, what = 'request'): string {
 }
 
 export const requestError = (error: z.ZodError, what = 'request'): AuditError =>
-  new AuditError('invalid_request', formatIssues(error, what), 400, {
+  new AuditError('invalid_request', formatIssues(error, what), {
     issues: error.issues.map((i) => ({ path: i.path.map(String), code: i.code, message: i.message })),
   });
 
@@ -184,7 +184,7 @@ function inputArray(name: string, spec: z.infer<typeof InputArray>): NDArray {
   // Read as float64 first so that whole-number checks see the values as sent.
   const array = fromNested(nested, what, 'float64');
   if ((type === 'int32' || type === 'int64') && (array.data as Float64Array).some((x) => !Number.isInteger(x))) {
-    throw new AuditError('invalid_array', `${what} is declared ${type} but holds values that are not whole numbers`, 400);
+    throw new AuditError('invalid_array', `${what} is declared ${type} but holds values that are not whole numbers`);
   }
   let shape = typeof spec.data === 'number' && spec.shape === undefined ? [] : array.shape;
   if (spec.shape !== undefined) {
@@ -192,7 +192,6 @@ function inputArray(name: string, spec: z.infer<typeof InputArray>): NDArray {
       throw new AuditError(
         'invalid_array',
         `inputs.${name} has ${array.data.length} values, which do not fill shape [${spec.shape.join(', ')}] (${product(spec.shape)} values)`,
-        400,
       );
     }
     shape = spec.shape;

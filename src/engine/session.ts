@@ -3,7 +3,7 @@
  * one per request (the seed tips: reuse the same network).
  */
 import * as ort from 'onnxruntime-node';
-import { AuditError, invalid } from '../errors.js';
+import { AuditError, invalid } from '../contract/errors.js';
 import { exposeTensors } from '../onnx/expose.js';
 import { applyCudaEnvironment, type CudaSettings, cudaSettingsFromEnv } from './cuda.js';
 import { type Device, deviceName, providerChoices, providerError } from './device.js';
@@ -56,7 +56,7 @@ export async function openSession(
         continue;
       }
       if (choices.length === 1 && choice.name !== 'cpu') throw providerError(choice, cause);
-      throw new AuditError('invalid_model', `onnxruntime cannot load the model: ${cause.message.split('\n')[0]}`, 422);
+      throw new AuditError('invalid_model', `onnxruntime cannot load the model: ${cause.message.split('\n')[0]}`);
     }
   }
   throw new Error(`no execution provider for device ${deviceName(device)}`);

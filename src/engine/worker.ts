@@ -6,7 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { describeModel } from '../onnx/describe.js';
 import type { SafetySettings } from '../onnx/safety.js';
 import { type Device, parseDevice } from './device.js';

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import type { PenaltyRequest } from '../engine/request.js';
 import { PenaltyRequestSchema } from '../engine/schema.js';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { RULES, type Scope, type Thresholds } from './rules.js';
 
 /** A rule's threshold; null switches the rule off (for one layer, or a default). */
@@ -83,7 +83,7 @@ export function parseGateConfig(value: unknown, source: string, rename: (path: s
   const parsed = gateConfigSchema.safeParse(value);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((issue) => describeIssue(issue, rename));
-  throw new AuditError('invalid_config', `${source}: ${problems.join('; ')}`, 400, { issues: problems });
+  throw new AuditError('invalid_config', `${source}: ${problems.join('; ')}`, { issues: problems });
 }
 
 export async function readGateConfig(path: string): Promise<GateConfig> {
@@ -91,13 +91,13 @@ export async function readGateConfig(path: string): Promise<GateConfig> {
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new AuditError('file_not_found', `cannot read config ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 400);
+    throw new AuditError('file_not_found', `cannot read config ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new AuditError('invalid_config', `${path} is not valid JSON: ${(err as Error).message}`, 400);
+    throw new AuditError('invalid_config', `${path} is not valid JSON: ${(err as Error).message}`);
   }
   return parseGateConfig(value, path);
 }
@@ -132,7 +132,7 @@ export function gateSpec(configs: readonly GateConfig[], extra: Pick<PenaltyRequ
     seed: settings.seed ?? GATE_DEFAULTS.seed,
   };
   if (extra.latents === undefined) penalty.latents = { samples: samples ?? GATE_DEFAULTS.samples };
-  else if (samples !== undefined) throw new AuditError('invalid_argument', 'give either latents or samples, not both', 400);
+  else if (samples !== undefined) throw new AuditError('invalid_argument', 'give either latents or samples, not both');
   return {
     penalty,
     rules,

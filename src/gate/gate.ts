@@ -6,7 +6,7 @@
 import { type EvaluateContext, evaluatePenalty, type PenaltyResult, type Warning } from '../engine/evaluate.js';
 import type { LoadedModel } from '../engine/model.js';
 import type { PenaltyRequest } from '../engine/request.js';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import type { ModelDescription } from '../onnx/describe.js';
 import { resampleIndices } from './bootstrap.js';
 import { compareLayer, type Comparison, type LayerPair, totalPair } from './compare.js';
@@ -90,7 +90,7 @@ export async function runGate<M extends GateModel>(candidate: M, baseline: M, sp
   const latents = spec.penalty.latents;
   const samples = latents === undefined ? 2 : 'samples' in latents ? latents.samples : (latents.shape[0] ?? 0);
   if (samples < 2) {
-    throw new AuditError('invalid_argument', `the gate needs at least 2 samples to put an interval on the ratio, got ${samples}`, 400);
+    throw new AuditError('invalid_argument', `the gate needs at least 2 samples to put an interval on the ratio, got ${samples}`);
   }
   const base = await evaluate('baseline', baseline, requests.baseline, context);
   const cand = await evaluate('candidate', candidate, requests.candidate, context);
@@ -146,7 +146,7 @@ async function evaluate<M extends GateModel>(side: Side, model: M, request: Pena
   try {
     return await context.evaluate(model, request);
   } catch (err) {
-    if (err instanceof AuditError) throw new AuditError(err.code, `${side} model: ${err.message}`, err.status, err.details);
+    if (err instanceof AuditError) throw err.prefixed(`${side} model: `);
     throw err;
   }
 }
@@ -157,9 +157,8 @@ function checkOverrides(spec: GateSpec, matches: LayerMatch[]): void {
   for (const name of Object.keys(spec.layers)) {
     if (!names.includes(name)) {
       throw new AuditError(
-        'invalid_config',
+        'unknown_layer',
         `${formatPath(['layers', name])}: not a compared layer (compared: ${names.map((n) => `'${n}'`).join(', ')})`,
-        422,
         { layer: name },
       );
     }

@@ -2,7 +2,7 @@
  * Before anything runs: can the two models be fed the same inputs, and which layer of the baseline
  * does each candidate layer face? Pure functions on model descriptions.
  */
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { formatShape } from '../io/ndarray.js';
 import type { Dim, ModelDescription } from '../onnx/describe.js';
 
@@ -34,7 +34,6 @@ export function checkCompatible(candidate: ModelDescription, baseline: ModelDesc
     throw new AuditError(
       'incompatible_models',
       `the candidate and the baseline cannot be given the same inputs: ${problems.join('; ')}`,
-      422,
       { problems },
     );
   }
@@ -75,7 +74,6 @@ export function matchLayers(
       throw new AuditError(
         'unknown_layer',
         `layerMap maps '${key}', which is not among the compared layers (${names.map((n) => `'${n}'`).join(', ')})`,
-        422,
         { layer: key },
       );
     }
@@ -94,7 +92,7 @@ export function matchLayers(
     return { candidate: name, baseline: other };
   });
   if (missing.length > 0) {
-    throw new AuditError('missing_layer', `${missing.join('; ')}; see 'hessian-audit inspect' for each model's layers`, 422, { missing });
+    throw new AuditError('missing_layer', `${missing.join('; ')}; see 'hessian-audit inspect' for each model's layers`, { missing });
   }
   return matches;
 }

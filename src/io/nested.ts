@@ -1,5 +1,5 @@
 /** Nested JSON arrays (N × …) ↔ NDArray. */
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { type NDArray, type NumericType } from './ndarray.js';
 
 export type Nested = number | Nested[];
@@ -12,7 +12,7 @@ export function fromNested(value: unknown, what: string, type: NumericType = 'fl
   const walk = (v: unknown, depth: number, path: number[]): void => {
     if (depth === shape.length) {
       if (typeof v !== 'number') {
-        throw new AuditError('invalid_array', `${what}${index(path)} is ${JSON.stringify(v) ?? 'undefined'}, not a number`, 400);
+        throw new AuditError('invalid_array', `${what}${index(path)} is ${JSON.stringify(v) ?? 'undefined'}, not a number`);
       }
       flat.push(v);
       return;
@@ -21,7 +21,6 @@ export function fromNested(value: unknown, what: string, type: NumericType = 'fl
       throw new AuditError(
         'invalid_array',
         `${what} is not rectangular: ${what}${index(path)} has ${Array.isArray(v) ? v.length : 'no'} entries where ${shape[depth]} were expected`,
-        400,
       );
     }
     v.forEach((x, i) => walk(x, depth + 1, [...path, i]));

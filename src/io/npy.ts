@@ -2,7 +2,7 @@
  * NumPy's .npy format (versions 1.0, 2.0, 3.0): little-endian float32, float64, int32 and int64
  * in C order. Anything else is refused with a message that says how to save a supported array.
  */
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { type NDArray, type NumericType, product } from './ndarray.js';
 
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // \x93NUMPY
@@ -11,7 +11,7 @@ const DESCR_OF: Record<NumericType, string> = { float32: '<f4', float64: '<f8', 
 const FIX = "save it with np.save(path, np.ascontiguousarray(a, dtype='<f4'))";
 
 const bad = (what: string, why: string): AuditError =>
-  new AuditError('invalid_array', `${what} is not a supported .npy array: ${why}; ${FIX}`, 400);
+  new AuditError('invalid_array', `${what} is not a supported .npy array: ${why}; ${FIX}`);
 
 export function isNpy(bytes: Uint8Array): boolean {
   return bytes.length >= 6 && MAGIC.every((b, i) => bytes[i] === b);

@@ -9,7 +9,7 @@
  *
  * A pure function of the bytes and the settings: no I/O, no onnxruntime.
  */
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import {
   decodeModel,
   modelProto,
@@ -96,7 +96,7 @@ export function parseModel(bytes: Uint8Array): ModelProtoObject {
 }
 
 const notOnnx = (why: string): AuditError =>
-  new AuditError('invalid_model', `the file is not an ONNX model: ${why}; export the generator with torch.onnx.export or tf2onnx`, 422);
+  new AuditError('invalid_model', `the file is not an ONNX model: ${why}; export the generator with torch.onnx.export or tf2onnx`);
 
 /** Every check, in order: parse, versions, then one walk over every graph, node, attribute and tensor. */
 export function checkModel(bytes: Uint8Array, settings: Partial<SafetySettings> = {}): CheckedModel {
@@ -132,8 +132,7 @@ function checkEncoding(bytes: Uint8Array): void {
       problem.reason === 'repeated_singular_message'
         ? `the file encodes ${problem.path} more than once; onnxruntime would merge the copies into a model these checks do not see: re-save it with onnx.save_model`
         : `the file encodes ${problem.path} with the wrong protobuf wire type, which onnxruntime and these checks read differently: re-save it with onnx.save_model`,
-      422,
-      problem,
+      { ...problem },
     );
   }
 }
@@ -142,7 +141,7 @@ function checkEncoding(bytes: Uint8Array): void {
 function checkInterface(graph: GraphProto): void {
   for (const [kind, values] of [['input', graph.input ?? []], ['output', graph.output ?? []]] as const) {
     const i = values.findIndex((v) => !v.name);
-    if (i >= 0) throw new AuditError('invalid_graph', `graph ${kind} #${i + 1} has no name; every input and output of an ONNX graph is named`, 422, { [kind]: i });
+    if (i >= 0) throw new AuditError('invalid_graph', `graph ${kind} #${i + 1} has no name; every input and output of an ONNX graph is named`, { [kind]: i });
   }
 }
 
@@ -151,7 +150,6 @@ function checkIrVersion(ir: number): void {
     throw new AuditError(
       'unsupported_ir_version',
       `the model has ONNX IR version ${ir}; onnxruntime 1.30 runs IR versions ${SUPPORTED_IR.min} to ${SUPPORTED_IR.max}: export with an ONNX release that writes a supported version`,
-      422,
       { irVersion: ir, supported: SUPPORTED_IR },
     );
   }
@@ -159,7 +157,7 @@ function checkIrVersion(ir: number): void {
 
 function checkOpsets(imports: OperatorSetId[], owner: string, optional = false): void {
   if (imports.length === 0 && !optional) {
-    throw new AuditError('unsupported_opset', `${owner} imports no operator set; every ONNX model must name the opset it was exported with`, 422);
+    throw new AuditError('unsupported_opset', `${owner} imports no operator set; every ONNX model must name the opset it was exported with`);
   }
   for (const { domain, version = 0 } of imports) {
     const name = normalDomain(domain);
@@ -168,7 +166,6 @@ function checkOpsets(imports: OperatorSetId[], owner: string, optional = false):
       throw new AuditError(
         'unsupported_opset',
         `${owner} imports opset ${version} of domain ${name}; onnxruntime 1.30 runs opsets ${range.min} to ${range.max} of it: export with --opset in that range`,
-        422,
         { domain: name, version, supported: range },
       );
     }
@@ -196,7 +193,6 @@ class Walk {
       throw new AuditError(
         'graph_too_deep',
         `${where} is nested ${depth} subgraphs deep, above the limit of ${this.limits.maxGraphDepth}`,
-        413,
         { depth, limit: this.limits.maxGraphDepth },
       );
     }
@@ -217,12 +213,11 @@ class Walk {
       throw new AuditError(
         'too_many_nodes',
         `the model has more than ${this.limits.maxNodes} nodes (the limit, counting subgraphs and functions); a generator this large needs a deployment with a higher maxNodes`,
-        413,
         { limit: this.limits.maxNodes },
       );
     }
     if (!node.opType) {
-      throw new AuditError('invalid_graph', `${where} has a node${node.name ? ` '${node.name}'` : ''} with no operator type; the file is truncated or corrupt`, 422, { node: node.name ?? '' });
+      throw new AuditError('invalid_graph', `${where} has a node${node.name ? ` '${node.name}'` : ''} with no operator type; the file is truncated or corrupt`, { node: node.name ?? '' });
     }
     const here = `${where} node '${node.name || node.opType}'`;
     const domain = normalDomain(node.domain);
@@ -230,7 +225,6 @@ class Walk {
       throw new AuditError(
         'custom_op_domain',
         `${here} uses operator ${node.opType} of domain '${domain}', which onnxruntime cannot run (it runs ${[...RUNNABLE_DOMAINS].join(', ')} and functions defined in the model): export without custom operators`,
-        422,
         { node: node.name ?? '', opType: node.opType, domain },
       );
     }
@@ -261,14 +255,13 @@ class Walk {
       throw new AuditError(
         'external_data_not_allowed',
         `${where} keeps its data in an external file${location === undefined ? '' : ` ('${location}')`}; uploaded models must embed every tensor: save with onnx.save_model(model, path, save_as_external_data=False)`,
-        422,
         { tensor: t.name ?? '', location: location ?? null },
       );
     }
     const type = t.dataType ?? 0;
     const bits = ELEMENT_BITS[type];
     if (bits === undefined) {
-      throw new AuditError('invalid_tensor', `${where} has element type ${type}, which is not an ONNX tensor type`, 422, { tensor: t.name ?? '', dataType: type });
+      throw new AuditError('invalid_tensor', `${where} has element type ${type}, which is not an ONNX tensor type`, { tensor: t.name ?? '', dataType: type });
     }
     const count = elementCount(t.dims ?? [], where);
     const present = presentData(t, type, count);
@@ -276,7 +269,6 @@ class Walk {
       throw new AuditError(
         'tensor_data_mismatch',
         `${where} declares shape [${(t.dims ?? []).join(', ')}] (${count} elements) but carries ${present.carried}; the file is truncated or corrupt`,
-        422,
         { tensor: t.name ?? '', dims: t.dims ?? [], elements: count, carried: present.carried },
       );
     }
@@ -289,7 +281,6 @@ class Walk {
       throw new AuditError(
         'initializers_too_large',
         `the model's weights exceed ${this.limits.maxInitializerBytes} bytes (the limit) at ${where}`,
-        413,
         { limit: this.limits.maxInitializerBytes },
       );
     }
@@ -303,7 +294,7 @@ function elementCount(dims: number[], where: string): number {
   let count = 1;
   for (const d of dims) {
     if (!Number.isSafeInteger(d) || d < 0) {
-      throw new AuditError('invalid_tensor', `${where} has dimension ${d}; tensor dimensions are whole numbers ≥ 0`, 422, { dims });
+      throw new AuditError('invalid_tensor', `${where} has dimension ${d}; tensor dimensions are whole numbers ≥ 0`, { dims });
     }
     count *= d;
   }

@@ -9,7 +9,7 @@
  * `per-pass`: for models whose rows interact (batch statistics): each of the 2k+1 passes is its
  *   own batch of exactly N rows, as the reference implementations run it.
  */
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 
 export type ExecutionMode = 'stacked' | 'per-pass';
 
@@ -144,7 +144,6 @@ export function budgetTooSmall(maxRows: number, needed: number, what: string): A
     'memory_budget_exceeded',
     `the memory budget fits ${maxRows} rows per batch, but ${what} needs ${needed}; ` +
       'raise the memory budget, audit fewer or smaller layers, or use fewer samples',
-    422,
     { maxRows, needed },
   );
 }

@@ -7,7 +7,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import { formatBytes } from './config.js';
 
 export const ErrorSchema = z
@@ -54,18 +54,18 @@ export function translate(error: FastifyError, limits: ErrorLimits): AuditError 
         return `${at}: ${v.message}`;
       })
       .join('; ');
-    return new AuditError('invalid_request', message, 400, {
+    return new AuditError('invalid_request', message, {
       issues: error.validation.map((v) => ({ path: v.instancePath, code: v.keyword, message: v.message })),
     });
   }
   switch (error.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_INVALID_JSON_FIELD_ERROR':
-      return new AuditError('malformed_json', `the request is not valid JSON: ${error.message}`, 400);
+      return new AuditError('malformed_json', `the request is not valid JSON: ${error.message}`);
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return new AuditError('malformed_json', 'the JSON body is empty; send a penalty request object such as {"k": 4}', 400);
+      return new AuditError('malformed_json', 'the JSON body is empty; send a penalty request object such as {"k": 4}');
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new AuditError('payload_too_large', `the request body is larger than this server's limit of ${formatBytes(limits.maxBodyBytes)} (--max-body-mib)`, 413, {
+      return new AuditError('payload_too_large', `the request body is larger than this server's limit of ${formatBytes(limits.maxBodyBytes)} (--max-body-mib)`, {
         limit: limits.maxBodyBytes,
       });
     case 'FST_REQ_FILE_TOO_LARGE':
@@ -73,25 +73,25 @@ export function translate(error: FastifyError, limits: ErrorLimits): AuditError 
     case 'FST_PARTS_LIMIT':
     case 'FST_FILES_LIMIT':
     case 'FST_FIELDS_LIMIT':
-      return new AuditError('payload_too_large', `the multipart request has too many parts (${error.message})`, 413);
+      return new AuditError('payload_too_large', `the multipart request has too many parts (${error.message})`);
     case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
       return notMultipart();
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new AuditError('unsupported_media_type', `${error.message}; send application/json (or multipart/form-data for uploads)`, 400);
+      return new AuditError('unsupported_media_type', `${error.message}; send application/json (or multipart/form-data for uploads)`);
   }
-  if (error instanceof SyntaxError) return new AuditError('malformed_json', `the request is not valid JSON: ${error.message}`, 400);
+  if (error instanceof SyntaxError) return new AuditError('malformed_json', `the request is not valid JSON: ${error.message}`);
   const status = error.statusCode ?? 500;
-  if (status >= 400 && status < 500) return new AuditError('bad_request', error.message, status as AuditError['status']);
-  return new AuditError('internal', 'internal server error', 500);
+  if (status >= 400 && status < 500) return AuditError.relayed({ code: 'bad_request', message: error.message, status });
+  return new AuditError('internal', 'internal server error');
 }
 
 export const uploadTooLarge = (limit: number): AuditError =>
-  new AuditError('payload_too_large', `the uploaded file is larger than this server's limit of ${formatBytes(limit)} (--max-upload-mib); nothing was stored`, 413, {
+  new AuditError('payload_too_large', `the uploaded file is larger than this server's limit of ${formatBytes(limit)} (--max-upload-mib); nothing was stored`, {
     limit,
   });
 
 export const notMultipart = (): AuditError =>
-  new AuditError('invalid_request', 'send multipart/form-data with a file field named "model" (curl -F model=@generator.onnx)', 400);
+  new AuditError('invalid_request', 'send multipart/form-data with a file field named "model" (curl -F model=@generator.onnx)');
 
 export const errorsPlugin = fp<ErrorLimits>(async (app: FastifyInstance, limits) => {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {

@@ -1,6 +1,6 @@
 /** Registering a model: describe the staged bytes in a worker (proving they are ONNX), then commit. */
 import { readFile } from 'node:fs/promises';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 import type { ModelDescription } from '../onnx/describe.js';
 import type { StagedModel } from '../store/index.js';
 import type { AuditContext } from './context.js';
@@ -25,7 +25,7 @@ export async function registerModelFile(context: Pick<AuditContext, 'store' | 'p
   try {
     bytes = await readFile(path);
   } catch (err) {
-    throw new AuditError('file_not_found', `cannot read model ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 400);
+    throw new AuditError('file_not_found', `cannot read model ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   const staged = await context.store.stage(bytes);
   const { description } = await registerModel(context, staged);

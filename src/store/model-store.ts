@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { AuditError } from '../errors.js';
+import { AuditError } from '../contract/errors.js';
 
 const ID = /^[0-9a-f]{64}$/;
 
@@ -93,7 +93,7 @@ export class ModelStore {
       await rm(path, { force: true });
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') {
-        throw new AuditError('store_full', `the model store's disk is full (${code}); nothing was stored`, 507);
+        throw new AuditError('store_full', `the model store's disk is full (${code}); nothing was stored`);
       }
       throw err;
     }
@@ -110,7 +110,6 @@ export class ModelStore {
       throw new AuditError(
         'store_full',
         `the model store is full: this model needs ${kib(adds)} and ${kib(this.used)} of the quota of ${kib(this.quotaBytes)} are used; delete models (DELETE /v1/models/:id) or raise --store-quota-mib; nothing was stored`,
-        507,
         { quotaBytes: this.quotaBytes, usedBytes: this.used, neededBytes: adds },
       );
     }

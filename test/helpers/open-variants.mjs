@@ -11,7 +11,7 @@ import { parseDevice } from '../../dist/engine/device.js';
 import { evaluatePenalty } from '../../dist/engine/evaluate.js';
 import { loadModel } from '../../dist/engine/model.js';
 import { SessionCache } from '../../dist/engine/session.js';
-import { AuditError } from '../../dist/errors.js';
+import { AuditError } from '../../dist/contract/errors.js';
 
 const manifest = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const device = parseDevice('cpu');

@@ -5,7 +5,7 @@ import { parseDevice } from '../../engine/device.js';
 import type { LoadedModel } from '../../engine/model.js';
 import type { PenaltyRequest } from '../../engine/request.js';
 import { SessionCache } from '../../engine/session.js';
-import { AuditError, invalid } from '../../errors.js';
+import { AuditError, invalid } from '../../contract/errors.js';
 import { type GateConfig, type GateSpec, gateSpec, mergeConfigs, parseGateConfig, readGateConfig } from '../../gate/config.js';
 import { formatGate, formatGateMarkdown } from '../../gate/format.js';
 import { type GateResult, inProcess, runGate } from '../../gate/gate.js';
@@ -158,7 +158,7 @@ async function remoteGate(
   };
   const parsed = GateResultSchema.safeParse(await client.post('/v1/gate', body));
   if (!parsed.success) {
-    throw new AuditError('bad_response', `the server at ${options.server as string} answered POST /v1/gate with something that is not a gate result; is it a hessian-audit server of this version?`, 500);
+    throw new AuditError('bad_response', `the server at ${options.server as string} answered POST /v1/gate with something that is not a gate result; is it a hessian-audit server of this version?`);
   }
   return parsed.data as GateResult;
 }
@@ -169,7 +169,7 @@ async function report(result: GateResult, names: { candidate: string; baseline: 
     try {
       await writeFile(options.summary as string, formatGateMarkdown(result, names), { flag: 'a' });
     } catch (err) {
-      throw new AuditError('write_failed', `cannot write the summary to ${options.summary as string}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 400);
+      throw new AuditError('write_failed', `cannot write the summary to ${options.summary as string}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
   }
 }

@@ -4,7 +4,7 @@ import { parseDevice } from '../../engine/device.js';
 import { evaluatePenalty } from '../../engine/evaluate.js';
 import { DEFAULTS, type PenaltyRequest } from '../../engine/request.js';
 import { SessionCache } from '../../engine/session.js';
-import { invalid } from '../../errors.js';
+import { invalid } from '../../contract/errors.js';
 import { readArrayFile } from '../../io/files.js';
 import type { NDArray } from '../../io/ndarray.js';
 import { collect, type Io, localLimits, num, readModelFile } from '../common.js';

@@ -6,7 +6,7 @@ import { type Device, parseDevice, parseDeviceList } from '../../engine/device.j
 import { defaultWorkers } from '../../engine/pool.js';
 import { DEFAULT_LIMITS } from '../../engine/request.js';
 import { DEFAULT_SAFETY } from '../../onnx/safety.js';
-import { invalid } from '../../errors.js';
+import { invalid } from '../../contract/errors.js';
 import { buildApp } from '../../server/app.js';
 import { SERVER_DEFAULTS, serverConfig, type ServerConfig } from '../../server/config.js';
 import { registerModelFile } from '../../server/registry.js';

@@ -1,7 +1,7 @@
 /** The model registry: upload (multipart), describe, delete. Models are addressed by SHA-256. */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { AuditError } from '../../errors.js';
+import { AuditError } from '../../contract/errors.js';
 import type { ModelDescription } from '../../onnx/describe.js';
 import type { AuditContext } from '../context.js';
 import { registerModel } from '../registry.js';
@@ -24,10 +24,10 @@ export const modelRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { st
     async (request, reply) => {
       if (!request.isMultipart()) throw notMultipart();
       const part = await request.file();
-      if (!part) throw new AuditError('missing_model', 'the upload has no file; send the model as the multipart file field "model"', 400);
+      if (!part) throw new AuditError('missing_model', 'the upload has no file; send the model as the multipart file field "model"');
       if (part.fieldname !== 'model') {
         part.file.resume();
-        throw new AuditError('invalid_request', `the file field is named '${part.fieldname}'; name it "model" (curl -F model=@generator.onnx)`, 400);
+        throw new AuditError('invalid_request', `the file field is named '${part.fieldname}'; name it "model" (curl -F model=@generator.onnx)`);
       }
       const staged = await store.stage(part.file);
       if (part.file.truncated) {
@@ -76,5 +76,5 @@ export const modelRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { st
 };
 
 export const unknownModel = (id: string): AuditError =>
-  new AuditError('unknown_model', `no model with id '${id}' is stored here; upload it with POST /v1/models (the id is the SHA-256 of its bytes)`, 404);
+  new AuditError('unknown_model', `no model with id '${id}' is stored here; upload it with POST /v1/models (the id is the SHA-256 of its bytes)`);
 

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { PenaltyRequestSchema, PenaltyResultSchema, parsePenaltyRequest, toPenaltyRequest } from '../../engine/schema.js';
 import type { PenaltyResult } from '../../engine/evaluate.js';
 import type { PenaltyRequest } from '../../engine/request.js';
-import { AuditError } from '../../errors.js';
+import { AuditError } from '../../contract/errors.js';
 import type { NDArray } from '../../io/ndarray.js';
 import { fromNested } from '../../io/nested.js';
 import { isNpy, readNpy } from '../../io/npy.js';
@@ -64,24 +64,23 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
         const arrays: Record<string, NDArray> = {};
         for await (const part of request.parts()) {
           if (part.fieldname === 'model' && part.type === 'file') {
-            if (staged) throw new AuditError('invalid_request', 'the "model" part is given twice', 400);
+            if (staged) throw new AuditError('invalid_request', 'the "model" part is given twice');
             staged = await store.stage(part.file);
             if (part.file.truncated) throw uploadTooLarge(config.maxUploadBytes);
           } else if (part.fieldname === 'request') {
             json = await requestJson(part, config.maxBodyBytes);
           } else if (ARRAY_PART.test(part.fieldname)) {
-            if (arrays[part.fieldname]) throw new AuditError('invalid_request', `the "${part.fieldname}" part is given twice`, 400);
+            if (arrays[part.fieldname]) throw new AuditError('invalid_request', `the "${part.fieldname}" part is given twice`);
             arrays[part.fieldname] = await arrayPart(part, config.maxUploadBytes);
           } else {
             if (part.type === 'file') part.file.resume();
             throw new AuditError(
               'invalid_request',
               `unknown multipart part '${part.fieldname}'; the parts are "model", "request", "latents", "directions" and "inputs.<name>"`,
-              400,
             );
           }
         }
-        if (!staged) throw new AuditError('missing_model', 'the one-shot request has no "model" file part', 400);
+        if (!staged) throw new AuditError('missing_model', 'the one-shot request has no "model" file part');
         const penaltyRequest = withArrays(toPenaltyRequest(parsePenaltyRequest(json)), arrays);
         // Already stored: use the stored copy (its worker session may be cached). Otherwise run
         // from the staged file, which is removed afterwards: a one-shot request stores nothing.
@@ -104,7 +103,7 @@ async function requestJson(part: Multipart, limit: number): Promise<unknown> {
     text = (await part.toBuffer()).toString('utf8');
   } else {
     if (part.valueTruncated) {
-      throw new AuditError('payload_too_large', `the "request" field is larger than this server's limit of ${limit} bytes (--max-body-mib)`, 413, { limit });
+      throw new AuditError('payload_too_large', `the "request" field is larger than this server's limit of ${limit} bytes (--max-body-mib)`, { limit });
     }
     // A field sent with Content-Type application/json arrives parsed already.
     if (typeof part.value !== 'string') return part.value;
@@ -113,7 +112,7 @@ async function requestJson(part: Multipart, limit: number): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new AuditError('malformed_json', `the "request" part is not valid JSON: ${(err as Error).message}`, 400);
+    throw new AuditError('malformed_json', `the "request" part is not valid JSON: ${(err as Error).message}`);
   }
 }
 
@@ -131,14 +130,14 @@ async function arrayPart(part: Multipart, limit: number): Promise<NDArray> {
     return fromNested(JSON.parse(bytes.toString('utf8')), what);
   } catch (err) {
     if (err instanceof AuditError) throw err;
-    throw new AuditError('invalid_array', `the "${what}" part is neither a .npy file nor a JSON array; save it with np.save`, 400);
+    throw new AuditError('invalid_array', `the "${what}" part is neither a .npy file nor a JSON array; save it with np.save`);
   }
 }
 
 /** Arrays sent as parts join the JSON request; the same array given both ways is refused. */
 function withArrays(request: PenaltyRequest, arrays: Record<string, NDArray>): PenaltyRequest {
   const twice = (name: string): AuditError =>
-    new AuditError('invalid_request', `${name} is given both in the "request" JSON and as a part; give it once`, 400);
+    new AuditError('invalid_request', `${name} is given both in the "request" JSON and as a part; give it once`);
   for (const [name, array] of Object.entries(arrays)) {
     if (name === 'latents' || name === 'directions') {
       if (request[name] !== undefined) throw twice(name);
