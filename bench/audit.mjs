@@ -5,9 +5,9 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { evaluateAudit, evaluateHessian } from '../dist/engine/audit.js';
-import { loadModel } from '../dist/engine/model.js';
-import { SessionCache } from '../dist/engine/session.js';
+import { evaluateAudit, evaluateHessian } from '../dist/metrics/evaluate.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { SessionCache } from '../dist/runtime/session.js';
 
 const samples = Number(process.argv[2] ?? 16);
 const k = Number(process.argv[3] ?? 8);

@@ -3,15 +3,15 @@
 //
 //   npm run build && node bench/gate.mjs
 import { readFileSync } from 'node:fs';
-import { parseDevice } from '../dist/engine/device.js';
-import { evaluatePenalty } from '../dist/engine/evaluate.js';
-import { loadModel } from '../dist/engine/model.js';
-import { SessionCache } from '../dist/engine/session.js';
+import { parseDevice } from '../dist/runtime/device.js';
+import { evaluatePenalty } from '../dist/metrics/evaluate.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { SessionCache } from '../dist/runtime/session.js';
 import { pairedRatioInterval, quantile, ratio, resampleIndices } from '../dist/gate/bootstrap.js';
 import { gateSpec } from '../dist/gate/config.js';
 import { inProcess, runGate } from '../dist/gate/gate.js';
 import { modelProto } from '../dist/onnx/proto.js';
-import { standardNormal, Xoshiro128 } from '../dist/penalty/index.js';
+import { standardNormal, Xoshiro128 } from '../dist/math/index.js';
 
 const model = (name) => loadModel(new Uint8Array(readFileSync(new URL(`../models/${name}`, import.meta.url))));
 const baseline = model('dcgan.onnx');

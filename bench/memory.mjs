@@ -8,9 +8,9 @@ import { fileURLToPath } from 'node:url';
 const BUDGET_MIB = Number(process.env.MEMORY_BUDGET_MIB ?? 8);
 const child = `
   const { readFileSync } = await import('node:fs');
-  const { evaluatePenalty, SessionCache } = await import(${JSON.stringify(new URL('../dist/engine/evaluate.js', import.meta.url).href)});
-  const { loadModel } = await import(${JSON.stringify(new URL('../dist/engine/model.js', import.meta.url).href)});
-  const { DEFAULT_LIMITS } = await import(${JSON.stringify(new URL('../dist/engine/request.js', import.meta.url).href)});
+  const { evaluatePenalty, SessionCache } = await import(${JSON.stringify(new URL('../dist/metrics/evaluate.js', import.meta.url).href)});
+  const { loadModel } = await import(${JSON.stringify(new URL('../dist/runtime/model.js', import.meta.url).href)});
+  const { DEFAULT_LIMITS } = await import(${JSON.stringify(new URL('../dist/contract/request.js', import.meta.url).href)});
   const model = loadModel(new Uint8Array(readFileSync(${JSON.stringify(fileURLToPath(new URL('../models/dcgan.onnx', import.meta.url)))})));
   const limits = { ...DEFAULT_LIMITS, memoryBudget: ${BUDGET_MIB} * 1024 * 1024 };
   const r = await evaluatePenalty(model, { latents: { samples: 64 }, k: Number(process.argv[1]), seed: 1 }, { device: { kind: 'cpu' }, sessions: new SessionCache(1), limits });

@@ -3,9 +3,9 @@
 // hits both alike. Prints medians and the ratio (target ≤ 1.10).
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { evaluatePenalty, SessionCache } from '../dist/engine/evaluate.js';
-import { loadModel } from '../dist/engine/model.js';
-import { openSession } from '../dist/engine/session.js';
+import { evaluatePenalty, SessionCache } from '../dist/metrics/evaluate.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { openSession } from '../dist/runtime/session.js';
 
 const N = 64;
 const K = 8;

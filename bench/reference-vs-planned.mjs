@@ -12,11 +12,11 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { parseDevice } from '../dist/engine/device.js';
-import { evaluatePenalty } from '../dist/engine/evaluate.js';
-import { loadModel } from '../dist/engine/model.js';
-import { SessionCache } from '../dist/engine/session.js';
-import { rademacherDirections, standardNormal } from '../dist/penalty/index.js';
+import { parseDevice } from '../dist/runtime/device.js';
+import { evaluatePenalty } from '../dist/metrics/evaluate.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { SessionCache } from '../dist/runtime/session.js';
+import { rademacherDirections, standardNormal } from '../dist/math/index.js';
 
 const { values } = parseArgs({
   options: {

@@ -4,12 +4,12 @@ import {
   evaluateAudit,
   evaluateHessian,
   evaluateOrthogonality,
-  type AuditRequest,
-} from '../dist/engine/audit.js';
-import { evaluatePenalty } from '../dist/engine/evaluate.js';
-import { loadModel } from '../dist/engine/model.js';
-import { DEFAULT_LIMITS } from '../dist/engine/request.js';
-import { SessionCache } from '../dist/engine/session.js';
+} from '../dist/metrics/evaluate.js';
+import { evaluatePenalty } from '../dist/metrics/evaluate.js';
+import type { MetricRequest as AuditRequest } from '../dist/contract/request.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { DEFAULT_LIMITS } from '../dist/contract/request.js';
+import { SessionCache } from '../dist/runtime/session.js';
 import type { NDArray } from '../dist/io/ndarray.js';
 import { modelBytes } from './helpers/reference.js';
 
@@ -216,9 +216,9 @@ t.test('d too large for the row limit: hessian refuses and points to the stochas
 t.test('every audit setting a user can get wrong is refused with a clear message', async (t) => {
   const q = model('quadratic.onnx');
   const base = { latents: { samples: 2 }, seed: 1 };
-  await t.rejects(evaluateActiveness(q, { ...base, extent: 0 }, context), { code: 'invalid_argument', status: 400, message: /extent must be a finite number greater than 0/ });
-  await t.rejects(evaluateActiveness(q, { ...base, threshold: -1 }, context), { code: 'invalid_argument', message: /threshold must be/ });
-  await t.rejects(evaluateHessian(q, { ...base, element: 1.5 }, context), { code: 'invalid_argument', message: /element must be a whole number/ });
+  await t.rejects(evaluateActiveness(q, { ...base, extent: 0 }, context), { code: 'invalid_request', status: 400, message: /request\.extent: must be greater than 0/ });
+  await t.rejects(evaluateActiveness(q, { ...base, threshold: -1 }, context), { code: 'invalid_request', message: /request\.threshold: must be at least 0/ });
+  await t.rejects(evaluateHessian(q, { ...base, element: 1.5 }, context), { code: 'invalid_request', message: /request\.element: must be a whole number/ });
   await t.rejects(evaluateHessian(q, { ...base, element: 1 }, context), { code: 'invalid_element', status: 422, message: /element 1 is outside layer 'y', which has 1 elements/ });
   await t.rejects(evaluateActiveness(q, { ...base, basis: array([1, 4], [1, 0, 0, 0]) }, context), { code: 'invalid_argument', message: /not defined along a basis/ });
   await t.rejects(evaluateHessian(q, { ...base, basis: array([2, 3], [1, 0, 0, 0, 1, 0]) }, context), {

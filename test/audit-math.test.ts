@@ -13,14 +13,14 @@ import {
   orthogonalityRow,
   orthogonalityUnitSizes,
   perturbedRows,
-  planUnits,
   RATIO_GUARD,
   steppedRows,
   unusedLatents,
   varianceOfThree,
   type UnitPlan,
   type UnitRow,
-} from '../dist/penalty/index.js';
+} from '../dist/math/index.js';
+import { planUnits } from '../dist/run/plan.js';
 
 type G = (z: number[]) => number[];
 interface Consumer {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { writeNpy } from '../dist/io/npy.js';
-import { rademacherDirections, standardNormal } from '../dist/penalty/index.js';
+import { rademacherDirections, standardNormal } from '../dist/math/index.js';
 import { cli, spawnCli } from './helpers/cli.js';
 import { modelPath } from './helpers/reference.js';
 
@@ -60,18 +60,18 @@ t.test('inspect lists inputs, outputs and auditable layers with advice', async (
 });
 
 const errors: [string, string[], RegExp][] = [
-  ['k < 2', ['--k', '1'], /k must be a whole number of at least 2.*got 1/],
+  ['k < 2', ['--k', '1'], /request\.k: must be at least 2/],
   ['k not a number', ['--k', 'two'], /--k must be a number, got 'two'/],
-  ['epsilon = 0', ['--epsilon', '0'], /epsilon must be a finite number greater than 0.*got 0/],
-  ['epsilon < 0', ['--epsilon', '-0.1'], /epsilon must be .*got -0.1/],
-  ['epsilon infinite', ['--epsilon', 'Infinity'], /epsilon must be a finite number.*got Infinity/],
+  ['epsilon = 0', ['--epsilon', '0'], /request\.epsilon: must be greater than 0/],
+  ['epsilon < 0', ['--epsilon', '-0.1'], /request\.epsilon: must be greater than 0/],
+  ['epsilon infinite', ['--epsilon', 'Infinity'], /request\.epsilon: .*expected number, received Infinity/],
   ['unknown layer', ['--layers', 'image,nope'], /layer 'nope' is not an output or intermediate tensor.*'image'/],
   ['unknown wrt input', ['--wrt', 'w'], /wrt names input 'w', which the model does not have; its inputs are 'z'/],
   ['unknown extra input', ['--input', `label=${join(dir, 'z.npy')}`], /inputs names input 'label', which the model does not have/],
   ['latents and samples together', ['--latents', join(dir, 'z.npy'), '--samples', '3'], /either --latents FILE or --samples N, not both/],
-  ['unknown reduction', ['--reduction', 'min'], /argument 'min' is invalid. Allowed choices are max, mean/],
+  ['unknown reduction', ['--reduction', 'min'], /request\.reduction: Invalid option: expected one of "max"\|"mean"/],
   ['unknown device', ['--device', 'tpu'], /unknown device 'tpu': use auto, cpu, cuda, cuda:N or webgpu/],
-  ['negative samples', ['--samples', '-3'], /samples must be a whole number of at least 1, got -3/],
+  ['negative samples', ['--samples', '-3'], /request\.latents\.samples: must be at least 1/],
 ];
 for (const [what, args, message] of errors) {
   t.test(`usage error: ${what}`, async (t) => {

@@ -11,9 +11,9 @@ import {
   describeCudaSettings,
   FORWARDED_CUDA_OPTIONS,
   resolveCudaSettings,
-} from '../dist/engine/cuda.js';
-import { parseDeviceList, providerChoices } from '../dist/engine/device.js';
-import { openSession } from '../dist/engine/session.js';
+} from '../dist/runtime/cuda.js';
+import { parseDeviceList, providerChoices } from '../dist/runtime/device.js';
+import { openSession } from '../dist/runtime/session.js';
 
 const MiB = 1024 * 1024;
 

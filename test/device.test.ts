@@ -1,6 +1,6 @@
 /** Device selection: CUDA is not installed on CI machines, which is exactly what these tests need. */
 import t from 'tap';
-import { parseDevice, providerChoices } from '../dist/engine/device.js';
+import { parseDevice, providerChoices } from '../dist/runtime/device.js';
 import { cli } from './helpers/cli.js';
 import { modelPath } from './helpers/reference.js';
 

@@ -1,8 +1,8 @@
 /** Half-precision outputs: widened exactly, and judged against the float16 noise floor. */
 import t from 'tap';
-import { evaluatePenalty, SessionCache } from '../dist/engine/evaluate.js';
-import { loadModel } from '../dist/engine/model.js';
-import { halfToFloat } from '../dist/engine/tensors.js';
+import { evaluatePenalty, SessionCache } from '../dist/metrics/evaluate.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { halfToFloat } from '../dist/runtime/tensors.js';
 import { modelProto } from '../dist/onnx/proto.js';
 
 t.test('float16 bit patterns widen to the exact values', async (t) => {

@@ -9,7 +9,7 @@ import {
 } from '../dist/gate/bootstrap.js';
 import { compareLayer, totalPair } from '../dist/gate/compare.js';
 import { applyRules, figureRule, layerVerdict, maxIncrease, maxPenalty } from '../dist/gate/rules.js';
-import { standardNormal } from '../dist/penalty/index.js';
+import { standardNormal } from '../dist/math/index.js';
 
 /**
  * Synthetic paired per-sample penalties with a known ratio of means: baseline bᵢ lognormal (σ = 0.4,

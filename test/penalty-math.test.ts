@@ -1,13 +1,14 @@
 import t from 'tap';
 import {
   LayerPenaltyAccumulator,
-  planPenalty,
+  penaltyRow,
+  penaltyUnitSizes,
   rademacherDirections,
-  secondDifference,
   standardNormal,
   Welford,
   Xoshiro128,
-} from '../dist/penalty/index.js';
+} from '../dist/math/index.js';
+import { planUnits } from '../dist/run/plan.js';
 
 t.test('xoshiro128** matches the reference algorithm from state (1, 2, 3, 4)', async (t) => {
   const rng = Xoshiro128.fromState(1, 2, 3, 4);
@@ -63,48 +64,60 @@ t.test('second difference of a cubic is exact', async (t) => {
   const g = (x: number) => 2 * x ** 3 - x ** 2 + 4;
   const x = 0.7;
   const eps = 0.25;
-  // g'' = 12x - 2; the central second difference is exact for degree <= 3.
-  t.ok(Math.abs(secondDifference(g(x + eps), g(x), g(x - eps), eps) - (12 * x - 2)) < 1e-12);
+  // g'' = 12x - 2; the central second difference is exact for degree <= 3. Two directions ±1 give
+  // q = g'' both times: variance 0, and the per-element penalty's running mean is g''.
+  const acc = new LayerPenaltyAccumulator(1, 1, 2, eps, 'unbiased');
+  acc.center(0, [g(x)], 0);
+  acc.direction(0, [g(x + eps)], 0, [g(x - eps)], 0);
+  acc.direction(0, [g(x - eps)], 0, [g(x + eps)], 0);
+  t.ok(Math.abs(acc.result('max').penalty as number) < 1e-9);
+});
+
+t.test('penalty units: the center, then each direction as its (+, −) rows', async (t) => {
+  t.same(penaltyUnitSizes(3), [1, 2, 2, 2]);
+  t.same([0, 1, 2, 5, 6].map((index) => penaltyRow({ sample: 4, index })), [
+    { sample: 4, direction: -1, sign: 0 },
+    { sample: 4, direction: 0, sign: 1 },
+    { sample: 4, direction: 0, sign: -1 },
+    { sample: 4, direction: 2, sign: 1 },
+    { sample: 4, direction: 2, sign: -1 },
+  ]);
 });
 
 for (const mode of ['stacked', 'per-pass'] as const) {
-  for (const maxRows of [10_000, 40, 5, 3]) {
+  for (const maxRows of [10_000, 40, 5, 2]) {
     if (mode === 'per-pass' && maxRows < 6) continue;
-    t.test(`${mode} plan with ${maxRows} rows per batch covers every (sample, direction) once`, async (t) => {
+    t.test(`${mode} penalty plan with ${maxRows} rows per batch covers every (sample, direction) once, no row twice`, async (t) => {
       const samples = 6;
       const k = 4;
-      const plan = planPenalty({ samples, k, maxRows, mode });
+      const plan = planUnits({ samples, unitSizes: penaltyUnitSizes(k), maxRows, mode });
       const seen = new Set<string>();
       const centered = new Set<number>();
       for (const chunk of plan.chunks) {
         for (const batch of chunk.batches) t.ok(batch.length <= maxRows, 'batch fits');
-        for (const c of chunk.centers) {
-          t.equal(chunk.batches[c.at.batch][c.at.row].sign, 0);
-          t.equal(chunk.batches[c.at.batch][c.at.row].sample, c.sample);
-          centered.add(c.sample);
-        }
-        for (const p of chunk.pairs) {
-          t.ok(centered.has(p.sample), 'center comes first');
-          const plus = chunk.batches[p.plus.batch][p.plus.row];
-          const minus = chunk.batches[p.minus.batch][p.minus.row];
-          t.same([plus.sample, plus.direction, plus.sign], [p.sample, p.direction, 1]);
-          t.same([minus.sample, minus.direction, minus.sign], [p.sample, p.direction, -1]);
-          const key = `${p.sample}/${p.direction}`;
+        for (const { sample, unit, rows } of chunk.units) {
+          const fed = rows.map((r) => penaltyRow(chunk.batches[r.batch][r.row]));
+          if (unit === 0) {
+            t.same(fed, [{ sample, direction: -1, sign: 0 }]);
+            centered.add(sample);
+            continue;
+          }
+          t.ok(centered.has(sample), 'center comes first');
+          t.same(fed, [{ sample, direction: unit - 1, sign: 1 }, { sample, direction: unit - 1, sign: -1 }]);
+          const key = `${sample}/${unit - 1}`;
           t.notOk(seen.has(key), `${key} once`);
           seen.add(key);
         }
       }
       t.equal(seen.size, samples * k);
-      const minimal = samples * (2 * k + 1);
-      if (maxRows >= 2 * k + 1 || mode === 'per-pass') t.equal(plan.rows, minimal);
-      else t.ok(plan.rows > minimal, 'split samples repeat their center');
+      t.equal(plan.rows, samples * (2 * k + 1), 'N·(2k+1) rows: a split sample keeps its state, its center is not repeated');
     });
   }
 }
 
 t.test('a budget below one unit of work is refused with the numbers', async (t) => {
-  t.throws(() => planPenalty({ samples: 2, k: 3, maxRows: 2 }), { code: 'memory_budget_exceeded', message: /fits 2 rows.*needs 3/ });
-  t.throws(() => planPenalty({ samples: 8, k: 3, maxRows: 5, mode: 'per-pass' }), { code: 'memory_budget_exceeded', message: /8 samples/ });
+  t.throws(() => planUnits({ samples: 2, unitSizes: penaltyUnitSizes(3), maxRows: 1 }), { code: 'memory_budget_exceeded', message: /fits 1 rows.*needs 2/ });
+  t.throws(() => planUnits({ samples: 8, unitSizes: penaltyUnitSizes(3), maxRows: 5, mode: 'per-pass' }), { code: 'memory_budget_exceeded', message: /8 samples/ });
 });
 
 t.test('accumulator on a synthetic layer equals the formula, unbiased and biased', async (t) => {

@@ -3,10 +3,10 @@
  * in-process call, the HTML report on Accept: text/html, and the errors a client can cause.
  */
 import t from 'tap';
-import { evaluateHessian } from '../dist/engine/audit.js';
-import { loadModel } from '../dist/engine/model.js';
-import { SessionCache } from '../dist/engine/session.js';
-import { wantsHtml } from '../dist/server/routes/audit.js';
+import { evaluateHessian } from '../dist/metrics/evaluate.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { SessionCache } from '../dist/runtime/session.js';
+import { wantsHtml } from '../dist/server/routes/metrics.js';
 import { modelBytes } from './helpers/reference.js';
 import { multipart, sha256, startApp } from './helpers/server.js';
 

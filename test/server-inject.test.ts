@@ -5,10 +5,10 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { parseDevice } from '../dist/engine/device.js';
-import { evaluatePenalty } from '../dist/engine/evaluate.js';
-import { loadModel } from '../dist/engine/model.js';
-import { SessionCache } from '../dist/engine/session.js';
+import { parseDevice } from '../dist/runtime/device.js';
+import { evaluatePenalty } from '../dist/metrics/evaluate.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { SessionCache } from '../dist/runtime/session.js';
 import { writeNpy } from '../dist/io/npy.js';
 import { modelBytes } from './helpers/reference.js';
 import { multipart, sha256, startApp } from './helpers/server.js';

@@ -2,30 +2,32 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import t from 'tap';
-import { parsePenaltyRequest, toPenaltyRequest } from '../dist/engine/schema.js';
+import { parseRequest, PenaltyRequestSchema } from '../dist/contract/request.js';
+
+const parsePenalty = (body: unknown) => parseRequest(body, {}, PenaltyRequestSchema);
 import { AuditError } from '../dist/contract/errors.js';
 import { ModelStore } from '../dist/store/index.js';
 import { modelBytes } from './helpers/reference.js';
 import { sha256, tempDir } from './helpers/server.js';
 
 t.test('the request schema refuses unknown fields by name, at any depth', async (t) => {
-  t.throws(() => parsePenaltyRequest({ k: 4, kk: 2 }), { code: 'invalid_request', status: 400, message: "request has unknown field 'kk'" });
-  t.throws(() => parsePenaltyRequest({ latents: { samples: 2, sede: 1 } }), /request\.latents has unknown field 'sede'/);
-  t.throws(() => parsePenaltyRequest({ inputs: { label: { data: [1], dtype: 'int64' } } }), /request\.inputs\.label has unknown field 'dtype'/);
+  t.throws(() => parsePenalty({ k: 4, kk: 2 }), { code: 'invalid_request', status: 400, message: "request has unknown field 'kk'" });
+  t.throws(() => parsePenalty({ latents: { samples: 2, sede: 1 } }), /request\.latents has unknown field 'sede'/);
+  t.throws(() => parsePenalty({ inputs: { label: { data: [1], dtype: 'int64' } } }), /request\.inputs\.label has unknown field 'dtype'/);
 });
 
 t.test('k < 2, epsilon <= 0 and bad enums are refused with the field named', async (t) => {
-  t.throws(() => parsePenaltyRequest({ k: 1 }), { status: 400, message: /^request\.k: must be at least 2/ });
-  t.throws(() => parsePenaltyRequest({ k: 2.5 }), /request\.k: must be a whole number/);
-  t.throws(() => parsePenaltyRequest({ epsilon: 0 }), /request\.epsilon: must be greater than 0/);
-  t.throws(() => parsePenaltyRequest({ epsilon: -0.1 }), /request\.epsilon: must be greater than 0/);
-  t.throws(() => parsePenaltyRequest({ reduction: 'median' }), /request\.reduction: /);
-  t.throws(() => parsePenaltyRequest({ seed: -1 }), /request\.seed: must be an integer from 0/);
-  t.throws(() => parsePenaltyRequest([]), /^request: /);
+  t.throws(() => parsePenalty({ k: 1 }), { status: 400, message: /^request\.k: must be at least 2/ });
+  t.throws(() => parsePenalty({ k: 2.5 }), /request\.k: must be a whole number/);
+  t.throws(() => parsePenalty({ epsilon: 0 }), /request\.epsilon: must be greater than 0/);
+  t.throws(() => parsePenalty({ epsilon: -0.1 }), /request\.epsilon: must be greater than 0/);
+  t.throws(() => parsePenalty({ reduction: 'median' }), /request\.reduction: /);
+  t.throws(() => parsePenalty({ seed: -1 }), /request\.seed: must be an integer from 0/);
+  t.throws(() => parsePenalty([]), /^request: /);
 });
 
 t.test('valid JSON becomes the PenaltyRequest the CLI builds', async (t) => {
-  const body = parsePenaltyRequest({
+  const body = parsePenalty({
     latents: [[1, 2], [3, 4.5]],
     directions: [[[1, -1], [-1, 1]], [[1, 1], [-1, -1]]],
     inputs: { label: { data: [3, 1], type: 'int64' }, truncation: { data: 0.7 }, grid: { data: [1, 2, 3, 4, 5, 6], shape: [2, 3] } },
@@ -34,21 +36,21 @@ t.test('valid JSON becomes the PenaltyRequest the CLI builds', async (t) => {
     layers: ['y0'],
     seed: 9,
   });
-  const r = toPenaltyRequest(body);
+  const r = body;
   t.same(r.latents, { type: 'float64', shape: [2, 2], data: Float64Array.from([1, 2, 3, 4.5]) });
   t.same(r.directions!.shape, [2, 2, 2]);
   t.same(r.inputs!.label, { type: 'int64', shape: [2], data: BigInt64Array.from([3n, 1n]) });
   t.same(r.inputs!.truncation, { type: 'float64', shape: [], data: Float64Array.from([0.7]) });
   t.same(r.inputs!.grid.shape, [2, 3]);
   t.same({ k: r.k, epsilon: r.epsilon, layers: r.layers, seed: r.seed }, { k: 2, epsilon: 0.05, layers: ['y0'], seed: 9 });
-  t.same(toPenaltyRequest(parsePenaltyRequest({ latents: { samples: 3, seed: 4 } })).latents, { samples: 3, seed: 4 });
+  t.same((parsePenalty({ latents: { samples: 3, seed: 4 } })).latents, { samples: 3, seed: 4 });
 });
 
 t.test('arrays that do not fit are refused with the index or shape named', async (t) => {
-  t.throws(() => toPenaltyRequest(parsePenaltyRequest({ latents: [[1, 2], [3]] })), { code: 'invalid_array', status: 400, message: /latents is not rectangular: latents\[1\] has 1 entries/ });
-  t.throws(() => toPenaltyRequest(parsePenaltyRequest({ latents: [[1, 'a']] })), /latents\[0\]\[1\] is "a", not a number/);
-  t.throws(() => toPenaltyRequest(parsePenaltyRequest({ inputs: { g: { data: [1, 2, 3], shape: [2, 2] } } })), /inputs\.g has 3 values, which do not fill shape \[2, 2\]/);
-  t.throws(() => toPenaltyRequest(parsePenaltyRequest({ inputs: { g: { data: [1.5], type: 'int64' } } })), /declared int64 but holds values that are not whole numbers/);
+  t.throws(() => (parsePenalty({ latents: [[1, 2], [3]] })), { code: 'invalid_array', status: 400, message: /latents is not rectangular: latents\[1\] has 1 entries/ });
+  t.throws(() => (parsePenalty({ latents: [[1, 'a']] })), /latents\[0\]\[1\] is "a", not a number/);
+  t.throws(() => (parsePenalty({ inputs: { g: { data: [1, 2, 3], shape: [2, 2] } } })), /inputs\.g has 3 values, which do not fill shape \[2, 2\]/);
+  t.throws(() => (parsePenalty({ inputs: { g: { data: [1.5], type: 'int64' } } })), /declared int64 but holds values that are not whole numbers/);
 });
 
 t.test('store: same bytes give the same id; a reopened store still has the model', async (t) => {

@@ -1,9 +1,9 @@
 import t from 'tap';
 import * as ort from 'onnxruntime-node';
-import { parseDevice } from '../dist/engine/device.js';
-import { evaluatePenalty } from '../dist/engine/evaluate.js';
-import { loadModel } from '../dist/engine/model.js';
-import { DEFAULT_MAX_SESSIONS, type OpenSession, SessionCache } from '../dist/engine/session.js';
+import { parseDevice } from '../dist/runtime/device.js';
+import { evaluatePenalty } from '../dist/metrics/evaluate.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { DEFAULT_MAX_SESSIONS, type OpenSession, SessionCache } from '../dist/runtime/session.js';
 import { AuditError } from '../dist/contract/errors.js';
 import { encode, linearModel } from './helpers/onnx-build.js';
 import { modelBytes } from './helpers/reference.js';

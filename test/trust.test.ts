@@ -3,10 +3,10 @@
  * sub-sampling and non-finite outputs — each with a real exported model.
  */
 import t from 'tap';
-import { evaluatePenalty, SessionCache } from '../dist/engine/evaluate.js';
-import { loadModel } from '../dist/engine/model.js';
-import { DEFAULT_LIMITS } from '../dist/engine/request.js';
-import { noiseFloor, rademacherDirections, standardNormal } from '../dist/penalty/index.js';
+import { evaluatePenalty, SessionCache } from '../dist/metrics/evaluate.js';
+import { loadModel } from '../dist/runtime/model.js';
+import { DEFAULT_LIMITS } from '../dist/contract/request.js';
+import { noiseFloor, rademacherDirections, standardNormal } from '../dist/math/index.js';
 import { cli } from './helpers/cli.js';
 import { modelBytes, modelPath, referencePenalty, relative } from './helpers/reference.js';
 
@@ -75,7 +75,7 @@ t.test('an ε sweep: the cubic model is flat, the conv generator is not', async 
   const values = conv.sweep!.map((p) => p.penalty!);
   t.ok(relative(values[0], values[2]) > 1e-2, `conv penalties change with ε: ${values}`);
   t.equal(conv.sweep![1].penalty, conv.penalty, 'the sweep point at the request ε is the result itself');
-  await t.rejects(evaluatePenalty(load('cubic.onnx'), { epsilons: [0.1, -1] }, cpu), { code: 'invalid_argument', message: /each of epsilons must be a finite number greater than 0, got -1/ });
+  await t.rejects(evaluatePenalty(load('cubic.onnx'), { epsilons: [0.1, -1] }, cpu), { code: 'invalid_request', message: /request\.epsilons\.1: must be greater than 0/ });
 });
 
 t.test('a small ε on a float32 model is flagged below the rounding noise floor', async (t) => {
@@ -98,7 +98,7 @@ t.test('a memory budget below one row is refused up front with the numbers', asy
   const limits = { ...DEFAULT_LIMITS, memoryBudget: 40_000 };
   await t.rejects(evaluatePenalty(load('dcgan.onnx'), { latents: { samples: 2 }, k: 2 }, { ...cpu, limits }), {
     code: 'memory_budget_exceeded',
-    message: /the memory budget fits 1 rows per batch, but one sample with one direction \(3 rows\) needs 3.*about 24624 bytes per row.*budget 40000 bytes/,
+    message: /the memory budget fits 1 rows per batch, but one unit of work \(2 rows\) needs 2.*about 24624 bytes per row.*budget 40000 bytes/,
   });
 });
 
@@ -116,7 +116,7 @@ t.test('maxSamples audits the first samples of the batch', async (t) => {
   const b = await evaluatePenalty(load('dcgan.onnx'), { latents: array(z.slice(0, 24), [2, 12]), directions: array(vSub, [2, 2, 12]) }, cpu);
   t.same(a.layers[0].perSample, b.layers[0].perSample);
   const r = await cli('penalty', modelPath('dcgan.onnx'), '--samples', '4', '--max-samples', '0');
-  t.match(r.stderr, /maxSamples must be a whole number of at least 1, got 0/);
+  t.match(r.stderr, /request\.maxSamples: must be at least 1/);
 });
 
 t.test('NaN in a layer makes that layer invalid with a warning, never a silent max', async (t) => {

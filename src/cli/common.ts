@@ -1,8 +1,8 @@
 /** What every command shares: output streams, exit codes, model and array loading. */
 import { readFile } from 'node:fs/promises';
 import { AuditError, invalid } from '../contract/errors.js';
-import { loadModel, type LoadedModel } from '../engine/model.js';
-import { DEFAULT_LIMITS, type Limits } from '../engine/request.js';
+import { loadModel, type LoadedModel } from '../runtime/model.js';
+import { DEFAULT_LIMITS, type Limits } from '../contract/request.js';
 
 export interface Io {
   stdout: (text: string) => void;

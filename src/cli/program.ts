@@ -1,6 +1,7 @@
 /**
  * The `hessian-audit` command: thin layers that turn flags into requests, call the same evaluate
- * functions as the HTTP routes, and print the results. One file per command under commands/.
+ * functions as the HTTP routes, and print the results: one command per metric of the registry
+ * (metric-command.ts), and inspect, serve and gate under commands/.
  * Exit codes: 0 success, 1 gate failed, 2 usage or input error.
  */
 import { Command, CommanderError } from 'commander';
@@ -8,11 +9,8 @@ import { AuditError } from '../contract/errors.js';
 import { EXIT, Exit, type Io } from './common.js';
 import { registerGate } from './commands/gate.js';
 import { registerInspect } from './commands/inspect.js';
-import { registerPenalty } from './commands/penalty.js';
-import { registerHessian } from './commands/hessian.js';
-import { registerActiveness } from './commands/activeness.js';
-import { registerOrthogonality } from './commands/orthogonality.js';
-import { registerAudit } from './commands/audit.js';
+import { METRIC_NAMES } from '../metrics/registry.js';
+import { registerMetricCommand } from './metric-command.js';
 import { registerServe } from './commands/serve.js';
 
 export { EXIT, type Io } from './common.js';
@@ -24,11 +22,7 @@ export function buildProgram(io: Io): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError('(run with --help for usage)');
   registerInspect(program, io);
-  registerPenalty(program, io);
-  registerHessian(program, io);
-  registerActiveness(program, io);
-  registerOrthogonality(program, io);
-  registerAudit(program, io);
+  for (const name of METRIC_NAMES) registerMetricCommand(program, io, name);
   registerServe(program, io);
   registerGate(program, io);
   return program;

@@ -15,7 +15,7 @@
  * under-cover at n = 16…64 (about 90–93% for a nominal 95%), the studentized one does not
  * (test/gate-statistics.test.ts measures it).
  */
-import { Xoshiro128 } from '../penalty/prng.js';
+import { Xoshiro128 } from '../math/prng.js';
 
 /** PRNG stream for resampling: independent of the latents (1) and directions (2) streams. */
 export const STREAM_BOOTSTRAP = 3;

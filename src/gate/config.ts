@@ -4,8 +4,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import type { PenaltyRequest } from '../engine/request.js';
-import { PenaltyRequestSchema } from '../engine/schema.js';
+import type { AttachedArrays, MetricRequest } from '../contract/request.js';
+import { PenaltyRequestSchema } from '../contract/request.js';
 import { AuditError } from '../contract/errors.js';
 import { RULES, type Scope, type Thresholds } from './rules.js';
 
@@ -66,7 +66,7 @@ export const GATE_DEFAULTS = {
 /** Everything one gate run needs, defaults filled in. */
 export interface GateSpec {
   /** The request both models get; `layers` holds candidate layer names when given. */
-  penalty: PenaltyRequest & { seed: number };
+  penalty: MetricRequest & { seed: number };
   layerMap: Record<string, string>;
   confidence: number;
   resamples: number;
@@ -120,7 +120,7 @@ export function mergeConfigs(configs: readonly GateConfig[]): GateConfig {
  * Merged configs with the defaults filled in. Extra inputs and explicit latents come from outside
  * the config (files, arrays in a request body).
  */
-export function gateSpec(configs: readonly GateConfig[], extra: Pick<PenaltyRequest, 'inputs' | 'latents' | 'directions'> = {}): GateSpec {
+export function gateSpec(configs: readonly GateConfig[], extra: AttachedArrays = {}): GateSpec {
   const config = mergeConfigs(configs);
   const rules: Thresholds = { ...config.rules };
   if (!('maxIncrease' in rules)) rules.maxIncrease = GATE_DEFAULTS.maxIncrease;

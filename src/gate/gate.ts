@@ -3,9 +3,11 @@
  * one seed: the same latents, extra inputs and directions for both), compare them layer by layer
  * with a paired bootstrap, and check the rules. The CLI and POST /v1/gate both call runGate.
  */
-import { type EvaluateContext, evaluatePenalty, type PenaltyResult, type Warning } from '../engine/evaluate.js';
-import type { LoadedModel } from '../engine/model.js';
-import type { PenaltyRequest } from '../engine/request.js';
+import type { MetricRequest } from '../contract/request.js';
+import type { PenaltyResult, Warning } from '../contract/results.js';
+import { evaluatePenalty } from '../metrics/evaluate.js';
+import type { LoadedModel } from '../runtime/model.js';
+import type { RunContext } from '../run/run.js';
 import { AuditError } from '../contract/errors.js';
 import type { ModelDescription } from '../onnx/describe.js';
 import { resampleIndices } from './bootstrap.js';
@@ -52,7 +54,7 @@ export interface GateModel {
 }
 
 /** Runs one model's penalty: in process (the CLI) or in the server's worker pool (POST /v1/gate). */
-export type Evaluator<M extends GateModel> = (model: M, request: PenaltyRequest) => Promise<PenaltyResult>;
+export type Evaluator<M extends GateModel> = (model: M, request: MetricRequest) => Promise<PenaltyResult>;
 
 /**
  * Audit figures (diagonal-ness, unused latents, …) of one model's layers, computed with the same
@@ -61,7 +63,7 @@ export type Evaluator<M extends GateModel> = (model: M, request: PenaltyRequest)
 export type FigureProvider<M extends GateModel> = (
   side: Side,
   model: M,
-  request: PenaltyRequest,
+  request: MetricRequest,
 ) => Promise<Record<string, Record<string, number | null>>>;
 
 export interface GateContext<M extends GateModel> {
@@ -73,7 +75,7 @@ export interface GateContext<M extends GateModel> {
 
 /** The in-process evaluator: evaluatePenalty on loaded model bytes. */
 export const inProcess =
-  (context: EvaluateContext): Evaluator<LoadedModel> =>
+  (context: RunContext): Evaluator<LoadedModel> =>
   (model, request) =>
     evaluatePenalty(model, request, context);
 
@@ -83,7 +85,7 @@ export async function runGate<M extends GateModel>(candidate: M, baseline: M, sp
   const matches = matchLayers(candidate.description, baseline.description, spec.penalty.layers, spec.layerMap);
   checkOverrides(spec, matches);
 
-  const requests: Record<Side, PenaltyRequest> = {
+  const requests: Record<Side, MetricRequest> = {
     baseline: { ...spec.penalty, layers: matches.map((m) => m.baseline) },
     candidate: { ...spec.penalty, layers: matches.map((m) => m.candidate) },
   };
@@ -142,7 +144,7 @@ export async function runGate<M extends GateModel>(candidate: M, baseline: M, sp
 }
 
 /** Same request, same seed: the engine draws identical latents and directions for both models. */
-async function evaluate<M extends GateModel>(side: Side, model: M, request: PenaltyRequest, context: GateContext<M>): Promise<PenaltyResult> {
+async function evaluate<M extends GateModel>(side: Side, model: M, request: MetricRequest, context: GateContext<M>): Promise<PenaltyResult> {
   try {
     return await context.evaluate(model, request);
   } catch (err) {
@@ -170,7 +172,7 @@ async function addFigures<M extends GateModel>(
   matches: LayerMatch[],
   provider: FigureProvider<M>,
   models: Record<Side, M>,
-  requests: Record<Side, PenaltyRequest>,
+  requests: Record<Side, MetricRequest>,
 ): Promise<void> {
   const base = await provider('baseline', models.baseline, requests.baseline);
   const cand = await provider('candidate', models.candidate, requests.candidate);

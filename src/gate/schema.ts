@@ -3,8 +3,8 @@
  * stored models' ids and the arrays a file cannot carry; the result schema documents GateResult.
  */
 import { z } from 'zod';
-import type { PenaltyRequest } from '../engine/request.js';
-import { InputArray, NestedArray, toPenaltyRequest, WarningSchema } from '../engine/schema.js';
+import { type AttachedArrays, InputArray, NestedArray, parseRequest } from '../contract/request.js';
+import { WarningSchema } from '../contract/results.js';
 import { gateConfigSchema } from './config.js';
 import type { GateResult } from './gate.js';
 
@@ -23,11 +23,12 @@ export const GateRequestSchema = gateConfigSchema
 export type GateRequestBody = z.infer<typeof GateRequestSchema>;
 
 /** The arrays of a request body, as the engine takes them. */
-export function gateArrays(body: Pick<GateRequestBody, 'latents' | 'inputs'>): Pick<PenaltyRequest, 'latents' | 'inputs'> {
-  return toPenaltyRequest({
+export function gateArrays(body: Pick<GateRequestBody, 'latents' | 'inputs'>): AttachedArrays {
+  const { latents, inputs } = parseRequest({
     ...(body.latents !== undefined ? { latents: body.latents } : {}),
     ...(body.inputs !== undefined ? { inputs: body.inputs } : {}),
   });
+  return { ...(latents !== undefined && !('samples' in latents) ? { latents } : {}), ...(inputs !== undefined ? { inputs } : {}) };
 }
 
 /** Unbounded figures (a ratio over a zero baseline) are null in JSON. */

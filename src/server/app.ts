@@ -9,24 +9,24 @@ import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { WorkerPool } from '../engine/pool.js';
+import { WorkerPool } from '../pool/pool.js';
 import { ModelStore } from '../store/index.js';
 import type { ServerConfig } from './config.js';
-import type { AuditContext } from './context.js';
+import type { ServerContext } from './context.js';
 import { errorsPlugin } from './errors.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
-import { auditRoutes } from './routes/audit.js';
+import { metricRoutes } from './routes/metrics.js';
 import { gateRoutes } from './routes/gate.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
-import { penaltyRoutes } from './routes/penalty.js';
+import { oneShotRoutes } from './routes/one-shot.js';
 
 const VERSION = '0.1.0';
 
 export interface BuiltApp {
   app: FastifyInstance;
-  context: AuditContext;
+  context: ServerContext;
 }
 
 export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
@@ -41,7 +41,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     intraOpThreads: config.intraOpThreads,
     ...(config.workerEnv ? { env: config.workerEnv } : {}),
   });
-  const context: AuditContext = { config, store, pool };
+  const context: ServerContext = { config, store, pool };
 
   const app = Fastify({
     logger: config.logLevel === false ? false : { level: config.logLevel },
@@ -94,8 +94,8 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   await app.register(metricsPlugin, { pool });
   await app.register(healthRoutes, context);
   await app.register(modelRoutes, context);
-  await app.register(penaltyRoutes, context);
-  await app.register(auditRoutes, context);
+  await app.register(metricRoutes, context);
+  await app.register(oneShotRoutes, context);
   await app.register(gateRoutes, context);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();

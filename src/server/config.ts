@@ -2,8 +2,8 @@
  * Every setting of the service, with its default. The serve command fills it from flags and
  * environment variables (docs/server.md lists them); tests build it directly.
  */
-import type { Device } from '../engine/device.js';
-import { DEFAULT_LIMITS, type Limits } from '../engine/request.js';
+import type { Device } from '../runtime/device.js';
+import { DEFAULT_LIMITS, type Limits } from '../contract/request.js';
 import type { SafetySettings } from '../onnx/safety.js';
 
 export interface ServerConfig {

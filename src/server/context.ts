@@ -1,9 +1,9 @@
 /** What the routes share: settings, the model store and the worker pool. */
-import type { WorkerPool } from '../engine/pool.js';
+import type { WorkerPool } from '../pool/pool.js';
 import type { ModelStore } from '../store/index.js';
 import type { ServerConfig } from './config.js';
 
-export interface AuditContext {
+export interface ServerContext {
   config: ServerConfig;
   store: ModelStore;
   pool: WorkerPool;

@@ -4,7 +4,7 @@
  * names a variant that can be rebuilt exactly.
  */
 import { readdirSync } from 'node:fs';
-import { Xoshiro128 } from '../../dist/penalty/prng.js';
+import { Xoshiro128 } from '../../dist/math/prng.js';
 import { MODELS, modelBytes } from './reference.js';
 
 export type VariantKind = 'random' | 'truncated' | 'flipped' | 'scrambled';

@@ -7,10 +7,10 @@
  * Before and after the list it evaluates the good model `good` in the manifest the same way.
  */
 import { readFileSync } from 'node:fs';
-import { parseDevice } from '../../dist/engine/device.js';
-import { evaluatePenalty } from '../../dist/engine/evaluate.js';
-import { loadModel } from '../../dist/engine/model.js';
-import { SessionCache } from '../../dist/engine/session.js';
+import { parseDevice } from '../../dist/runtime/device.js';
+import { evaluatePenalty } from '../../dist/metrics/evaluate.js';
+import { loadModel } from '../../dist/runtime/model.js';
+import { SessionCache } from '../../dist/runtime/session.js';
 import { AuditError } from '../../dist/contract/errors.js';
 
 const manifest = JSON.parse(readFileSync(process.argv[2], 'utf8'));

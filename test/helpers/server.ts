@@ -3,7 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseDevice } from '../../dist/engine/device.js';
+import { parseDevice } from '../../dist/runtime/device.js';
 import { buildApp } from '../../dist/server/app.js';
 import { serverConfig, type ServerConfig } from '../../dist/server/config.js';
 

@@ -1,21 +1,21 @@
 import { writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { type Command, Option } from 'commander';
-import { parseDevice } from '../../engine/device.js';
-import type { LoadedModel } from '../../engine/model.js';
-import type { PenaltyRequest } from '../../engine/request.js';
-import { SessionCache } from '../../engine/session.js';
+import { parseDevice } from '../../runtime/device.js';
+import type { LoadedModel } from '../../runtime/model.js';
+import type { AttachedArrays } from '../../contract/request.js';
+import { SessionCache } from '../../runtime/session.js';
 import { AuditError, invalid } from '../../contract/errors.js';
 import { type GateConfig, type GateSpec, gateSpec, mergeConfigs, parseGateConfig, readGateConfig } from '../../gate/config.js';
 import { formatGate, formatGateMarkdown } from '../../gate/format.js';
 import { type GateResult, inProcess, runGate } from '../../gate/gate.js';
 import { checkCompatible, matchLayers } from '../../gate/match.js';
-import { auditFigures, inProcessFigures, neededFigures } from '../../gate/figures.js';
+import { auditFigures, inProcessMetrics, neededFigures } from '../../gate/figures.js';
 import { RULES } from '../../gate/rules.js';
 import { GateResultSchema } from '../../gate/schema.js';
 import { collect, EXIT, Exit, type Io, localLimits, num, readModelFile } from '../common.js';
 import { RemoteClient, toInputArray, toNested } from '../remote.js';
-import { penaltyRequest } from './penalty.js';
+import { arraysFromFlags } from '../metric-command.js';
 
 /** Command-line flag for each config path, so that a bad flag value is reported as the flag. */
 const FLAGS: Record<string, string> = {
@@ -97,8 +97,7 @@ export function registerGate(program: Command, io: Io): void {
     .action(async (options: Record<string, unknown>) => {
       const configs = options.config ? [await readGateConfig(options.config as string)] : [];
       configs.push(flagConfig(options));
-      const extra = await penaltyRequest({ input: options.input, latents: options.latents });
-      const arrays = { inputs: extra.inputs, ...(extra.latents ? { latents: extra.latents } : {}) };
+      const arrays = await arraysFromFlags({ input: options.input, latents: options.latents });
       const spec = gateSpec(configs, arrays);
       const [candidate, baseline] = [await readModelFile(options.candidate as string), await readModelFile(options.baseline as string)];
       const result =
@@ -120,7 +119,7 @@ async function localGate(candidate: LoadedModel, baseline: LoadedModel, spec: Ga
     const needed = neededFigures(spec.rules, ...Object.values(spec.layers));
     return await runGate(candidate, baseline, spec, {
       evaluate: inProcess(context),
-      ...(needed.size > 0 ? { figures: auditFigures(inProcessFigures(context), needed) } : {}),
+      ...(needed.size > 0 ? { figures: auditFigures(inProcessMetrics(context), needed) } : {}),
     });
   } finally {
     await sessions.clear();
@@ -131,7 +130,7 @@ async function localGate(candidate: LoadedModel, baseline: LoadedModel, spec: Ga
 async function remoteGate(
   models: { candidate: LoadedModel; baseline: LoadedModel },
   config: GateConfig,
-  arrays: Pick<PenaltyRequest, 'inputs' | 'latents'>,
+  arrays: AttachedArrays,
   options: Record<string, unknown>,
   io: Io,
 ): Promise<GateResult> {
@@ -151,7 +150,7 @@ async function remoteGate(
     candidate: models.candidate.id,
     baseline: models.baseline.id,
     ...config,
-    ...(arrays.latents && !('samples' in arrays.latents) ? { latents: toNested(arrays.latents) } : {}),
+    ...(arrays.latents ? { latents: toNested(arrays.latents) } : {}),
     ...(arrays.inputs && Object.keys(arrays.inputs).length > 0
       ? { inputs: Object.fromEntries(Object.entries(arrays.inputs).map(([name, a]) => [name, toInputArray(a)])) }
       : {}),

@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { type Io, readModelFile } from '../common.js';
-import { formatDescription } from '../format.js';
+import { formatDescription } from '../../report/text.js';
 
 export function registerInspect(program: Command, io: Io): void {
   program

@@ -1,15 +1,15 @@
 import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
 import { type Command, Option } from 'commander';
-import { type ConvAlgoSearch, cudaEnvironment, describeCudaSettings, resolveCudaSettings } from '../../engine/cuda.js';
-import { type Device, parseDevice, parseDeviceList } from '../../engine/device.js';
-import { defaultWorkers } from '../../engine/pool.js';
-import { DEFAULT_LIMITS } from '../../engine/request.js';
+import { type ConvAlgoSearch, cudaEnvironment, describeCudaSettings, resolveCudaSettings } from '../../runtime/cuda.js';
+import { type Device, parseDevice, parseDeviceList } from '../../runtime/device.js';
+import { defaultWorkers } from '../../pool/pool.js';
+import { DEFAULT_LIMITS } from '../../contract/request.js';
 import { DEFAULT_SAFETY } from '../../onnx/safety.js';
 import { invalid } from '../../contract/errors.js';
 import { buildApp } from '../../server/app.js';
 import { SERVER_DEFAULTS, serverConfig, type ServerConfig } from '../../server/config.js';
-import { registerModelFile } from '../../server/registry.js';
+import { registerModelFile } from '../../server/register-model.js';
 import { collect, type Io, num } from '../common.js';
 
 const MiB = 1024 * 1024;

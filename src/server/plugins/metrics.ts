@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { WorkerPool } from '../../engine/pool.js';
+import type { WorkerPool } from '../../pool/pool.js';
 
 export const metricsPlugin = fp<{ pool: WorkerPool }>(async (app: FastifyInstance, { pool }) => {
   const registry = new Registry();

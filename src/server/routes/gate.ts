@@ -4,16 +4,18 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { gateSpec } from '../../gate/config.js';
-import type { PenaltyRequest } from '../../engine/request.js';
-import { auditFigures, type FigureSources, neededFigures } from '../../gate/figures.js';
+import type { PenaltyResult } from '../../contract/results.js';
+import { auditFigures, neededFigures } from '../../gate/figures.js';
 import { type GateModel, runGate } from '../../gate/gate.js';
 import { GateRequestSchema, GateResultSchema, gateArrays, jsonSafe } from '../../gate/schema.js';
+import type { MetricRequest } from '../../contract/request.js';
+import type { MetricName } from '../../metrics/registry.js';
 import type { ModelDescription } from '../../onnx/describe.js';
-import type { AuditContext } from '../context.js';
+import type { ServerContext } from '../context.js';
 import { errorResponses } from '../errors.js';
 import { unknownModel } from './models.js';
 
-export const gateRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { store, pool, config }) => {
+export const gateRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config }) => {
   app.post(
     '/v1/gate',
     {
@@ -34,16 +36,12 @@ export const gateRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { sto
       };
       const models = { candidate: await model(candidate), baseline: await model(baseline) };
       const spec = gateSpec([gate], gateArrays({ latents, inputs }));
-      const audit = (kind: 'hessian' | 'activeness') => (m: GateModel, auditRequest: PenaltyRequest) =>
-        pool.audit({ kind, modelId: m.id, modelPath: store.modelPath(m.id), request: auditRequest, limits: config.limits, format: 'json' });
+      const evaluate = (kind: MetricName, m: GateModel, metricRequest: MetricRequest) =>
+        pool.evaluate({ kind, modelId: m.id, modelPath: store.modelPath(m.id), request: metricRequest, limits: config.limits });
       const needed = neededFigures(spec.rules, ...Object.values(spec.layers));
-      const sources = {
-        hessian: audit('hessian') as FigureSources<GateModel>['hessian'],
-        activeness: audit('activeness') as FigureSources<GateModel>['activeness'],
-      };
       const result = await runGate(models.candidate, models.baseline, spec, {
-        evaluate: (m, penaltyRequest) => pool.penalty(m.id, store.modelPath(m.id), penaltyRequest, config.limits),
-        ...(needed.size > 0 ? { figures: auditFigures(sources, needed) } : {}),
+        evaluate: async (m, penaltyRequest) => (await evaluate('penalty', m, penaltyRequest)) as PenaltyResult,
+        ...(needed.size > 0 ? { figures: auditFigures(evaluate, needed) } : {}),
       });
       return jsonSafe(result);
     },

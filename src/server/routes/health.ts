@@ -1,7 +1,7 @@
 /** Liveness, readiness (workers, their real execution providers, models), for orchestrators. */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import type { AuditContext } from '../context.js';
+import type { ServerContext } from '../context.js';
 
 const Lane = z.object({
   device: z.string(),
@@ -23,7 +23,7 @@ const Readiness = z.object({
   models: z.number().meta({ description: 'Models in the store' }),
 });
 
-export const healthRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { pool, store }) => {
+export const healthRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { pool, store }) => {
   app.get(
     '/healthz',
     { schema: { summary: 'The process is alive', tags: ['operations'], response: { 200: z.object({ status: z.literal('ok') }) } } },

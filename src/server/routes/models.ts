@@ -3,12 +3,12 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AuditError } from '../../contract/errors.js';
 import type { ModelDescription } from '../../onnx/describe.js';
-import type { AuditContext } from '../context.js';
-import { registerModel } from '../registry.js';
+import type { ServerContext } from '../context.js';
+import { registerModel } from '../register-model.js';
 import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
 import { ModelId, ModelSchema, modelWarnings, UploadForm } from '../schemas.js';
 
-export const modelRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { store, pool, config }) => {
+export const modelRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config }) => {
 
   app.post(
     '/v1/models',

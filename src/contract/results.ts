@@ -1,0 +1,172 @@
+/**
+ * The results, one zod schema per metric: the handlers' types (z.infer), the response
+ * serializers and the OpenAPI document. The penalty's result objects are loose, so a field the
+ * engine adds reaches clients instead of being stripped by the serializer.
+ */
+import { z } from 'zod';
+
+export const ExecutionModeSchema = z.enum(['stacked', 'per-pass']);
+export type ExecutionMode = z.infer<typeof ExecutionModeSchema>;
+
+export const WarningSchema = z.object({
+  code: z.string(),
+  message: z.string(),
+  layer: z.string().optional(),
+});
+
+// Results are loose objects: a field the engine adds later reaches clients instead of being
+// stripped by the response serializer.
+export const LayerResultSchema = z.looseObject({
+  name: z.string(),
+  penalty: z.number().nullable(),
+  shape: z.array(z.number()),
+  op: z.string().optional(),
+  perSample: z.array(z.number().nullable()),
+  noiseFloor: z.number().meta({ description: 'Rounding noise floor of the penalty at this ε' }),
+  determinism: z
+    .object({ maxDifference: z.number(), secondDifferenceError: z.number() })
+    .meta({ description: 'Two runs of the same G(z): largest difference, and 4δ/ε²' }),
+});
+
+export const SweepPointSchema = z.object({
+  epsilon: z.number(),
+  penalty: z.number().nullable(),
+  layers: z.array(z.object({ name: z.string(), penalty: z.number().nullable(), noiseFloor: z.number() })),
+});
+
+export const PenaltyResultSchema = z
+  .looseObject({
+    model: z.string().meta({ description: 'SHA-256 of the model bytes' }),
+    penalty: z.number().nullable().meta({ description: 'Sum over layers' }),
+    layers: z.array(LayerResultSchema),
+    k: z.number(),
+    epsilon: z.number(),
+    reduction: z.enum(['max', 'mean']),
+    variance: z.enum(['unbiased', 'biased']),
+    samples: z.number(),
+    forwardPasses: z.number().meta({ description: '2k+1' }),
+    rows: z.number(),
+    batches: z.number(),
+    mode: ExecutionModeSchema,
+    seed: z.number(),
+    directions: z.enum(['rademacher', 'explicit']),
+    wrt: z.string(),
+    executionProvider: z.string(),
+    sweep: z.array(SweepPointSchema).optional().meta({ description: 'Penalties for each ε of epsilons' }),
+    warnings: z.array(WarningSchema),
+    timings: z.object({ totalMs: z.number(), forwardMs: z.number(), reduceMs: z.number() }),
+  })
+  .meta({ id: 'PenaltyResult' });
+
+
+const nullable = z.number().nullable();
+const Timings = z.object({ totalMs: z.number(), forwardMs: z.number(), reduceMs: z.number() });
+
+const RunInfo = {
+  model: z.string().meta({ description: 'SHA-256 of the model bytes' }),
+  samples: z.number(),
+  seed: z.number(),
+  wrt: z.string(),
+  latents: z.number().meta({ description: 'd: latent components, or basis rows along a basis' }),
+  basis: z.number().nullable().meta({ description: 'Rows of the basis; null without one' }),
+  rowsPerSample: z.number(),
+  rows: z.number(),
+  batches: z.number(),
+  mode: ExecutionModeSchema,
+  executionProvider: z.string(),
+  warnings: z.array(WarningSchema),
+  timings: Timings,
+};
+
+const LayerBase = { name: z.string(), shape: z.array(z.number()), op: z.string().optional() };
+
+export const HessianResultSchema = z
+  .object({
+    metric: z.literal('hessian'),
+    ...RunInfo,
+    epsilon: z.number(),
+    reduction: z.enum(['max', 'mean']),
+    penalty: nullable.meta({ description: 'Exact penalty, sum over layers' }),
+    layers: z.array(
+      z.object({
+        ...LayerBase,
+        penalty: nullable.meta({ description: '2·Σ_{i≠j} H_ij² per element, reduced like the estimator' }),
+        perSample: z.array(nullable),
+        interaction: z.array(z.array(z.number())).meta({ description: 'd×d mean over elements and samples of H_ij²' }),
+        diagonalFraction: z.number().meta({ description: 'Share of elements whose largest |H_ij| is diagonal' }),
+        diagonalRatio: z.number().meta({ description: 'Mean of mean|H_ii| / (mean_{i≠j}|H_ij| + 1e-8)' }),
+        noiseFloor: z.number(),
+        heatmap: z
+          .object({ height: z.number(), width: z.number(), values: z.array(z.array(z.number())) })
+          .optional()
+          .meta({ description: 'Image-shaped layers: per-element penalty, mean over samples and channels' }),
+        elementHessian: z.array(z.array(z.array(z.number()))).optional().meta({ description: 'N × d × d, when element is given' }),
+      }),
+    ),
+  })
+  .meta({ id: 'HessianResult' });
+
+export const ActivenessResultSchema = z
+  .object({
+    metric: z.literal('activeness'),
+    ...RunInfo,
+    extent: z.number(),
+    threshold: z.number(),
+    layers: z.array(z.object({ ...LayerBase, activeness: z.array(nullable), unused: z.array(z.number()) })),
+    unused: z.array(z.number()).meta({ description: 'Latents below the threshold in every layer' }),
+  })
+  .meta({ id: 'ActivenessResult' });
+
+export const OrthogonalityResultSchema = z
+  .object({
+    metric: z.literal('orthogonality'),
+    ...RunInfo,
+    k: z.number(),
+    epsilon: z.number(),
+    reduction: z.enum(['max', 'mean']),
+    variance: z.enum(['unbiased', 'biased']),
+    directions: z.enum(['rademacher', 'explicit']),
+    score: nullable.meta({ description: 'Sum over layers of Var_v ‖Jv‖², reduced over samples' }),
+    layers: z.array(z.object({ ...LayerBase, score: nullable, perSample: z.array(nullable) })),
+  })
+  .meta({ id: 'OrthogonalityResult' });
+
+export const AuditResultSchema = z
+  .object({
+    metric: z.literal('audit'),
+    model: z.string(),
+    samples: z.number(),
+    seed: z.number(),
+    wrt: z.string(),
+    latents: z.number(),
+    basis: z.number().nullable(),
+    penalty: PenaltyResultSchema,
+    hessian: HessianResultSchema.nullable().meta({ description: 'null when d is too large for the row limit (see warnings)' }),
+    activeness: ActivenessResultSchema,
+    orthogonality: OrthogonalityResultSchema,
+    warnings: z.array(WarningSchema),
+    timings: z.object({ totalMs: z.number() }),
+  })
+  .meta({ id: 'AuditResult' });
+
+export type Warning = z.infer<typeof WarningSchema>;
+export type LayerResult = z.infer<typeof LayerResultSchema>;
+export type SweepPoint = z.infer<typeof SweepPointSchema>;
+export type PenaltyResult = z.infer<typeof PenaltyResultSchema>;
+export type HessianResult = z.infer<typeof HessianResultSchema> & { previews?: Preview[] };
+export type HessianLayer = HessianResult['layers'][number];
+export type Heatmap = NonNullable<HessianLayer['heatmap']>;
+export type ActivenessResult = z.infer<typeof ActivenessResultSchema>;
+export type ActivenessLayer = ActivenessResult['layers'][number];
+export type OrthogonalityResult = z.infer<typeof OrthogonalityResultSchema>;
+export type OrthogonalityLayer = OrthogonalityResult['layers'][number];
+export type AuditResult = Omit<z.infer<typeof AuditResultSchema>, 'hessian'> & { hessian: HessianResult | null; previews?: Preview[] };
+/** What every audit metric's result says about how it ran. */
+export type RunInfo = z.infer<z.ZodObject<typeof RunInfo>>;
+
+/** Generated images of an image-shaped layer ([1 or 3, H, W] per sample), for the report; never in JSON. */
+export interface Preview {
+  layer: string;
+  shape: number[];
+  images: Float32Array[];
+}

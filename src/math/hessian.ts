@@ -1,0 +1,255 @@
+/**
+ * The full Hessian of every output element by mixed central differences (DESIGN.md, "Audit
+ * metrics"), with b_i the i-th latent direction (e_i, or row i of a basis Q):
+ *
+ *   H_ij ≈ (g(z+εb_i+εb_j) − g(z+εb_i−εb_j) − g(z−εb_i+εb_j) + g(z−εb_i−εb_j)) / (4ε²)
+ *
+ * The diagonal is the same formula with i = j, whose two middle points are both z:
+ * H_ii = (g(z+2εb_i) − 2·g(z) + g(z−2εb_i)) / (4ε²). H is symmetric, so only i < j is run.
+ * Rows per sample: 1 (the center, shared by every diagonal entry) + 2d (diagonal) + 4·d(d−1)/2
+ * (pairs) = 2d² + 1, fewer than the 2d(d+1) of evaluating the four points of every i ≤ j.
+ *
+ * Reduced as it streams, per element and sample, never holding N × elements × d²:
+ *   exact penalty    2·Σ_{i≠j} H_ij², reduced over elements and samples like the estimator
+ *   interaction      d×d mean over elements and samples of H_ij²
+ *   diagonal fraction  share of elements whose largest |H_ij| lies on the diagonal (ties count as diagonal)
+ *   diagonal ratio   mean over elements of mean|H_ii| / (mean_{i≠j}|H_ij| + 1e-8)
+ */
+import type { UnitRow } from './rows.js';
+import { type Reduction, reduceSamples, SampleStats } from './reduction.js';
+import type { Activations } from './second-difference.js';
+
+/** The reference's guard against dividing by an all-zero off-diagonal. */
+export const RATIO_GUARD = 1e-8;
+
+export type HessianUnit = { kind: 'center' } | { kind: 'diagonal'; i: number } | { kind: 'pair'; i: number; j: number };
+
+/** One row's displacement: z + ε·Σ coefficient·b_latent. */
+export type Step = { latent: number; coefficient: number }[];
+
+export interface HessianLayout {
+  latents: number;
+  units: HessianUnit[];
+  unitSizes: number[];
+  /** Per row of a sample (2d² + 1 of them), its displacement. */
+  steps: Step[];
+}
+
+export const hessianRowsPerSample = (d: number): number => 2 * d * d + 1;
+
+export function hessianLayout(d: number): HessianLayout {
+  const units: HessianUnit[] = [{ kind: 'center' }];
+  const steps: Step[] = [[]];
+  for (let i = 0; i < d; i++) {
+    units.push({ kind: 'diagonal', i });
+    steps.push([{ latent: i, coefficient: 2 }], [{ latent: i, coefficient: -2 }]);
+  }
+  for (let i = 0; i < d; i++) {
+    for (let j = i + 1; j < d; j++) {
+      units.push({ kind: 'pair', i, j });
+      for (const [si, sj] of [[1, 1], [1, -1], [-1, 1], [-1, -1]]) {
+        steps.push([{ latent: i, coefficient: si }, { latent: j, coefficient: sj }]);
+      }
+    }
+  }
+  const unitSizes = units.map((u) => (u.kind === 'center' ? 1 : u.kind === 'diagonal' ? 2 : 4));
+  return { latents: d, units, unitSizes, steps };
+}
+
+/**
+ * The latent rows of one batch: z_n + ε·Σ c·b_latent for each row's step. `basis` holds the
+ * directions b_i as rows (d × size); without one, b_i = e_i.
+ */
+export function steppedRows(
+  rows: readonly UnitRow[],
+  steps: readonly Step[],
+  z: ArrayLike<number>,
+  epsilon: number,
+  size: number,
+  basis: ArrayLike<number> | null,
+  out: Float32Array | Float64Array,
+): Float32Array | Float64Array {
+  rows.forEach(({ sample, index }, r) => {
+    const row = r * size;
+    for (let e = 0; e < size; e++) out[row + e] = z[sample * size + e];
+    for (const { latent, coefficient } of steps[index]) {
+      const step = coefficient * epsilon;
+      if (basis === null) {
+        out[row + latent] += step;
+      } else {
+        for (let e = 0; e < size; e++) out[row + e] += step * basis[latent * size + e];
+      }
+    }
+  });
+  return out;
+}
+
+export function mixedDifference(pp: number, pm: number, mp: number, mm: number, epsilon: number): number {
+  return (pp - pm - mp + mm) / (4 * epsilon * epsilon);
+}
+
+export interface HessianFigures {
+  /** Exact penalty 2·Σ_{i≠j} H_ij² under the reduction; null when any value was NaN or infinite. */
+  penalty: number | null;
+  perSample: Float64Array;
+  /** Per element: the mean over samples of the exact penalty (penalty heatmaps). */
+  elementMean: Float64Array;
+  /** d×d, row-major: mean over elements and samples of H_ij². */
+  interaction: Float64Array;
+  diagonalFraction: number;
+  diagonalRatio: number;
+  nonFinite: number;
+  maxAbsOutput: number;
+  /** N × d × d: the Hessian of the one element asked for, when one was. */
+  elementHessian?: Float64Array;
+}
+
+interface SampleState {
+  center: Float64Array;
+  offSquares: Float64Array;
+  maxDiagonal: Float64Array;
+  maxOff: Float64Array;
+  sumDiagonal: Float64Array;
+  sumOff: Float64Array;
+  unitsLeft: number;
+}
+
+/** One layer's Hessian figures, fed unit by unit as the plan's batches come back. */
+export class HessianAccumulator {
+  private readonly inFlight = new Map<number, SampleState>();
+  private readonly stats: SampleStats[];
+  private readonly elementSum: Float64Array;
+  private readonly interactionSum: Float64Array;
+  private readonly elementHessian?: Float64Array;
+  private diagonalCount = 0;
+  private ratioSum = 0;
+  private counted = 0;
+  private nonFinite = 0;
+  private maxAbsOutput = 0;
+
+  constructor(
+    readonly samples: number,
+    readonly size: number,
+    readonly layout: HessianLayout,
+    readonly epsilon: number,
+    /** Keep the full Hessian of this element (flat index within a sample). */
+    readonly element?: number,
+  ) {
+    this.stats = Array.from({ length: samples }, () => new SampleStats());
+    this.elementSum = new Float64Array(size);
+    const d = layout.latents;
+    this.interactionSum = new Float64Array(d * d);
+    if (element !== undefined) this.elementHessian = new Float64Array(samples * d * d);
+  }
+
+  /** A unit's outputs: `values[r]` at `offsets[r]` for each of its rows. */
+  unit(sample: number, unit: number, values: Activations[], offsets: number[]): void {
+    const u = this.layout.units[unit];
+    if (u.kind === 'center') return this.center(sample, values[0], offsets[0]);
+    const state = this.inFlight.get(sample);
+    if (state === undefined) throw new Error(`plan error: unit ${unit} of sample ${sample} before its center`);
+    const d = this.layout.latents;
+    const [a, b, c, e4] = values;
+    const [oa, ob, oc, od] = offsets;
+    const { center, sumDiagonal, maxDiagonal, offSquares, sumOff, maxOff } = state;
+    // Hot loops: one per unit kind, the pair's sum of squares kept in a local.
+    let squares = 0;
+    if (u.kind === 'diagonal') {
+      const scale = 4 * this.epsilon * this.epsilon;
+      for (let e = 0; e < this.size; e++) {
+        const h = (a[oa + e] - 2 * center[e] + b[ob + e]) / scale;
+        const abs = Math.abs(h);
+        sumDiagonal[e] += abs;
+        if (abs > maxDiagonal[e]) maxDiagonal[e] = abs;
+        squares += h * h;
+      }
+      this.interactionSum[u.i * d + u.i] += squares;
+    } else {
+      for (let e = 0; e < this.size; e++) {
+        const h = mixedDifference(a[oa + e], b[ob + e], c[oc + e], e4[od + e], this.epsilon);
+        const abs = Math.abs(h);
+        offSquares[e] += h * h;
+        sumOff[e] += 2 * abs;
+        if (abs > maxOff[e]) maxOff[e] = abs;
+        squares += h * h;
+      }
+      this.interactionSum[u.i * d + u.j] += squares;
+      this.interactionSum[u.j * d + u.i] += squares;
+    }
+    if (this.element !== undefined) this.keep(sample, u, values, offsets, center);
+    if (--state.unitsLeft === 0) this.finishSample(sample, state);
+  }
+
+  private center(sample: number, values: Activations, offset: number): void {
+    const size = this.size;
+    const center = new Float64Array(size);
+    for (let e = 0; e < size; e++) {
+      center[e] = values[offset + e];
+      if (Math.abs(center[e]) > this.maxAbsOutput) this.maxAbsOutput = Math.abs(center[e]);
+    }
+    const state: SampleState = {
+      center,
+      offSquares: new Float64Array(size),
+      maxDiagonal: new Float64Array(size),
+      maxOff: new Float64Array(size),
+      sumDiagonal: new Float64Array(size),
+      sumOff: new Float64Array(size),
+      unitsLeft: this.layout.units.length - 1,
+    };
+    this.inFlight.set(sample, state);
+    if (state.unitsLeft === 0) this.finishSample(sample, state);
+  }
+
+  /** The one element asked for: its H entry from this unit, both halves of the symmetric pair. */
+  private keep(sample: number, u: HessianUnit, values: Activations[], offsets: number[], center: Float64Array): void {
+    const e = this.element as number;
+    const d = this.layout.latents;
+    const at = (r: number): number => values[r][offsets[r] + e];
+    if (u.kind === 'diagonal') {
+      this.elementHessian![(sample * d + u.i) * d + u.i] = (at(0) - 2 * center[e] + at(1)) / (4 * this.epsilon * this.epsilon);
+    } else if (u.kind === 'pair') {
+      const h = mixedDifference(at(0), at(1), at(2), at(3), this.epsilon);
+      this.elementHessian![(sample * d + u.i) * d + u.j] = h;
+      this.elementHessian![(sample * d + u.j) * d + u.i] = h;
+    }
+  }
+
+  private finishSample(sample: number, s: SampleState): void {
+    const d = this.layout.latents;
+    const offCount = d * (d - 1);
+    const stats = this.stats[sample];
+    for (let e = 0; e < this.size; e++) {
+      // Σ_{i≠j} H_ij² counts each unordered pair twice.
+      const penalty = 2 * (2 * s.offSquares[e]);
+      if (!Number.isFinite(penalty) || !Number.isFinite(s.sumDiagonal[e])) {
+        this.nonFinite++;
+        continue;
+      }
+      stats.add(penalty);
+      this.elementSum[e] += penalty;
+      if (s.maxDiagonal[e] >= s.maxOff[e]) this.diagonalCount++;
+      const meanOff = offCount > 0 ? s.sumOff[e] / offCount : 0;
+      this.ratioSum += s.sumDiagonal[e] / d / (meanOff + RATIO_GUARD);
+      this.counted++;
+    }
+    this.inFlight.delete(sample);
+  }
+
+  result(reduction: Reduction): HessianFigures {
+    if (this.inFlight.size > 0) throw new Error(`plan error: ${this.inFlight.size} samples did not receive every unit`);
+    const perSample = Float64Array.from(this.stats, (s) => (s.count === 0 ? NaN : s.value(reduction)));
+    const valid = this.nonFinite === 0;
+    const cells = this.samples * this.size;
+    return {
+      penalty: valid ? reduceSamples(perSample, reduction) : null,
+      perSample,
+      elementMean: this.elementSum.map((x) => x / this.samples),
+      interaction: this.interactionSum.map((x) => x / cells),
+      diagonalFraction: this.diagonalCount / this.counted,
+      diagonalRatio: this.ratioSum / this.counted,
+      nonFinite: this.nonFinite,
+      maxAbsOutput: this.maxAbsOutput,
+      ...(this.elementHessian ? { elementHessian: this.elementHessian } : {}),
+    };
+  }
+}

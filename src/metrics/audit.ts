@@ -1,0 +1,68 @@
+/**
+ * The combined audit: the stochastic penalty, the full Hessian, activeness and orthogonality on
+ * one Run (one seed: the same latents, inputs and directions; one session, one probe). A Hessian
+ * too large for the row limit is skipped with a warning instead of failing the audit.
+ */
+import { AuditError } from '../contract/errors.js';
+import { AuditRequestSchema, type MetricRequest } from '../contract/request.js';
+import { type AuditResult, AuditResultSchema, type HessianResult, type Warning } from '../contract/results.js';
+import { formatAudit } from '../report/text.js';
+import { type Run, timings } from '../run/run.js';
+import { runActiveness } from './activeness.js';
+import { latentCount } from './common.js';
+import { previews, runHessian } from './hessian.js';
+import { runOrthogonality } from './orthogonality.js';
+import { penalty } from './penalty.js';
+import { defineMetric } from './types.js';
+
+export const audit = defineMetric<AuditResult>({
+  name: 'audit',
+  summary: 'Penalty, full Hessian, activeness and orthogonality on one set of latents',
+  request: AuditRequestSchema,
+  result: AuditResultSchema,
+  flags: { steps: true, directions: true, basis: true, element: true, activeness: true },
+  evaluate: evaluateAudit,
+  format: formatAudit,
+  report: (result) => result,
+});
+
+async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditResult> {
+  const started = performance.now();
+  const penaltyResult = await penalty.evaluate(run, request);
+  const warnings: Warning[] = [...run.warnings];
+  let hessian: HessianResult | null = null;
+  try {
+    hessian = await runHessian(run, request);
+  } catch (err) {
+    if (!(err instanceof AuditError) || err.code !== 'hessian_too_large') throw err;
+    warnings.push({ code: 'hessian_skipped', message: err.message });
+  }
+  const activeness = await runActiveness(run, request);
+  if (request.basis !== undefined) {
+    warnings.push({
+      code: 'activeness_without_basis',
+      message: 'activeness is measured on the latent components themselves; the basis applies to the penalty, the Hessian and orthogonality',
+    });
+  }
+  const orthogonality = await runOrthogonality(run, request);
+  for (const w of [...penaltyResult.warnings, ...(hessian?.warnings ?? []), ...activeness.warnings, ...orthogonality.warnings]) {
+    if (!warnings.some((x) => x.code === w.code && x.message === w.message)) warnings.push(w);
+  }
+  const { resolved } = run;
+  return {
+    metric: 'audit',
+    model: run.model.id,
+    samples: resolved.samples,
+    seed: resolved.seed,
+    wrt: resolved.wrt.name,
+    latents: latentCount(run),
+    basis: resolved.basis?.rows ?? null,
+    penalty: penaltyResult,
+    hessian,
+    activeness,
+    orthogonality,
+    warnings,
+    timings: { totalMs: timings(started, 0).totalMs },
+    ...(run.context.previews ? { previews: await previews(run) } : {}),
+  };
+}

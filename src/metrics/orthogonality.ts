@@ -1,0 +1,56 @@
+/**
+ * Jacobian orthogonality, the OroJaR measure (math/orthogonality.ts): per sample the variance over
+ * the k directions of ‖Jv‖², Jv by a forward difference; then a reduction over samples.
+ */
+import { AuditRequestSchema, type MetricRequest } from '../contract/request.js';
+import { type OrthogonalityResult, OrthogonalityResultSchema, type Warning } from '../contract/results.js';
+import { OrthogonalityAccumulator, orthogonalityRow, orthogonalityUnitSizes, perturbedRows, totalOverLayers } from '../math/index.js';
+import { formatOrthogonality } from '../report/text.js';
+import type { Run } from '../run/run.js';
+import { nonFinite, nullable, opOf, rowLimit, runInfo } from './common.js';
+import { defineMetric } from './types.js';
+
+export const orthogonality = defineMetric<OrthogonalityResult>({
+  name: 'orthogonality',
+  summary: 'Jacobian orthogonality (OroJaR) of each layer',
+  request: AuditRequestSchema,
+  result: OrthogonalityResultSchema,
+  flags: { steps: true, directions: true, basis: true },
+  evaluate: runOrthogonality,
+  format: formatOrthogonality,
+  report: (orthogonality) => ({ orthogonality }),
+});
+
+export async function runOrthogonality(run: Run, _request: MetricRequest): Promise<OrthogonalityResult> {
+  const { resolved, shapes } = run;
+  const accumulators = Object.fromEntries(
+    resolved.layers.map((name) => [name, new OrthogonalityAccumulator(resolved.samples, shapes[name].size, resolved.k, resolved.epsilon, resolved.variance)]),
+  );
+  const started = performance.now();
+  const done = await run.units({
+    stage: 'orthogonality',
+    unitSizes: orthogonalityUnitSizes(resolved.k),
+    passes: 'each of the 1+k passes',
+    tooMany: (rows) => rowLimit(run, rows, `N·(1+k) = ${resolved.samples}·${resolved.k + 1}`),
+    fill: (rows, out) => perturbedRows(rows.map(orthogonalityRow), resolved.latents, resolved.directions, resolved.epsilon, resolved.size, resolved.samples, out),
+    consumers: accumulators,
+  });
+  const warnings: Warning[] = [...run.warnings, ...done.modeWarnings];
+  const layers = resolved.layers.map((name) => {
+    const figures = accumulators[name].result(resolved.reduction);
+    if (figures.score === null) warnings.push(nonFinite(name, NaN));
+    const op = opOf(run, name);
+    return { name, shape: [resolved.samples, ...shapes[name].shape], ...(op ? { op } : {}), score: figures.score, perSample: nullable(figures.perSample) };
+  });
+  return {
+    metric: 'orthogonality',
+    ...runInfo(run, done, warnings, started),
+    k: resolved.k,
+    epsilon: resolved.epsilon,
+    reduction: resolved.reduction,
+    variance: resolved.variance,
+    directions: resolved.explicitDirections ? 'explicit' : 'rademacher',
+    score: totalOverLayers(layers.map((l) => l.score)),
+    layers,
+  };
+}

@@ -1,0 +1,302 @@
+/**
+ * The worker pool: one tinypool per device (a "lane"), each running its workers as child
+ * processes. A native crash in onnxruntime then ends one process, not the server: the task fails
+ * with `worker_crashed` and tinypool starts a replacement. A task is handed to a lane only when
+ * one of its workers is free, so the one queue is here, shared by all lanes and bounded (503
+ * beyond it), and a task's time limit counts from when a worker takes it: past it, the task is
+ * cancelled and its worker replaced.
+ */
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import Tinypool from 'tinypool';
+import { AuditError } from '../contract/errors.js';
+import type { ModelDescription } from '../onnx/describe.js';
+import type { SafetySettings } from '../onnx/safety.js';
+import { type Device, deviceName } from '../runtime/device.js';
+import type { MetricResults } from '../metrics/evaluate.js';
+import type { MetricName } from '../metrics/registry.js';
+import { type MetricTask, type MetricValue, type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
+
+export interface PoolOptions {
+  /** One lane per device; `--device cuda:0,cuda:1` gives two. */
+  devices: Device[];
+  /** Worker processes per device. */
+  workersPerDevice: number;
+  /** Tasks that may wait for a worker, over all lanes; one more gets 503. */
+  maxQueue: number;
+  /** Milliseconds a task may run once a worker has it. */
+  taskTimeoutMs: number;
+  /** Sessions each worker keeps open. */
+  sessionCacheSize?: number;
+  /** Limits of the upload checks (onnx/safety.ts); defaults where absent. */
+  safety?: Partial<SafetySettings>;
+  /** onnxruntime threads per run (0: onnxruntime decides). */
+  intraOpThreads?: number;
+  /** Extra environment for the workers. */
+  env?: Record<string, string>;
+}
+
+export interface LaneStatus {
+  device: string;
+  workers: number;
+  pids: number[];
+  executionProvider: string | null;
+  fallback?: string;
+  probeError?: string;
+  running: number;
+  sessions: Record<number, number>;
+}
+
+export interface PoolStatus {
+  lanes: LaneStatus[];
+  queued: number;
+  running: number;
+  restarts: number;
+  completed: number;
+}
+
+interface Lane {
+  device: Device;
+  pool: Tinypool;
+  workers: number;
+  running: number;
+  executionProvider: string | null;
+  fallback?: string;
+  probeError?: string;
+  /** Sessions cached, by worker pid, as last reported. */
+  sessions: Map<number, number>;
+  /** Every worker pid this lane has had: more pids than workers means replacements. */
+  seen: Set<number>;
+}
+
+const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
+
+const cancelled = (task: Task): AuditError =>
+  new AuditError('cancelled', `the client closed the connection, so its ${task.kind} task was cancelled`);
+
+export const defaultWorkers = (device: Device): number =>
+  device.kind === 'cpu' || device.kind === 'auto' ? Math.max(1, Math.floor(availableParallelism() / 2)) : 1;
+
+export class WorkerPool {
+  private readonly lanes: Lane[];
+  private restartCount = 0;
+  private completedCount = 0;
+  /** Moving average of task time, for Retry-After. */
+  private averageMs = 1000;
+  private closed = false;
+  /** Tasks waiting for a free worker, first come first served. */
+  private readonly waiting: ((lane: Lane) => void)[] = [];
+  /** Called after each finished task (metrics). */
+  onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number }) => void;
+  onRestart?: (reason: 'crash' | 'timeout' | 'cancelled') => void;
+
+  constructor(readonly options: PoolOptions) {
+    if (options.devices.length === 0) throw new Error('the pool needs at least one device');
+    this.lanes = options.devices.map((device) => {
+      const workers = options.workersPerDevice;
+      const pool = new Tinypool({
+        filename: WORKER,
+        runtime: 'child_process',
+        serialization: 'advanced',
+        minThreads: workers,
+        maxThreads: workers,
+        concurrentTasksPerWorker: 1,
+        // Plain node workers: not the parent's loaders or inspector flags (a test runner's, say).
+        execArgv: [],
+        env: {
+          ...(process.env as Record<string, string>),
+          ...options.env,
+          [WORKER_ENV.device]: deviceName(device),
+          [WORKER_ENV.intraOpThreads]: String(options.intraOpThreads ?? 0),
+          [WORKER_ENV.sessionCache]: String(options.sessionCacheSize ?? 8),
+          [WORKER_ENV.safety]: JSON.stringify(options.safety ?? {}),
+        },
+      });
+      const lane: Lane = { device, pool, workers, running: 0, executionProvider: null, sessions: new Map(), seen: new Set() };
+      // A worker that dies while idle is replaced by tinypool; without a listener the event would throw.
+      pool.on('error', () => this.countRestarts(lane, 'crash'));
+      this.countRestarts(lane, 'crash');
+      return lane;
+    });
+  }
+
+  /** Open the probe model on every lane: which provider each device really gets. */
+  async probe(): Promise<void> {
+    await Promise.all(
+      this.lanes.map(async (lane) => {
+        try {
+          lane.running++;
+          const value = (await this.runOn(lane, { kind: 'probe' })) as ProbeValue;
+          lane.executionProvider = value.executionProvider;
+          if (value.fallback) lane.fallback = value.fallback;
+          delete lane.probeError;
+        } catch (err) {
+          lane.probeError = (err as Error).message;
+        }
+      }),
+    );
+  }
+
+  describe(path: string): Promise<ModelDescription> {
+    return this.run({ kind: 'describe', path }) as Promise<ModelDescription>;
+  }
+
+  /** A metric of the registry: its result, or with format 'html' its report. */
+  evaluate<N extends MetricName>(task: MetricTask & { kind: N; format?: 'json' }, cancel?: AbortSignal): Promise<MetricResults[N]>;
+  evaluate(task: MetricTask, cancel?: AbortSignal): Promise<MetricValue>;
+  evaluate(task: MetricTask, cancel?: AbortSignal): Promise<MetricValue> {
+    // The worker's outcome crosses the process boundary as data: its shape is the metric's result.
+    return this.run(task, cancel) as Promise<MetricValue>;
+  }
+
+  /**
+   * Run a task on the first free worker; AuditError 503 when the queue is full. `cancel` (the
+   * client went away) drops a waiting task, or stops a running one and replaces its worker.
+   */
+  async run(task: Task, cancel?: AbortSignal): Promise<TaskValue> {
+    if (cancel?.aborted) throw cancelled(task);
+    return this.runOn(await this.acquire(task, cancel), task, cancel);
+  }
+
+  private acquire(task: Task, cancel?: AbortSignal): Promise<Lane> {
+    if (this.closed) throw new AuditError('shutting_down', 'the server is shutting down');
+    const free = this.lanes.filter((l) => l.running < l.workers).sort((a, b) => a.running / a.workers - b.running / b.workers)[0];
+    if (free) {
+      free.running++;
+      return Promise.resolve(free);
+    }
+    if (this.waiting.length >= this.options.maxQueue) {
+      const busy = this.lanes.reduce((n, l) => n + l.running, 0);
+      throw new AuditError(
+        'overloaded',
+        `all ${busy} workers are busy and ${this.waiting.length} requests are waiting (queue limit ${this.options.maxQueue}); retry later`,
+        { retryAfter: this.retryAfterSeconds() },
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const leave = (): void => {
+        this.waiting.splice(this.waiting.indexOf(take), 1);
+        reject(cancelled(task));
+      };
+      const take = (lane: Lane): void => {
+        cancel?.removeEventListener('abort', leave);
+        resolve(lane);
+      };
+      cancel?.addEventListener('abort', leave, { once: true });
+      this.waiting.push(take);
+    });
+  }
+
+  /** A worker is free again: hand it to the next waiting task. */
+  private release(lane: Lane): void {
+    const next = this.waiting.shift();
+    if (next) next(lane);
+    else lane.running--;
+  }
+
+  /** Runs on a lane whose `running` count already includes this task. */
+  private async runOn(lane: Lane, task: Task, cancel?: AbortSignal): Promise<TaskValue> {
+    const started = performance.now();
+    let outcome: Outcome<TaskValue>;
+    const timeout = AbortSignal.timeout(this.options.taskTimeoutMs);
+    try {
+      const signal = cancel ? AbortSignal.any([timeout, cancel]) : timeout;
+      outcome = (await lane.pool.run(task, { signal })) as Outcome<TaskValue>;
+    } catch (err) {
+      if (cancel?.aborted && !timeout.aborted) {
+        this.countRestarts(lane, 'cancelled');
+        throw cancelled(task);
+      }
+      throw this.failure(lane, task, err as Error);
+    } finally {
+      this.release(lane);
+    }
+    const ms = performance.now() - started;
+    this.completedCount++;
+    this.averageMs = 0.8 * this.averageMs + 0.2 * ms;
+    lane.sessions.set(outcome.worker.pid, outcome.worker.sessions);
+    if (!outcome.ok) {
+      this.onTask?.({ kind: task.kind, ms, ok: false });
+      throw AuditError.relayed(outcome.error);
+    }
+    const result = outcome.value as { rows?: number; timings?: { forwardMs?: number } };
+    this.onTask?.({ kind: task.kind, ms, ok: true, rows: result.rows, forwardMs: result.timings?.forwardMs });
+    return outcome.value;
+  }
+
+  /** New pids replace workers that died or were killed; the first `workers` pids are the originals. */
+  private countRestarts(lane: Lane, reason: 'crash' | 'timeout' | 'cancelled'): void {
+    for (const thread of lane.pool.threads) {
+      const pid = (thread as unknown as { threadId: number }).threadId;
+      if (lane.seen.has(pid)) continue;
+      lane.seen.add(pid);
+      if (lane.seen.size > lane.workers) {
+        this.restartCount++;
+        this.onRestart?.(reason);
+      }
+    }
+  }
+
+  private failure(lane: Lane, task: Task, err: Error): AuditError {
+    if (err.name === 'AbortError') {
+      this.countRestarts(lane, 'timeout');
+      return new AuditError(
+        'timeout',
+        `the ${task.kind} task ran past this server's time limit of ${this.options.taskTimeoutMs} ms and was cancelled; ask for fewer samples or a smaller k, or raise --request-timeout`,
+        { limitMs: this.options.taskTimeoutMs },
+      );
+    }
+    if (/exited unexpectedly/.test(err.message)) {
+      this.countRestarts(lane, 'crash');
+      return new AuditError(
+        'worker_crashed',
+        `the worker running this ${task.kind} task died (onnxruntime crashed or aborted on this model); the worker was replaced and other requests are unaffected`,
+      );
+    }
+    if (/Terminating worker/.test(err.message)) return new AuditError('shutting_down', 'the server is shutting down');
+    return new AuditError('internal', `the worker pool failed: ${err.message}`);
+  }
+
+  retryAfterSeconds(): number {
+    const workers = this.lanes.reduce((n, l) => n + l.workers, 0);
+    const waiting = this.waiting.length + 1;
+    return Math.min(60, Math.max(1, Math.ceil((this.averageMs * waiting) / workers / 1000)));
+  }
+
+  status(): PoolStatus {
+    const lanes = this.lanes.map((lane): LaneStatus => {
+      const pids = lane.pool.threads.map((t) => (t as unknown as { threadId: number }).threadId);
+      return {
+        device: deviceName(lane.device),
+        workers: pids.length,
+        pids,
+        executionProvider: lane.executionProvider,
+        ...(lane.fallback ? { fallback: lane.fallback } : {}),
+        ...(lane.probeError ? { probeError: lane.probeError } : {}),
+        running: lane.running,
+        sessions: Object.fromEntries([...lane.sessions].filter(([pid]) => pids.includes(pid))),
+      };
+    });
+    return {
+      lanes,
+      queued: this.waiting.length,
+      running: lanes.reduce((n, l) => n + l.running, 0),
+      restarts: this.restartCount,
+      completed: this.completedCount,
+    };
+  }
+
+  /** Ready: every lane has its workers and a provider that opened. */
+  ready(): boolean {
+    return !this.closed && this.lanes.every((l) => l.executionProvider !== null && l.pool.threads.length > 0);
+  }
+
+  async destroy(): Promise<void> {
+    this.closed = true;
+    // Nothing new starts; tasks still waiting were accepted, so they run before the workers stop.
+    while (this.waiting.length > 0 || this.lanes.some((l) => l.running > 0)) await new Promise((r) => setTimeout(r, 20));
+    await Promise.all(this.lanes.map((l) => l.pool.destroy()));
+  }
+}
+
+export type { WorkerState };

@@ -1,0 +1,58 @@
+/**
+ * What the server and its workers exchange: tasks, outcomes, and the environment a pool sets.
+ * Kept apart from worker.ts so that the server process never loads onnxruntime.
+ */
+import type { Limits, MetricRequest } from '../contract/request.js';
+import type { MetricName } from '../metrics/registry.js';
+import type { ModelDescription } from '../onnx/describe.js';
+
+/** Environment variables a pool sets for its workers. */
+export const WORKER_ENV = {
+  device: 'HESSIAN_AUDIT_WORKER_DEVICE',
+  intraOpThreads: 'HESSIAN_AUDIT_WORKER_THREADS',
+  sessionCache: 'HESSIAN_AUDIT_WORKER_SESSIONS',
+  /** The upload checks' limits (onnx/safety.ts), as JSON. */
+  safety: 'HESSIAN_AUDIT_WORKER_SAFETY',
+  /** Test-only fault injection: `abort=<model id>,hang=<model id>,delay=<model id>`; unset in production. */
+  faults: 'HESSIAN_AUDIT_TEST_FAULTS',
+} as const;
+
+/** One metric on a stored model: its JSON result, or the HTML report of it. */
+export interface MetricTask {
+  kind: MetricName;
+  modelId: string;
+  modelPath: string;
+  request: MetricRequest;
+  limits: Limits;
+  format?: 'json' | 'html';
+  /** How the report names the model (the store has only its id). */
+  modelName?: string;
+}
+
+export type Task = { kind: 'probe' } | { kind: 'describe'; path: string } | MetricTask;
+
+export interface WorkerState {
+  pid: number;
+  device: string;
+  sessions: number;
+}
+
+export interface ErrorData {
+  code: string;
+  message: string;
+  status: number;
+  details?: unknown;
+}
+
+export type Outcome<T> = ({ ok: true; value: T } | { ok: false; error: ErrorData }) & { worker: WorkerState };
+
+export interface ProbeValue {
+  executionProvider: string;
+  fallback?: string;
+}
+
+/** A metric's JSON result (typed by the caller), or `{html}` for the report. */
+export type MetricValue = { html: string } | Record<string, unknown>;
+
+export type TaskValue = ProbeValue | ModelDescription | MetricValue;
+

@@ -1,0 +1,133 @@
+/** Results as text for a terminal: a header and small aligned tables, one per figure. */
+import { formatShape } from '../io/ndarray.js';
+import type { ActivenessResult, AuditResult, HessianResult, OrthogonalityResult, PenaltyResult, RunInfo } from '../contract/results.js';
+import type { ModelDescription } from '../onnx/describe.js';
+
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+export const number = (x: number | null): string => (x === null ? 'n/a' : Number.isInteger(x) ? String(x) : x.toPrecision(6));
+
+export function formatPenalty(result: PenaltyResult, modelName: string): string {
+  const rows = result.layers.map((l) => [l.name, formatShape(l.shape), l.op ?? 'output', number(l.penalty)]);
+  rows.push(['total (sum over layers)', '', '', number(result.penalty)]);
+  const lines = [
+    `model      ${modelName} (sha256 ${result.model.slice(0, 12)})`,
+    `settings   N=${result.samples} k=${result.k} epsilon=${result.epsilon} reduction=${result.reduction} variance=${result.variance} wrt=${result.wrt}`,
+    `execution  ${result.rows} rows in ${result.batches} batch(es), ${result.mode}, ${result.executionProvider}, seed ${result.seed}, ${result.timings.totalMs.toFixed(0)} ms`,
+    '',
+    table(['layer', 'shape', 'op', 'penalty'], rows),
+  ];
+  if (result.sweep) {
+    const names = result.layers.map((l) => l.name);
+    lines.push('', 'epsilon sweep (same latents and directions)');
+    lines.push(
+      table(
+        ['epsilon', ...names, 'total'],
+        result.sweep.map((p) => [String(p.epsilon), ...p.layers.map((l) => number(l.penalty)), number(p.penalty)]),
+      ),
+    );
+  }
+  for (const w of result.warnings) lines.push(`warning [${w.code}] ${w.message}`);
+  return lines.join('\n');
+}
+
+export function formatDescription(d: ModelDescription, modelName: string): string {
+  const tensors = (list: ModelDescription['inputs']): string[][] =>
+    list.map((t) => [t.name, t.type, t.shape ? formatShape(t.shape) : 'unknown']);
+  const layers = d.layers.map((l) => [
+    l.name,
+    l.op,
+    l.isOutput ? 'output' : '',
+    l.afterLinear ? `straight out of a linear op: prefer ${l.suggestion ?? 'a normalization or activation output'}` : '',
+  ]);
+  return [
+    `model    ${modelName}`,
+    `ir       ${d.irVersion}   opsets ${d.opsets.map((o) => `${o.domain || 'ai.onnx'}:${o.version}`).join(', ')}   nodes ${d.nodes}   producer ${d.producer || 'unknown'}`,
+    '',
+    'inputs',
+    table(['name', 'type', 'shape'], tensors(d.inputs)),
+    '',
+    'outputs',
+    table(['name', 'type', 'shape'], tensors(d.outputs)),
+    '',
+    'auditable layers (pass names to --layers)',
+    table(['tensor', 'op', '', 'advice'], layers),
+  ].join('\n');
+}
+
+function header(r: RunInfo, modelName: string, settings: string): string[] {
+  return [
+    `model      ${modelName} (sha256 ${r.model.slice(0, 12)})`,
+    `settings   N=${r.samples} d=${r.latents}${r.basis ? ' (basis rows)' : ''} ${settings} wrt=${r.wrt}`,
+    `execution  ${r.rows} rows (${r.rowsPerSample} per sample) in ${r.batches} batch(es), ${r.mode}, ${r.executionProvider}, seed ${r.seed}, ${r.timings.totalMs.toFixed(0)} ms`,
+  ];
+}
+
+const warnings = (ws: { code: string; message: string }[]): string[] => ws.map((w) => `warning [${w.code}] ${w.message}`);
+
+/** A d×d matrix with latent indices, values to 3 significant digits. */
+function matrix(m: number[][]): string {
+  const idx = m.map((_, i) => `z${i}`);
+  const cell = (v: number): string => (v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential(2) : v.toPrecision(3));
+  return table(['', ...idx], m.map((row, i) => [idx[i], ...row.map(cell)]));
+}
+
+export function formatHessian(r: HessianResult, modelName: string): string {
+  const rows = r.layers.map((l) => [l.name, `[${l.shape.join(', ')}]`, number(l.penalty), `${(100 * l.diagonalFraction).toFixed(1)}%`, number(l.diagonalRatio)]);
+  rows.push(['total (sum over layers)', '', number(r.penalty), '', '']);
+  const lines = [
+    ...header(r, modelName, `epsilon=${r.epsilon} reduction=${r.reduction}`),
+    '',
+    table(['layer', 'shape', 'exact penalty', 'diagonal fraction', 'diagonal ratio'], rows),
+  ];
+  for (const l of r.layers) {
+    lines.push('', `interaction matrix of ${l.name} (mean H_ij^2 over elements and samples)`, matrix(l.interaction));
+    l.elementHessian?.forEach((h, n) => lines.push('', `full Hessian of the chosen element in sample ${n}`, matrix(h)));
+  }
+  return [...lines, ...warnings(r.warnings)].join('\n');
+}
+
+export function formatActiveness(r: ActivenessResult, modelName: string): string {
+  const d = r.latents;
+  const rows = r.layers.map((l) => [l.name, ...l.activeness.map(number), l.unused.map((i) => `z${i}`).join(' ') || '-']);
+  return [
+    ...header(r, modelName, `extent=${r.extent} threshold=${r.threshold}`),
+    '',
+    table(['layer', ...Array.from({ length: d }, (_, i) => `z${i}`), 'unused'], rows),
+    '',
+    `unused in every layer: ${r.unused.length ? r.unused.map((i) => `z${i}`).join(', ') : 'none'}`,
+    ...warnings(r.warnings),
+  ].join('\n');
+}
+
+export function formatOrthogonality(r: OrthogonalityResult, modelName: string): string {
+  const rows = r.layers.map((l) => [l.name, `[${l.shape.join(', ')}]`, number(l.score)]);
+  rows.push(['total (sum over layers)', '', number(r.score)]);
+  return [
+    ...header(r, modelName, `k=${r.k} epsilon=${r.epsilon} reduction=${r.reduction} variance=${r.variance}`),
+    '',
+    table(['layer', 'shape', 'Var_v ||Jv||^2'], rows),
+    ...warnings(r.warnings),
+  ].join('\n');
+}
+
+export function formatAudit(r: AuditResult, modelName: string): string {
+  const sections = [
+    'penalty (stochastic)',
+    formatPenalty({ ...r.penalty, warnings: [] }, modelName),
+    '',
+    'full Hessian',
+    r.hessian ? formatHessian({ ...r.hessian, warnings: [] }, modelName) : '(skipped: see warnings)',
+    '',
+    'activeness',
+    formatActiveness({ ...r.activeness, warnings: [] }, modelName),
+    '',
+    'orthogonality',
+    formatOrthogonality({ ...r.orthogonality, warnings: [] }, modelName),
+  ];
+  return [...sections, ...warnings(r.warnings)].join('\n');
+}

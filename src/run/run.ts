@@ -1,0 +1,278 @@
+/**
+ * One Run per request: it binds the request to the model (resolve), refuses random ops, opens the
+ * cached session and probes it, and then executes every metric's units through one `units` call:
+ * the plan within the memory budget and the row limit, the execution mode, the batches through G,
+ * the outputs to the metric's accumulators, progress and forward timing. Warnings are collected
+ * once, deduplicated on insert; the combined audit runs all its metrics on the same Run.
+ */
+import type * as ort from 'onnxruntime-node';
+import { AuditError } from '../contract/errors.js';
+import { DEFAULT_LIMITS, type Limits, type MetricRequest } from '../contract/request.js';
+import type { ExecutionMode, Warning } from '../contract/results.js';
+import type { Activations } from '../math/second-difference.js';
+import type { Row } from '../math/rows.js';
+import type { Device } from '../runtime/device.js';
+import type { LoadedModel } from '../runtime/model.js';
+import type { OpenSession, SessionCache } from '../runtime/session.js';
+import { outputValues } from '../runtime/tensors.js';
+import { type FillRows, rowFeeds, unitFeeds } from './feeds.js';
+import { planUnits, type UnitPlan } from './plan.js';
+import { type LayerShape, type Probe, preflight } from './preflight.js';
+import { resolveRequest, type ResolvedRequest } from './resolve.js';
+
+/** Progress of one stage of a long run: chunks done out of the total. */
+export type Progress = (done: number, total: number, stage: string) => void;
+
+export interface RunContext {
+  device: Device;
+  sessions: SessionCache;
+  limits?: Limits;
+  onProgress?: Progress;
+  /** Keep the first few generated images of image-shaped layers (the HTML report). */
+  previews?: boolean;
+}
+
+/** Per layer, whatever combines a unit's rows (the metric's accumulator). */
+export interface UnitConsumer {
+  unit(sample: number, unit: number, values: Activations[], offsets: number[]): void;
+}
+
+/** One metric's work for the Run: its units per sample, how rows are filled, who consumes them. */
+export interface UnitWork {
+  /** Progress stage name (the metric). */
+  stage: string;
+  unitSizes: readonly number[];
+  /** How the per-pass warning names this metric's passes ("each of the 2k+1 passes"). */
+  passes: string;
+  /** The refusal when N × rows per sample is above the row limit. */
+  tooMany: (rows: number) => AuditError;
+  fill: FillRows;
+  consumers: Record<string, UnitConsumer>;
+}
+
+export interface UnitsDone {
+  plan: UnitPlan;
+  batches: number;
+  /** Milliseconds inside onnxruntime for this work. */
+  forwardMs: number;
+  /** The execution mode's warning (fixed batch, rows that interact), if any. */
+  modeWarnings: Warning[];
+}
+
+export class Run {
+  readonly warnings: Warning[] = [];
+  readonly started = performance.now();
+
+  private constructor(
+    readonly model: LoadedModel,
+    readonly resolved: ResolvedRequest,
+    readonly open: OpenSession,
+    readonly probed: Probe,
+    readonly limits: Limits,
+    readonly context: RunContext,
+    /** Milliseconds spent inside onnxruntime so far. */
+    public forwardMs: number,
+  ) {}
+
+  /** Validate against the model, refuse random ops, open the cached session and probe it. */
+  static async open(model: LoadedModel, request: MetricRequest, context: RunContext): Promise<Run> {
+    const limits = context.limits ?? DEFAULT_LIMITS;
+    const resolved = resolveRequest(model.description, request, limits);
+    const warnings: Warning[] = [...resolved.warnings];
+    refuseRandomOps(model, request.allowNondeterministic === true, warnings);
+    const open = await context.sessions.get(model.id, model.bytes, resolved.expose, context.device);
+    if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
+    const timing = { forwardMs: 0 };
+    const probed = await probeOnce(open, resolved, (rows) => timedRun(open, resolved.layers, rowFeeds(resolved, rows), timing));
+    const run = new Run(model, resolved, open, probed, limits, context, timing.forwardMs);
+    for (const w of warnings) run.warn(w);
+    return run;
+  }
+
+  get shapes(): Record<string, LayerShape> {
+    return this.probed.shapes;
+  }
+
+  get executionProvider(): string {
+    return this.open.executionProvider;
+  }
+
+  /** Add a warning unless the same one is there already. */
+  warn(warning: Warning): void {
+    if (!this.warnings.some((w) => w.code === warning.code && w.message === warning.message && w.layer === warning.layer)) {
+      this.warnings.push(warning);
+    }
+  }
+
+  /** One batch through G, counting the time spent inside onnxruntime. */
+  forward(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+    return timedRun(this.open, this.resolved.layers, feeds, this);
+  }
+
+  /** The generated images of the first samples, for previews: one batch of center rows. */
+  async centers(count: number): Promise<Record<string, ArrayLike<number>>> {
+    const rows: Row[] = Array.from({ length: count }, (_, n) => ({ sample: Math.min(n, this.resolved.samples - 1), direction: -1, sign: 0 }));
+    const outputs = await this.forward(rowFeeds(this.resolved, rows));
+    return Object.fromEntries(this.resolved.layers.map((name) => [name, outputValues(outputs[name])]));
+  }
+
+  /**
+   * The one execution path of every metric: plan its units within the row limit and the memory
+   * budget, stream the batches through G, and hand each chunk's units to every layer's consumer.
+   */
+  async units(work: UnitWork): Promise<UnitsDone> {
+    const { resolved } = this;
+    const perSample = work.unitSizes.reduce((a, b) => a + b, 0);
+    if (perSample * resolved.samples > this.limits.maxRows) throw work.tooMany(perSample * resolved.samples);
+    const modeWarnings: Warning[] = [];
+    const mode = chooseMode(this.model, resolved, this.probed, modeWarnings, work.passes);
+    const plan = this.withinBudget((maxRows) => planUnits({ samples: resolved.samples, unitSizes: work.unitSizes, maxRows, mode }));
+    const forwardBefore = this.forwardMs;
+    let done = 0;
+    let batches = 0;
+    for (const chunk of plan.chunks) {
+      const outputs: Record<string, Activations>[] = [];
+      for (const batch of chunk.batches) {
+        const result = await this.forward(unitFeeds(resolved, batch, work.fill));
+        this.checkShapes(result, batch.length);
+        outputs.push(Object.fromEntries(resolved.layers.map((name) => [name, outputValues(result[name])])));
+        batches++;
+      }
+      for (const { sample, unit, rows } of chunk.units) {
+        for (const name of resolved.layers) {
+          const size = this.shapes[name].size;
+          work.consumers[name].unit(
+            sample,
+            unit,
+            rows.map((r) => outputs[r.batch][name]),
+            rows.map((r) => r.row * size),
+          );
+        }
+      }
+      this.context.onProgress?.(++done, plan.chunks.length, work.stage);
+    }
+    return { plan, batches, forwardMs: this.forwardMs - forwardBefore, modeWarnings };
+  }
+
+  /**
+   * Every batch's outputs must have the shapes the probe found: a layer whose per-row size depends
+   * on the batch size would otherwise be read at the wrong offsets.
+   */
+  private checkShapes(outputs: Record<string, ort.Tensor>, rows: number): void {
+    for (const name of this.resolved.layers) {
+      const dims = outputs[name].dims.map(Number);
+      const expected = [rows, ...this.shapes[name].shape];
+      if (dims.length !== expected.length || dims.some((d, i) => d !== expected[i])) {
+        throw new AuditError(
+          'layer_not_batched',
+          `layer '${name}' has shape [${dims.join(', ')}] for a batch of ${rows} rows, but [${expected.join(', ')}] was expected from the probe: its size per row depends on the batch size, so it cannot be audited per sample`,
+          { layer: name, expected, got: dims },
+        );
+      }
+    }
+  }
+
+  /** Rows per batch from the memory budget; a refusal says what a row costs and what the budget is. */
+  private withinBudget<T>(plan: (maxRows: number) => T): T {
+    const bytes = bytesPerRow(this.resolved, this.shapes);
+    try {
+      return plan(Math.max(1, Math.floor(this.limits.memoryBudget / bytes)));
+    } catch (err) {
+      if (err instanceof AuditError) {
+        err.message = `${err.message} (about ${bytes} bytes per row for the layers asked, budget ${this.limits.memoryBudget} bytes)`;
+      }
+      throw err;
+    }
+  }
+}
+
+/** Run one batch on a session, adding the time spent inside onnxruntime to `timing`. */
+async function timedRun(
+  open: OpenSession,
+  layers: readonly string[],
+  feeds: Record<string, ort.Tensor>,
+  timing: { forwardMs: number },
+): Promise<Record<string, ort.Tensor>> {
+  const t = performance.now();
+  try {
+    return await open.session.run(feeds, layers as string[]);
+  } catch (err) {
+    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${(err as Error).message.split('\n')[0]}`);
+  } finally {
+    timing.forwardMs += performance.now() - t;
+  }
+}
+
+/**
+ * Probe a session once per input signature: shapes and row independence are properties of the
+ * model. A model whose outputs changed between two runs is probed again on every request.
+ */
+async function probeOnce(open: OpenSession, resolved: ResolvedRequest, run: (rows: Row[]) => Promise<Record<string, ort.Tensor>>): Promise<Probe> {
+  const key = JSON.stringify([
+    resolved.wrt.name,
+    resolved.latentShape,
+    resolved.layers,
+    resolved.fixedBatch,
+    resolved.extras.map((e) => [e.name, e.perSample, e.array.shape.slice(e.perSample ? 1 : 0)]),
+  ]);
+  const known = open.facts.get(key) as Probe | undefined;
+  if (known) return known;
+  const probed = await preflight(resolved, run);
+  if (Object.values(probed.determinism).every((d) => d === 0)) open.facts.set(key, probed);
+  return probed;
+}
+
+/** Random ops make G(z+εv), G(z), G(z−εv) different computations: refuse unless overridden. */
+function refuseRandomOps(model: LoadedModel, allowed: boolean, warnings: Warning[]): void {
+  const random = model.description.randomOps;
+  if (random.length === 0) return;
+  const nodes = random.map((r) => `${r.node} (${r.op}: ${r.why})`).join(', ');
+  if (!allowed) {
+    throw new AuditError(
+      'nondeterministic_model',
+      `the model is not deterministic: ${nodes}; the Hessian Penalty needs G(z) to be exactly the same computation on every run. ` +
+        'Export it in eval mode or with seeded noise, or pass allowNondeterministic (--allow-nondeterministic) to run anyway',
+      { nodes: random },
+    );
+  }
+  warnings.push({ code: 'nondeterministic_model', message: `run despite random ops: ${nodes}` });
+}
+
+/** Stacked unless rows interact (graph or probe) or the batch size is fixed: then pass by pass. */
+function chooseMode(model: LoadedModel, resolved: ResolvedRequest, probed: Probe, warnings: Warning[], passes: string): ExecutionMode {
+  if (resolved.mode) return resolved.mode;
+  if (resolved.fixedBatch !== null) {
+    warnings.push({
+      code: 'fixed_batch',
+      message: `input '${resolved.wrt.name}' has a fixed batch size of ${resolved.fixedBatch}, so ${passes} runs as its own batch`,
+    });
+    return 'per-pass';
+  }
+  const mixing = model.description.batchMixingOps;
+  if (mixing.length > 0 || probed.rowsInteract) {
+    const why = mixing.length > 0
+      ? mixing.map((m) => `${m.node} (${m.op}: ${m.why})`).join(', ')
+      : 'a probe changed one row and another row changed too';
+    warnings.push({
+      code: 'rows_interact',
+      message: `rows of a batch influence each other (${why}), so ${passes} runs as its own batch of ${resolved.samples}, as the reference implementations do`,
+    });
+    return 'per-pass';
+  }
+  return 'stacked';
+}
+
+/** Bytes one row costs: its input, and its outputs held twice while a batch is reduced. */
+function bytesPerRow(resolved: ResolvedRequest, shapes: Record<string, LayerShape>): number {
+  const inputBytes = resolved.size * (resolved.latentType === 'float64' ? 8 : 4);
+  // Outputs are held twice while a batch is reduced: onnxruntime's tensors and the accumulators' reads.
+  return inputBytes + 2 * Object.values(shapes).reduce((s, l) => s + l.bytesPerRow, 0);
+}
+
+const round = (ms: number): number => Math.round(ms * 100) / 100;
+
+/** A metric's timings: its own wall time since `started`, of which `forwardMs` inside onnxruntime. */
+export function timings(started: number, forwardMs: number): { totalMs: number; forwardMs: number; reduceMs: number } {
+  const totalMs = performance.now() - started;
+  return { totalMs: round(totalMs), forwardMs: round(forwardMs), reduceMs: round(totalMs - forwardMs) };
+}

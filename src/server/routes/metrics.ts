@@ -1,0 +1,62 @@
+/**
+ * POST /v1/models/:id/<metric> for every metric of the registry (penalty, hessian, activeness,
+ * orthogonality, audit) on a stored model. JSON by default; `Accept: text/html` returns the
+ * self-contained report. Each runs in a worker.
+ */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { fromBody } from '../../contract/request.js';
+import { METRIC_NAMES, metric } from '../../metrics/registry.js';
+import { clientGone } from '../cancel.js';
+import type { ServerContext } from '../context.js';
+import { errorResponses } from '../errors.js';
+import { ModelId } from '../schemas.js';
+import { unknownModel } from './models.js';
+
+const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503);
+
+/** The report when the client prefers HTML (a browser), JSON otherwise (curl and fetch accept anything). */
+export function wantsHtml(accept: string | undefined): boolean {
+  if (!accept) return false;
+  const html = accept.indexOf('text/html');
+  const json = accept.indexOf('application/json');
+  return html >= 0 && (json < 0 || html < json);
+}
+
+export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config }) => {
+  for (const name of METRIC_NAMES) {
+    const { summary, request: body, result } = metric(name);
+    app.post(
+      `/v1/models/:id/${name}`,
+      {
+        schema: {
+          summary: `${summary}. Accept: text/html returns the HTML report instead`,
+          tags: [name === 'penalty' ? 'penalty' : 'audit'],
+          params: z.object({ id: ModelId }),
+          body,
+          response: { 200: result, ...ERRORS },
+        },
+      },
+      async (request, reply) => {
+        const { id } = request.params;
+        if (!(await store.has(id))) throw unknownModel(id);
+        const format = wantsHtml(request.headers.accept) ? 'html' : 'json';
+        const { modelName } = request.body as { modelName?: string };
+        const value = await pool.evaluate(
+          {
+            kind: name,
+            modelId: id,
+            modelPath: store.modelPath(id),
+            request: fromBody(request.body as Parameters<typeof fromBody>[0]),
+            limits: config.limits,
+            format,
+            ...(modelName ? { modelName } : {}),
+          },
+          clientGone(reply),
+        );
+        if (format === 'html') return reply.type('text/html; charset=utf-8').send((value as { html: string }).html);
+        return value;
+      },
+    );
+  }
+};

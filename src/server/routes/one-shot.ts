@@ -1,0 +1,124 @@
+/**
+ * The one-shot penalty: multipart with the model file, a "request" JSON field (the same body as
+ * POST /v1/models/:id/penalty) and optional .npy parts. The parts are attached to the request and
+ * parsed as the CLI's files are, so the one-shot route, the stored-model route and the CLI give the
+ * same numbers and the same errors.
+ */
+import type { Multipart, MultipartFile } from '@fastify/multipart';
+import { clientGone } from '../cancel.js';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { type AttachedArrays, PenaltyRequestSchema, parseRequest } from '../../contract/request.js';
+import { PenaltyResultSchema } from '../../contract/results.js';
+import { AuditError } from '../../contract/errors.js';
+import type { NDArray } from '../../io/ndarray.js';
+import { fromNested } from '../../io/nested.js';
+import { isNpy, readNpy } from '../../io/npy.js';
+import type { StagedModel } from '../../store/index.js';
+import type { ServerContext } from '../context.js';
+import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
+import { ModelId, OneShotForm } from '../schemas.js';
+import { unknownModel } from './models.js';
+
+const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503, 507);
+
+/** Multipart parts of the one-shot route besides "model" and "request". */
+const ARRAY_PART = /^(latents|directions|inputs\.(.+))$/;
+
+export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config }) => {
+  app.post(
+    '/v1/penalty',
+    {
+      config: { form: OneShotForm },
+      schema: {
+        summary:
+          'One shot: multipart with the "model" file, a "request" JSON field (the same body as /v1/models/:id/penalty) and optional .npy parts "latents", "directions", "inputs.<name>"',
+        tags: ['penalty'],
+        consumes: ['multipart/form-data'],
+        response: { 200: PenaltyResultSchema, ...ERRORS },
+      },
+    },
+    async (request, reply) => {
+      if (!request.isMultipart()) throw notMultipart();
+      let staged: StagedModel | undefined;
+      try {
+        let json: unknown = {};
+        const arrays: Record<string, NDArray> = {};
+        for await (const part of request.parts()) {
+          if (part.fieldname === 'model' && part.type === 'file') {
+            if (staged) throw new AuditError('invalid_request', 'the "model" part is given twice');
+            staged = await store.stage(part.file);
+            if (part.file.truncated) throw uploadTooLarge(config.maxUploadBytes);
+          } else if (part.fieldname === 'request') {
+            json = await requestJson(part, config.maxBodyBytes);
+          } else if (ARRAY_PART.test(part.fieldname)) {
+            if (arrays[part.fieldname]) throw new AuditError('invalid_request', `the "${part.fieldname}" part is given twice`);
+            arrays[part.fieldname] = await arrayPart(part, config.maxUploadBytes);
+          } else {
+            if (part.type === 'file') part.file.resume();
+            throw new AuditError(
+              'invalid_request',
+              `unknown multipart part '${part.fieldname}'; the parts are "model", "request", "latents", "directions" and "inputs.<name>"`,
+            );
+          }
+        }
+        if (!staged) throw new AuditError('missing_model', 'the one-shot request has no "model" file part');
+        const penaltyRequest = parseRequest(json, attached(arrays), PenaltyRequestSchema);
+        // Already stored: use the stored copy (its worker session may be cached). Otherwise run
+        // from the staged file, which is removed afterwards: a one-shot request stores nothing.
+        const known = await store.has(staged.id);
+        const path = known ? store.modelPath(staged.id) : staged.path;
+        return await pool.evaluate({ kind: 'penalty', modelId: staged.id, modelPath: path, request: penaltyRequest, limits: config.limits }, clientGone(reply));
+      } finally {
+        if (staged) await store.discard(staged);
+      }
+    },
+  );
+};
+
+async function requestJson(part: Multipart, limit: number): Promise<unknown> {
+  let text: string;
+  if (part.type === 'file') {
+    text = (await part.toBuffer()).toString('utf8');
+  } else {
+    if (part.valueTruncated) {
+      throw new AuditError('payload_too_large', `the "request" field is larger than this server's limit of ${limit} bytes (--max-body-mib)`, { limit });
+    }
+    // A field sent with Content-Type application/json arrives parsed already.
+    if (typeof part.value !== 'string') return part.value;
+    text = part.value;
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new AuditError('malformed_json', `the "request" part is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+async function arrayPart(part: Multipart, limit: number): Promise<NDArray> {
+  const what = part.fieldname;
+  let bytes: Buffer;
+  if (part.type === 'file') {
+    bytes = await (part as MultipartFile).toBuffer();
+    if ((part as MultipartFile).file.truncated) throw uploadTooLarge(limit);
+  } else {
+    bytes = Buffer.from(String(part.value), 'utf8');
+  }
+  if (isNpy(bytes)) return readNpy(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), what);
+  try {
+    return fromNested(JSON.parse(bytes.toString('utf8')), what);
+  } catch (err) {
+    if (err instanceof AuditError) throw err;
+    throw new AuditError('invalid_array', `the "${what}" part is neither a .npy file nor a JSON array; save it with np.save`);
+  }
+}
+
+/** The array parts by name → the request's attached arrays. */
+function attached(arrays: Record<string, NDArray>): AttachedArrays {
+  const out: AttachedArrays = {};
+  for (const [name, array] of Object.entries(arrays)) {
+    if (name === 'latents' || name === 'directions') out[name] = array;
+    else (out.inputs ??= {})[name.slice('inputs.'.length)] = array;
+  }
+  return out;
+}
