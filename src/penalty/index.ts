@@ -13,3 +13,5 @@ export * from './heatmap.js';
 export * from './hessian.js';
 export * from './orthogonality.js';
 export * from './unit-plan.js';
+export * from './ecnoise.js';
+export * from './noise-floor.js';
