@@ -11,6 +11,7 @@ import {
   expectedMaxChiSquare,
   gammaFactors,
   gammaQ,
+  logGamma,
   measuredFloor,
   measureNoise,
   MEASURED_NOISE_MARGIN,
@@ -146,6 +147,8 @@ t.test('the floor: √6σ/ε² per second difference, 2σ²/ε⁴ per element, t
   t.ok(Math.abs(gammaQ(1, 2.5) - Math.exp(-2.5)) < 1e-15);
   t.ok(Math.abs(gammaQ(3, 7) - Math.exp(-7) * (1 + 7 + 24.5)) < 1e-15);
   t.equal(gammaQ(2, 0), 1);
+  t.ok(close(logGamma(0.25), Math.log(3.625609908221908)), 'ln Γ by reflection below 1/2');
+  t.ok(close(logGamma(5), Math.log(24)));
   const noise = { p90: 1e-6, rms: 5e-7 };
   t.ok(close(measuredFloor({ noise, epsilon: 1e-3, k: 2, variance: 'unbiased', reduction: 'mean', count: 128 }), 0.5));
   t.ok(Math.abs(measuredFloor({ noise, epsilon: 1e-3, k: 3, variance: 'unbiased', reduction: 'max', count: 10 }) - 2 * 2.9289682539682538) < 1e-8);

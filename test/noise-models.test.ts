@@ -11,7 +11,15 @@ import * as ort from 'onnxruntime-node';
 import t from 'tap';
 import { evaluatePenalty, SessionCache } from '../dist/engine/evaluate.js';
 import { loadModel } from '../dist/engine/model.js';
-import { belowMeasuredFloor, measuredFloor, measureNoise, MEASURED_NOISE_MARGIN, summarizeNoise } from '../dist/penalty/index.js';
+import {
+  belowMeasuredFloor,
+  measuredFloor,
+  measureNoise,
+  MEASURED_NOISE_MARGIN,
+  recommendedEpsilon,
+  summarizeNoise,
+  truncationModel,
+} from '../dist/penalty/index.js';
 import { modelBytes, modelPath } from './helpers/reference.js';
 
 interface Reference {
@@ -71,6 +79,7 @@ for (const [name, sweep] of Object.entries(reference.models)) {
     t.ok(measurement.rows / DEFAULT_REQUEST_ROWS === 0.2);
 
     const model = loadModel(modelBytes(name));
+    const at: Record<number, { penalty: number; floor: number; relative: number }> = {};
     for (const point of sweep) {
       const result = await evaluatePenalty(
         model,
@@ -85,6 +94,7 @@ for (const [name, sweep] of Object.entries(reference.models)) {
       const below = belowMeasuredFloor(penalty, floor);
       const id = `${name}@${point.epsilon}`;
       verdicts.push({ point: id, relative, ratio: penalty / floor, below });
+      at[point.epsilon] = { penalty, floor, relative };
       const detail = `${id}: float32 ${penalty.toPrecision(4)}, float64 ${point.max.toPrecision(4)}, off ${(100 * relative).toPrecision(3)}%, penalty/floor ${(penalty / floor).toPrecision(3)}`;
       if (relative > 1) t.ok(below, `below the floor: ${detail}`);
       else if (relative <= 0.02 && LUCKY.has(id)) t.ok(below, `the documented lucky point still warns: ${detail}`);
@@ -93,6 +103,26 @@ for (const [name, sweep] of Object.entries(reference.models)) {
       // on the failure cases although their float32 penalty is mostly rounding.
       if (!clean && point.epsilon === 3e-3) {
         t.ok(relative > 1 && penalty > 100 * layer.noiseFloor, `the output-ulp floor misses it: ${detail}`);
+      }
+    }
+
+    // The recommended range, as a request at ε = 0.1 with a sweep point at 0.03 sees it: every point
+    // off by more than its size lies below it, and inside it the float32 penalty is within 5% of
+    // the ε → 0 float64 limit (truncation and rounding both small).
+    const range = recommendedEpsilon({
+      epsilon: 0.1,
+      penalty: at[0.1].penalty,
+      floorAt: at[0.1].floor,
+      truncation: truncationModel(0.03, at[0.03].penalty, 0.1, at[0.1].penalty),
+    });
+    t.ok(range.usable, `recommended ε [${range.min}, ${range.max}]`);
+    const limit = sweep[sweep.length - 2].max; // float64 at ε = 1e-4: truncation ≈ 1e-8 relative
+    for (const point of sweep) {
+      const inside = point.epsilon >= range.min && point.epsilon <= range.max!;
+      if (at[point.epsilon].relative > 1) t.ok(point.epsilon < range.min, `ε = ${point.epsilon} is below the recommended ${range.min}`);
+      if (inside) {
+        const total = Math.abs(at[point.epsilon].penalty - limit) / limit;
+        t.ok(total < 0.05, `ε = ${point.epsilon} in the range: ${(100 * total).toPrecision(3)}% from the limit`);
       }
     }
   });
