@@ -1,7 +1,7 @@
 // The measured noise floor on models/noise_*.onnx against their float64 truth (issue 14):
 // per (model, ε) the float32 penalty, its relative error, penalty/floor for the measured floor and
 // for the output-ulp floor, and per model the ECnoise σ, its row cost and the recommended ε range.
-// Usage: npm run build --silent && node bench/noise-margin.mjs [points=8] [samples=1]
+// Usage: npm run build --silent && node bench/noise-margin.mjs [points=7] [samples=1]
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { evaluatePenalty, SessionCache } from '../dist/engine/evaluate.js';
@@ -14,7 +14,7 @@ const sessions = new SessionCache(8);
 const z = Float32Array.from(ref.latents.data);
 const v = Float32Array.from(ref.directions.data);
 const [n, d] = ref.latents.shape;
-const points = Number(process.argv[2] ?? 8);
+const points = Number(process.argv[2] ?? 7);
 const samplesMeasured = Number(process.argv[3] ?? 1);
 const mustWarn = [];
 const mustNot = [];

@@ -75,7 +75,7 @@ t.test('h too large: the relative range rule, then the driver shrinks h and reco
   const m = await measureNoise(noisy(3), ELEMENTS, { h: 1 });
   t.same(m.tries.map((x) => x.h), [1, 0.01]);
   t.equal(m.tries[0].hTooLarge, ELEMENTS);
-  t.equal(m.rows, 16);
+  t.equal(m.rows, 14, 'two tries of the default 7 points');
   const r = ratios(m.sigma, sigmaOf).filter(Number.isFinite);
   t.ok(r.length >= 0.9 * ELEMENTS);
   const s = summarizeNoise(r);
@@ -118,6 +118,12 @@ t.test('the driver never retries a spacing and stops after maxTries', async (t) 
   const expected = [1e-3, 1e-1, 1e-2, 1e-4, 1e-6];
   t.equal(f.tries.length, 5);
   f.tries.forEach((x, i) => t.ok(Math.abs(x.h / expected[i] - 1) < 1e-12, `try ${i}: ${x.h}`));
+  // Non-finite values get their own status and do not steer the spacing.
+  const broken = ecnoise(Float64Array.from([Number.NaN, 1, 1, 2, 1, Infinity, 1, 2]), 4, 2);
+  t.same(Array.from(broken.status), [NoiseStatus.nonFinite, NoiseStatus.nonFinite]);
+  t.equal(NOISE_STATUS_NAMES[NoiseStatus.nonFinite], 'non_finite');
+  const nanRows = await measureNoise(async (o) => new Float64Array(o.length).fill(Number.NaN), 1, { maxTries: 2 });
+  t.same(nanRows.tries.map((x) => [x.ok, x.hTooSmall, x.hTooLarge]), [[0, 0, 0], [0, 0, 0]]);
   const nan = summarizeNoise([Number.NaN]);
   t.equal(nan.resolved, 0);
   t.ok(Number.isNaN(nan.median));

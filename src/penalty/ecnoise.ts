@@ -21,10 +21,10 @@
  */
 
 /** Per-element outcome of one difference table. */
-export const NoiseStatus = { ok: 0, hTooSmall: 1, hTooLarge: 2 } as const;
+export const NoiseStatus = { ok: 0, hTooSmall: 1, hTooLarge: 2, nonFinite: 3 } as const;
 export type NoiseStatusCode = (typeof NoiseStatus)[keyof typeof NoiseStatus];
-export type NoiseStatusName = 'ok' | 'h_too_small' | 'h_too_large';
-export const NOISE_STATUS_NAMES: readonly NoiseStatusName[] = ['ok', 'h_too_small', 'h_too_large'];
+export type NoiseStatusName = 'ok' | 'h_too_small' | 'h_too_large' | 'non_finite';
+export const NOISE_STATUS_NAMES: readonly NoiseStatusName[] = ['ok', 'h_too_small', 'h_too_large', 'non_finite'];
 
 export interface NoiseTable {
   /** σ per element; NaN where the status is not ok. */
@@ -63,13 +63,19 @@ export function ecnoise(values: ArrayLike<number>, points: number, elements: num
   for (let e = 0; e < elements; e++) {
     let fmin = Infinity;
     let fmax = -Infinity;
+    let finite = true;
     for (let i = 0; i < points; i++) {
       const f = values[i * elements + e];
       table[i] = f;
+      finite &&= Number.isFinite(f);
       if (f < fmin) fmin = f;
       if (f > fmax) fmax = f;
     }
-    // Written so that NaN values (and 0/0 for an all-zero element) fall through to "too small".
+    if (!finite) {
+      status[e] = NoiseStatus.nonFinite;
+      continue;
+    }
+    // An all-zero element (0 > 0 is false) goes on to the zero-difference test: "too small".
     if (fmax - fmin > 0.1 * Math.max(Math.abs(fmax), Math.abs(fmin))) {
       status[e] = NoiseStatus.hTooLarge;
       continue;
@@ -123,7 +129,7 @@ export function ecnoise(values: ArrayLike<number>, points: number, elements: num
 export type EvaluateOffsets = (offsets: Float64Array) => Promise<ArrayLike<number>>;
 
 export interface NoiseMeasureOptions {
-  /** Number of points m+1 (default 8: ECnoise.m recommends at least 7). */
+  /** Number of points m+1 (default 7, the least ECnoise.m recommends; docs/noise.md compares 4 to 9). */
   points?: number;
   /** First spacing h (default 1e-3, suited to float32 generators of N(0,1) latents). */
   h?: number;
@@ -135,7 +141,9 @@ export interface NoiseMeasureOptions {
 
 export interface NoiseTry {
   h: number;
+  /** Elements this spacing's table resolved (including ones an earlier spacing already had). */
   ok: number;
+  /** Of the elements still unresolved: what the table said (non-finite ones are not counted). */
   hTooSmall: number;
   hTooLarge: number;
 }
@@ -148,7 +156,7 @@ export interface NoiseMeasurement extends NoiseTable {
   rows: number;
 }
 
-export const DEFAULT_NOISE_OPTIONS = { points: 8, h: 1e-3, maxTries: 4, accept: 0.9 };
+export const DEFAULT_NOISE_OPTIONS = { points: 7, h: 1e-3, maxTries: 4, accept: 0.9 };
 
 /**
  * ECnoise with the adaptation of the paper: when the table says h is too small, try 100·h; too
@@ -183,7 +191,7 @@ export async function measureNoise(evaluate: EvaluateOffsets, elements: number, 
         spacing[e] = h;
         resolved++;
       } else if (s === NoiseStatus.hTooSmall) counts.hTooSmall++;
-      else counts.hTooLarge++;
+      else if (s === NoiseStatus.hTooLarge) counts.hTooLarge++;
     }
     tries.push(counts);
     if (resolved >= accept * elements) break;
