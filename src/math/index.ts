@@ -11,3 +11,5 @@ export * from './basis.js';
 export * from './heatmap.js';
 export * from './hessian.js';
 export * from './orthogonality.js';
+export * from './ecnoise.js';
+export * from './noise-floor.js';
