@@ -286,7 +286,9 @@ def main():
     sg64 = copy.deepcopy(sg).double()
     z = torch.randn(3, 32, generator=gen)
     xs = rademacher((3, 3, 32), gen)
-    references.append(case("stylegan2_z", lambda t: sg(t)[0], lambda t: sg64(t)[0], "stylegan2.onnx", "z", z, xs))
+    # In z-space the penalty is ~1000x smaller than in W: at eps 0.1 float32 rounding (a few ulp / eps^2)
+    # is 3e-4 of it on either side, so this case uses eps 0.3 (rounding / 9).
+    references.append(case("stylegan2_z", lambda t: sg(t)[0], lambda t: sg64(t)[0], "stylegan2.onnx", "z", z, xs, epsilon=0.3))
     w = sg.mapping(z)
     xw = rademacher((3, 3, 32), gen)
     references.append(
