@@ -153,11 +153,11 @@ function graphIndex(graph: GraphProto): GraphIndex {
 
 /** t must exist and be floating point: its type and declared shape. */
 function cutTensor(graph: GraphProto, index: GraphIndex, tensor: string): { code: number; type: string; shape: Dim[] | null } {
-  if (!index.producer.has(tensor) && !index.inputs.has(tensor)) {
-    throw new AuditError('unknown_tensor', `wrt names tensor '${tensor}', which the model does not have (see 'hessian-audit inspect' for the tensors wrt can name)`, 422, { wrt: tensor });
-  }
   if (index.initializers.has(tensor)) {
     throw new AuditError('unknown_tensor', `wrt names '${tensor}', which is a weight of the model, not a tensor computed from its inputs`, 422, { wrt: tensor });
+  }
+  if (!index.producer.has(tensor) && !index.inputs.has(tensor)) {
+    throw new AuditError('unknown_tensor', `wrt names tensor '${tensor}', which the model does not have (see 'hessian-audit inspect' for the tensors wrt can name)`, 422, { wrt: tensor });
   }
   const code = elementTypes(graph).get(tensor);
   const type = elementTypeName(code);
