@@ -235,20 +235,22 @@ export interface TraversalSectionInput {
   steps: readonly number[];
   extent: number;
   samples: number;
-  /** Rows of cell height in CSS pixels (the grid is scaled by a whole factor to about this). */
+  /** Cell height to aim for in CSS pixels (the grid is scaled by a whole factor to about this)… */
   cellPixels?: number;
+  /** …unless the grid would then be wider than this: then it is scaled to this width. */
+  maxWidth?: number;
 }
 
 /** The report's traversal section: the grid once, with a label column aligned to its rows. */
 export function traversalSection(input: TraversalSectionInput): string {
   const { grid } = input;
   const { cellHeight } = grid;
-  const scale = Math.max(1, Math.round((input.cellPixels ?? 64) / cellHeight));
+  const scale = Math.min(Math.max(1, Math.round((input.cellPixels ?? 64) / cellHeight)), (input.maxWidth ?? 900) / grid.width);
   const rowHeight = (cellHeight + GRID_GAP) * scale;
   const labels = grid.order
     .map((d) => {
       const score = input.scores ? ` · ${fmt(input.scores[d])}` : '';
-      return `<div class="traversal-label" style="height:${rowHeight}px;line-height:${cellHeight * scale}px">${esc(input.labels[d] ?? `#${d}`)}${esc(score)}</div>`;
+      return `<div class="traversal-label" style="height:${round2(rowHeight)}px;line-height:${round2(cellHeight * scale)}px">${esc(input.labels[d] ?? `#${d}`)}${esc(score)}</div>`;
     })
     .join('');
   const stepText = input.steps.map((s) => fmtStep(s * input.extent)).join(', ');
@@ -256,9 +258,10 @@ export function traversalSection(input: TraversalSectionInput): string {
   return `<section id="traversal"><h2>Latent traversals — ${esc(input.layer)}</h2>
 <p class="note">Each row moves one direction to ${esc(stepText)} with the others unchanged; each block of columns is one of ${input.samples} samples.${sorted}</p>
 <div class="traversal" style="display:flex;gap:8px;align-items:flex-start;overflow-x:auto">
-<div class="traversal-labels" style="padding-top:${GRID_GAP * scale}px;font-size:12px;white-space:nowrap;text-align:right">${labels}</div>
-<img src="data:image/png;base64,${grid.png.toString('base64')}" width="${grid.width * scale}" height="${grid.height * scale}" style="image-rendering:pixelated" alt="latent traversal grid of ${esc(input.layer)}">
+<div class="traversal-labels" style="padding-top:${round2(GRID_GAP * scale)}px;font-size:12px;white-space:nowrap;text-align:right">${labels}</div>
+<img src="data:image/png;base64,${grid.png.toString('base64')}" width="${round2(grid.width * scale)}" height="${round2(grid.height * scale)}" style="image-rendering:pixelated" alt="latent traversal grid of ${esc(input.layer)}">
 </div></section>`;
 }
 
+const round2 = (x: number): number => Math.round(x * 100) / 100;
 const fmtStep = (x: number): string => (x > 0 ? `+${x}` : x < 0 ? `−${-x}` : '0');
