@@ -193,3 +193,29 @@ t.test('every wrt error names the tensor in one line (AuditError, 422)', async (
   expectError(t, () => cutSuffix(handModel(), 'a', ['s']), 'uncuttable', /tensor 'a' comes out of a node whose other outputs the layers also need/);
   expectError(t, () => cutSuffix(new Uint8Array([1, 2, 3]), 'w'), 'invalid_model', /not an ONNX model/);
 });
+
+t.test('element types without value_info: from the op that produces each tensor', async (t) => {
+  const node = (opType: string, input: string[], output: string[], attribute: Obj[] = []): Obj => ({ opType, input, output, attribute });
+  const graph = {
+    input: [info('x', ['N', 3]), info('d', ['N', 3], 11)],
+    initializer: [{ name: 'k', dims: [1], dataType: 7, int64Data: [2] }],
+    node: [
+      node('Constant', [], ['cf'], [{ name: 'value_float', type: 1, f: 1.5 }]),
+      node('Constant', [], ['ci'], [{ name: 'value_int', type: 2, i: 3 }]),
+      node('Constant', [], ['ct'], [{ name: 'value', type: 4, t: { dims: [1], dataType: 11, doubleData: [1] } }]),
+      node('Constant', [], ['cs'], [{ name: 'value_string', type: 3, s: new Uint8Array([97]) }]),
+      node('ConstantOfShape', ['k'], ['zeros']),
+      node('CastLike', ['x', 'd'], ['like']),
+      node('TopK', ['x', 'k'], ['values', 'indices']),
+      node('Where', ['eq', 'd', 'd'], ['chosen']),
+      node('Equal', ['x', 'x'], ['eq']),
+      node('RandomNormal', [], ['noise'], [{ name: 'dtype', type: 2, i: 11 }]),
+      node('Relu', ['unknown'], ['untyped']),
+    ],
+  };
+  const { elementTypes } = await import('../dist/onnx/element-types.js');
+  const types = Object.fromEntries(elementTypes(graph as never));
+  t.same(types, { x: 1, d: 11, k: 7, cf: 1, ci: 7, ct: 11, zeros: 1, like: 11, values: 1, indices: 7, chosen: 11, eq: 9, noise: 11 });
+  t.notOk('cs' in types, 'a string constant has no numeric type to tell');
+  t.notOk('untyped' in types, 'an op whose inputs are unknown stays unknown');
+});

@@ -121,13 +121,14 @@ export function wrtCandidates(bytes: Uint8Array): WrtCandidate[] {
   const valued = valueDependents(graph.node ?? [], fromInputs);
   const upstream = valueAncestors(graph, index, (graph.output ?? []).map((o) => o.name));
   const outputs = new Set((graph.output ?? []).map((o) => o.name));
+  const declared = new Map((graph.valueInfo ?? []).map((v) => [v.name, v]));
   const candidates: WrtCandidate[] = [];
   for (const node of graph.node ?? []) {
     for (const name of node.output ?? []) {
       if (!name || outputs.has(name) || !valued.has(name) || !upstream.has(name)) continue;
       const type = elementTypeName(types.get(name));
       if (!FLOAT_TYPES.has(type)) continue;
-      candidates.push({ name, type, shape: declaredShape(graph, name), op: node.opType });
+      candidates.push({ name, type, shape: shapeOf(declared.get(name)), op: node.opType });
     }
   }
   return candidates;
@@ -168,7 +169,10 @@ function cutTensor(graph: GraphProto, index: GraphIndex, tensor: string): { code
 }
 
 function declaredShape(graph: GraphProto, name: string): Dim[] | null {
-  const value = [...(graph.valueInfo ?? []), ...(graph.output ?? []), ...(graph.input ?? [])].find((v) => v.name === name);
+  return shapeOf([...(graph.valueInfo ?? []), ...(graph.output ?? []), ...(graph.input ?? [])].find((v) => v.name === name));
+}
+
+function shapeOf(value: ValueInfo | undefined): Dim[] | null {
   const dim = value?.type?.tensorType?.shape?.dim;
   return dim ? dim.map((d) => d.dimValue ?? d.dimParam ?? null) : null;
 }
