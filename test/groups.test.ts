@@ -85,3 +85,33 @@ t.test('grouped directions share one sign per group and are seeded like today’
   // Single coordinates as groups are today's directions exactly.
   t.same(groupedDirections(k, n, resolveGroups('blocks:1', [6]), seed), rademacherDirections(k, n * 6, seed));
 });
+
+t.test('the group basis gives the group-level Hessian (G × G) through the existing basis machinery', async (t) => {
+  const { evaluateHessian } = await import('../dist/engine/audit.js');
+  const { SessionCache } = await import('../dist/engine/evaluate.js');
+  const { loadModel } = await import('../dist/engine/model.js');
+  const { modelBytes } = await import('./helpers/reference.js');
+  // G(z) = zᵀAz (models/export.py), H = A + Aᵀ; the second difference is exact for a quadratic.
+  const A = [[1, 2, 0, -1], [0, 3, 1, 0], [0.5, 0, -2, 1], [0, 1, 0, 1]];
+  const H = A.map((row, i) => row.map((a, j) => a + A[j][i]));
+  const groups = resolveGroups('0+1,2+3', [4]);
+  const basis = { type: 'float64' as const, shape: [groups.count, 4], data: groupBasis(groups) };
+  const sessions = new SessionCache(1);
+  const result = await evaluateHessian(
+    loadModel(modelBytes('quadratic.onnx')),
+    { latents: { type: 'float32', shape: [2, 4], data: Float32Array.from([0.3, -0.2, 1, 0.5, -1, 0.4, 0.1, 2]) }, basis, epsilon: 0.5 },
+    { device: { kind: 'cpu' }, sessions },
+  );
+  sessions.clear();
+  const members = [[0, 1], [2, 3]];
+  const expected = members.map((a) => members.map((b) => a.reduce((s, i) => s + b.reduce((r, j) => r + H[i][j], 0), 0) ** 2));
+  t.equal(result.layers[0].interaction.length, 2, 'G × G, not d × d');
+  for (let a = 0; a < 2; a++) {
+    for (let b = 0; b < 2; b++) {
+      const got = result.layers[0].interaction[a][b];
+      t.ok(Math.abs(got - expected[a][b]) < 1e-3 * Math.max(1, expected[a][b]), `(1_aᵀH1_b)² at (${a},${b}): ${got} vs ${expected[a][b]}`);
+    }
+  }
+  // Exact penalty on the group level: 2·Σ_{a≠b} (1_aᵀH1_b)².
+  t.ok(Math.abs(result.penalty! - 2 * (expected[0][1] + expected[1][0])) < 1e-2, `${result.penalty} vs ${2 * (expected[0][1] + expected[1][0])}`);
+});
