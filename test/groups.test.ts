@@ -115,3 +115,12 @@ t.test('the group basis gives the group-level Hessian (G × G) through the exist
   // Exact penalty on the group level: 2·Σ_{a≠b} (1_aᵀH1_b)².
   t.ok(Math.abs(result.penalty! - 2 * (expected[0][1] + expected[1][0])) < 1e-2, `${result.penalty} vs ${2 * (expected[0][1] + expected[1][0])}`);
 });
+
+t.test('the HTTP schema takes the three JSON forms and leaves content checks to resolveGroups', async (t) => {
+  const { GroupSpecSchema } = await import('../dist/penalty/groups.js');
+  for (const spec of ['rows', '0-1,2-3', [[0, 1], [2, 3]], { labels: [0, 0, 1, 1] }]) {
+    t.same(GroupSpecSchema.parse(spec), spec, JSON.stringify(spec));
+    t.same(Array.from(resolveGroups(GroupSpecSchema.parse(spec) as never, [2, 2]).assignment), [0, 0, 1, 1]);
+  }
+  for (const bad of ['', 3, [1, 2], { labels: [0], extra: 1 }, { groups: [] }]) t.notOk(GroupSpecSchema.safeParse(bad).success, JSON.stringify(bad));
+});

@@ -19,10 +19,26 @@
  *               {"labels": [0,0,1,1,…]}  one group number per coordinate (0 … G−1)
  * Every coordinate must be in exactly one group and no group may be empty.
  */
+import { z } from 'zod';
 import { AuditError, invalid } from '../errors.js';
 import { rademacherDirections } from './sampling.js';
 
 export type GroupSpec = string | number[][] | { labels: number[] };
+
+/**
+ * The HTTP body's `groups`, structure only: whether coordinates are in range, cover the tensor
+ * and do not overlap depends on the wrt tensor, so resolveGroups checks that with its own messages.
+ */
+export const GroupSpecSchema = z
+  .union([
+    z.string().min(1),
+    z.array(z.array(z.number())),
+    z.object({ labels: z.array(z.number()) }).strict(),
+  ])
+  .meta({
+    description:
+      'Coordinates of the wrt tensor that share one Rademacher sign: "rows" (one group per index of the first per-sample axis, W+), "blocks:N", "0-3,4-7" (flat coordinates), [[0,1],[2,3]], or {"labels": [0,0,1,1]}',
+  });
 
 export interface Groups {
   /** G, the number of groups. */
