@@ -223,3 +223,4 @@ def smooth_models():
 if __name__ == "__main__":
     with torch.no_grad():
         main()
+        __import__("export_archs").main()  # public architectures and their torch references (issue 15)

@@ -64,12 +64,14 @@ const refuses = (t: Test, model: Obj, code: string, status: number, settings = {
 };
 
 // Nodes, weight bytes and tensors per example model, counted by the onnx Python package
-// (numpy_helper.to_array(...).nbytes over initializers and Constant values): an independent parser.
+// (numpy_helper.to_array(...).nbytes over initializers and tensor attributes: Constant and
+// ConstantOfShape values): an independent parser.
 const EXAMPLES: Record<string, [number, number, number]> = {
   'bn_train.onnx': [7, 8000, 10],
   'conditional.onnx': [7, 4608, 5],
   'cubic.onnx': [13, 64, 8],
   'dcgan.onnx': [11, 221164, 17],
+  'dcgan64.onnx': [14, 1514240, 21],
   'dcgan_entangled.onnx': [29, 221248, 28],
   'dcgan_smooth.onnx': [13, 221164, 17],
   'ignoring.onnx': [20, 100, 13],
@@ -85,6 +87,9 @@ const EXAMPLES: Record<string, [number, number, number]> = {
   'noisy.onnx': [10, 7492, 7],
   'quadratic.onnx': [4, 72, 2],
   'separable.onnx': [31, 112, 16],
+  'stylegan2.onnx': [290, 594184, 139],
+  'stylegan2_synthesis.onnx': [267, 577232, 125],
+  'vae_decoder.onnx': [4, 1291136, 4],
 };
 
 t.test('every example model passes, with the sizes the onnx package counts', async (t) => {

@@ -11,5 +11,6 @@ export * from './basis.js';
 export * from './heatmap.js';
 export * from './hessian.js';
 export * from './orthogonality.js';
+export * from './groups.js';
 export * from './ecnoise.js';
 export * from './noise-floor.js';

@@ -53,7 +53,7 @@ export interface ReportInput {
   timings?: { totalMs: number };
 }
 
-const STYLE = `
+export const STYLE = `
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1b1b;margin:0;background:#f6f6f4}
 main{max-width:1100px;margin:0 auto;padding:20px 28px 40px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:0 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}

@@ -1,1 +1,2 @@
 export * from './html.js';
+export * from './traversal.js';
