@@ -27,7 +27,12 @@ export interface FlagSet {
   sweep?: boolean;
 }
 
-export interface Metric<R extends { warnings: { code: string; message: string }[] } = { warnings: { code: string; message: string }[] }> {
+/** What every metric's result has: its warnings. */
+export interface MetricResult {
+  warnings: { code: string; message: string }[];
+}
+
+export interface Metric<R extends MetricResult = MetricResult> {
   name: string;
   /** One line: the route's summary and the command's description. */
   summary: string;
@@ -42,8 +47,13 @@ export interface Metric<R extends { warnings: { code: string; message: string }[
   /** The report's sections for this result. */
   report(result: R): Omit<ReportInput, 'modelName'>;
   /** Per-layer figures the gate's figure rules read, by figure name. */
-  figures?: Record<string, (result: R) => Record<string, number | null>>;
+  figures?: Record<string, GateFigure<R>>;
+}
+
+/** One figure a gate rule can read: its value per layer of a result (null: not defined there). */
+export interface GateFigure<R> {
+  perLayer(result: R): Record<string, number | null>;
 }
 
 /** Identity with the type checked: `defineMetric({...})` keeps R inferred. */
-export const defineMetric = <R extends { warnings: { code: string; message: string }[] }>(metric: Metric<R>): Metric<R> => metric;
+export const defineMetric = <R extends MetricResult>(metric: Metric<R>): Metric<R> => metric;
