@@ -29,3 +29,8 @@ export class AuditError extends Error {
 /** Malformed request: a value outside its allowed range, whatever the model. */
 export const invalid = (message: string, details?: unknown): AuditError =>
   new AuditError('invalid_argument', message, 400, details);
+
+/** A client-supplied string as it may appear inside a message: at most `max` characters. */
+export function clip(text: string, max = 200): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}

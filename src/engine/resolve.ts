@@ -2,7 +2,7 @@
  * validate: a penalty request checked against the model it is for. Every problem a user can cause
  * becomes an AuditError naming the problem and the fix; what comes out is fully resolved.
  */
-import { AuditError, invalid } from '../errors.js';
+import { AuditError, clip, invalid } from '../errors.js';
 import { allocate, convert, formatShape, type NDArray, type NumericType, product } from '../io/ndarray.js';
 import type { Dim, ModelDescription, TensorInfo } from '../onnx/describe.js';
 import { FLOAT_TYPES } from '../onnx/types.js';
@@ -15,7 +15,7 @@ import {
   standardNormal,
   type VarianceKind,
 } from '../penalty/index.js';
-import { DEFAULTS, type Limits, type PenaltyRequest } from './request.js';
+import { DEFAULTS, EPSILON_RANGE, type Limits, type PenaltyRequest } from './request.js';
 
 export interface ExtraInput {
   name: string;
@@ -65,6 +65,7 @@ export function resolvePenalty(model: ModelDescription, request: PenaltyRequest,
   if (typeof epsilon !== 'number' || !Number.isFinite(epsilon) || epsilon <= 0) {
     invalidValue('epsilon', epsilon, 'a finite number greater than 0 (the reference uses 0.1)');
   }
+  checkEpsilonRange('epsilon', epsilon);
   const reduction = request.reduction ?? DEFAULTS.reduction;
   if (reduction !== 'max' && reduction !== 'mean') invalidValue('reduction', reduction, "'max' or 'mean'");
   const variance = request.variance ?? DEFAULTS.variance;
@@ -75,6 +76,7 @@ export function resolvePenalty(model: ModelDescription, request: PenaltyRequest,
     if (!Array.isArray(epsilons) || epsilons.length === 0) invalidValue('epsilons', epsilons, 'a non-empty list of numbers');
     for (const e of epsilons) {
       if (typeof e !== 'number' || !Number.isFinite(e) || e <= 0) invalidValue('each of epsilons', e, 'a finite number greater than 0');
+      checkEpsilonRange('each of epsilons', e);
     }
   }
   const warnings: ResolvedPenalty['warnings'] = [];
@@ -167,6 +169,17 @@ function firstSamples(array: NDArray, count: number, axis = 0): NDArray {
   return { type: array.type, shape, data };
 }
 
+/** A step outside EPSILON_RANGE gives figures that are pure rounding, 0/0 or overflow: refused. */
+function checkEpsilonRange(name: string, epsilon: number): void {
+  if (epsilon >= EPSILON_RANGE.min && epsilon <= EPSILON_RANGE.max) return;
+  throw new AuditError(
+    'epsilon_out_of_range',
+    `${name} is ${epsilon}; it must be from ${EPSILON_RANGE.min} to ${EPSILON_RANGE.max} (below, every difference is float rounding or ε² underflows; above, the step is not local and leaves float32's range); the reference uses 0.1`,
+    422,
+    { epsilon, min: EPSILON_RANGE.min, max: EPSILON_RANGE.max },
+  );
+}
+
 function invalidValue(name: string, value: unknown, expected: string): never {
   throw invalid(`${name} must be ${expected}, got ${typeof value === 'string' ? `'${value}'` : String(value)}`);
 }
@@ -196,7 +209,7 @@ function checkWrtType(input: TensorInfo): TensorInfo {
 const unknownInput = (model: ModelDescription, name: string, where: string): AuditError =>
   new AuditError(
     'unknown_input',
-    `${where} names input '${name}', which the model does not have; its inputs are ${model.inputs.map((i) => `'${i.name}'`).join(', ')}`,
+    `${where} names input '${clip(name)}', which the model does not have; its inputs are ${model.inputs.map((i) => `'${i.name}'`).join(', ')}`,
     422,
   );
 
@@ -332,7 +345,7 @@ function resolveExtras(model: ModelDescription, wrt: TensorInfo, given: Record<s
   for (const name of Object.keys(given)) {
     if (!model.inputs.some((i) => i.name === name)) throw unknownInput(model, name, 'inputs');
     if (name === wrt.name) {
-      throw invalid(`inputs names '${name}', which is the input the penalty is taken with respect to; give it as latents`);
+      throw invalid(`inputs names '${clip(name)}', which is the input the penalty is taken with respect to; give it as latents`);
     }
   }
   return model.inputs
@@ -385,12 +398,12 @@ function resolveLayers(model: ModelDescription, asked: string[] | undefined): st
       const some = [...known].slice(0, 12).map((n) => `'${n}'`).join(', ');
       throw new AuditError(
         'unknown_layer',
-        `layer '${name}' is not an output or intermediate tensor of the model; auditable tensors include ${some} (see 'hessian-audit inspect')`,
+        `layer '${clip(name)}' is not an output or intermediate tensor of the model; auditable tensors include ${some} (see 'hessian-audit inspect')`,
         422,
-        { layer: name },
+        { layer: clip(name) },
       );
     }
-    if (seen.has(name)) throw invalid(`layer '${name}' is named twice`);
+    if (seen.has(name)) throw invalid(`layer '${clip(name)}' is named twice`);
     seen.add(name);
   }
   return asked;
