@@ -180,12 +180,15 @@ function layerResult(
 /** Rows per batch from the memory budget, then the plan. */
 function planFor(resolved: ResolvedPenalty, shapes: Record<string, LayerShape>, limits: Limits, mode: ExecutionMode): Plan {
   const plan = planWithinBudget(resolved, shapes, limits, (maxRows) => planPenalty({ samples: resolved.samples, k: resolved.k, maxRows, mode }));
-  if (plan.rows > limits.maxRows) {
+  // Each ε of a sweep runs every pass again, so its rows count against the same limit.
+  const runs = 1 + (resolved.epsilons?.length ?? 0);
+  if (plan.rows * runs > limits.maxRows) {
+    const sweep = runs > 1 ? ` for each of ${runs} ε (epsilon and ${runs - 1} of epsilons)` : '';
     throw new AuditError(
       'limit_exceeded',
-      `the request needs ${plan.rows} forward rows (N·(2k+1) = ${resolved.samples}·${rowsPerSample(resolved.k)}), above the limit of ${limits.maxRows}; use fewer samples or a smaller k`,
+      `the request needs ${plan.rows * runs} forward rows (N·(2k+1) = ${resolved.samples}·${rowsPerSample(resolved.k)}${sweep}), above the limit of ${limits.maxRows}; use fewer samples, a smaller k${runs > 1 ? ' or fewer epsilons' : ''}`,
       422,
-      { rows: plan.rows, limit: limits.maxRows },
+      { rows: plan.rows * runs, limit: limits.maxRows },
     );
   }
   return plan;

@@ -4,6 +4,7 @@
  * The penalty and the audit metrics share it, so they accept and refuse the same requests.
  */
 import type * as ort from 'onnxruntime-node';
+import { withoutSourcePaths } from '../onnx/ort-message.js';
 import { AuditError } from '../errors.js';
 import type { ExecutionMode, Row } from '../penalty/index.js';
 import type { Device } from './device.js';
@@ -143,7 +144,7 @@ export async function runSession(open: OpenSession, feeds: Record<string, ort.Te
   try {
     return await open.session.run(feeds, layers);
   } catch (err) {
-    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${(err as Error).message.split('\n')[0]}`, 422);
+    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${withoutSourcePaths((err as Error).message.split('\n')[0])}`, 422);
   }
 }
 
