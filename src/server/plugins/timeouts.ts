@@ -20,8 +20,9 @@ export const timeoutsPlugin = fp<BodyTimeoutOptions>(async (app: FastifyInstance
 
   app.addHook('onRequest', async (request) => {
     const raw = request.raw;
-    if (raw.complete) return;
     const socket = raw.socket;
+    // inject() has no real socket, and nothing to time out.
+    if (raw.complete || typeof socket?.setTimeout !== 'function') return;
     const stalled = (): void => {
       request.log.info({ bodyIdleTimeoutMs }, 'request body stalled: connection closed');
       socket.destroy();
@@ -43,7 +44,7 @@ export const timeoutsPlugin = fp<BodyTimeoutOptions>(async (app: FastifyInstance
   app.addHook('preClose', async () => {
     for (const [raw, done] of [...receiving]) {
       done();
-      raw.socket.destroy();
+      raw.socket?.destroy();
     }
   });
 });
