@@ -124,6 +124,8 @@ export const errorsPlugin = fp<ErrorLimits>(async (app: FastifyInstance, limits)
     else if (audit.status >= 500 && audit.code !== 'overloaded' && audit.code !== 'shutting_down') {
       request.log.error({ err: error, code: audit.code }, `request failed: ${clip(audit.message, MAX_MESSAGE_CHARS)}`);
     }
+    // A body refused before it was read to the end would wedge a keep-alive connection: end it.
+    if (!request.raw.complete) reply.header('connection', 'close');
     const message = audit.code === 'internal' ? `internal server error (request id ${request.id}); the server log has the details` : audit.message;
     return sendError(reply, audit.status, audit.code, message, audit.details);
   });
