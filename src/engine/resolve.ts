@@ -400,7 +400,8 @@ function resolveLayers(model: ModelDescription, asked: string[] | undefined): st
         'unknown_layer',
         `layer '${clip(name)}' is not an output or intermediate tensor of the model; auditable tensors include ${some} (see 'hessian-audit inspect')`,
         422,
-        { layer: clip(name) },
+        // The name once, in the message, however long it was.
+        name.length <= 200 ? { layer: name } : { layerLength: name.length },
       );
     }
     if (seen.has(name)) throw invalid(`layer '${clip(name)}' is named twice`);
