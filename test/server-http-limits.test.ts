@@ -11,6 +11,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { encode, linearModel, rawFloats } from './helpers/onnx-build.js';
+import { spawnCli } from './helpers/cli.js';
 import { modelBytes, modelPath } from './helpers/reference.js';
 import { type Reply, spawnServer, until } from './helpers/serve-child.js';
 import { multipart, sha256 } from './helpers/server.js';
@@ -298,4 +299,16 @@ t.test('a 507 is logged as a warning, not an error', async (t) => {
   await until(() => server.logs().some((l) => l.reqId === reqId && l.code === 'store_full'), 'the log line');
   const lines = server.logs().filter((l) => l.reqId === reqId && l.code === 'store_full');
   t.same(lines.map((l) => l.level), [40], 'one line, at warn (40)');
+});
+
+t.test('serve refuses timeouts that make no sense, with exit code 2', async (t) => {
+  const zero = spawnCli('serve', '--headers-timeout', '0', '--model-dir', '/nonexistent-never-created');
+  t.equal(zero.code, 2);
+  t.match(zero.stderr, /--headers-timeout must be a number greater than 0, got '0'/);
+  const negative = spawnCli('serve', '--body-idle-timeout', '-1', '--model-dir', '/nonexistent-never-created');
+  t.equal(negative.code, 2);
+  t.match(negative.stderr, /--body-idle-timeout must be a number of at least 0/);
+  const longer = spawnCli('serve', '--headers-timeout', '700', '--receive-timeout', '600', '--model-dir', '/nonexistent-never-created');
+  t.equal(longer.code, 2);
+  t.match(longer.stderr, /--headers-timeout must not be longer than --receive-timeout/);
 });
