@@ -27,6 +27,15 @@ t.test('a validation error about 5,000 values: the message is cut, the details d
   const refused = await app.inject({ method: 'POST', url: '/v1/models', ...proto });
   t.equal(refused.statusCode, 400);
   t.equal(refused.json().error.code, 'invalid_request');
+  const good = multipart([{ name: 'model', data: modelBytes('mlp.onnx'), filename: 'm.onnx' }]);
+  for (const [what, payload, type] of [
+    ['no boundary', good.payload, 'multipart/form-data'],
+    ['cut short', good.payload.subarray(0, good.payload.length - 100), good.headers['content-type']],
+  ] as const) {
+    const broken = await app.inject({ method: 'POST', url: '/v1/models', payload, headers: { 'content-type': type } });
+    t.equal(broken.statusCode, 400, what);
+    t.equal(broken.json().error.code, 'malformed_multipart', what);
+  }
   const path = await app.inject({ method: 'GET', url: `/v1/${'x'.repeat(5000)}` });
   t.equal(path.statusCode, 404);
   t.ok(path.json().error.message.length < 400, 'an unknown path is not echoed whole');

@@ -270,6 +270,13 @@ t.test('one server, many hostile clients', async (t) => {
     t.notMatch(r.body.error?.message, /onnxruntime_src|\.h:\d+|\.cc:\d+|ReshapeHelper\(/);
     t.equal((await fetch(`${server.url}/v1/models/${sha256(failsAtRun)}`, { method: 'DELETE', headers: AUTH })).status, 204);
   });
+
+  t.test('after all of it, SIGTERM still exits 0 and the store is intact', async (t) => {
+    server.proc.kill('SIGTERM');
+    t.same(await server.exited, { code: 0, signal: null });
+    t.same(storeFiles(server.dir), stored);
+    t.same(tmpFiles(server.dir), []);
+  });
   t.end();
 });
 
