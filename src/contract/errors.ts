@@ -15,6 +15,7 @@ export const ERROR_CATALOGUE = {
   invalid_array: 400,
   invalid_config: 400,
   malformed_json: 400,
+  malformed_multipart: 400,
   missing_model: 400,
   unsupported_media_type: 400,
   file_not_found: 400,
@@ -33,6 +34,7 @@ export const ERROR_CATALOGUE = {
   ambiguous_encoding: 422,
   custom_op_domain: 422,
   device_unavailable: 422,
+  epsilon_out_of_range: 422,
   external_data_not_allowed: 422,
   hessian_too_large: 422,
   incompatible_models: 422,
@@ -119,3 +121,8 @@ const validStatus = (status: number): ErrorStatus => (STATUSES.has(status) ? (st
 
 /** Malformed request: a value outside its allowed range, whatever the model. */
 export const invalid = (message: string, details?: ErrorDetails): AuditError => new AuditError('invalid_argument', message);
+
+/** A client-supplied string as it may appear inside a message: at most `max` characters. */
+export function clip(text: string, max = 200): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}

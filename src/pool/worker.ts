@@ -39,7 +39,11 @@ async function loaded(id: string, path: string): Promise<LoadedModel> {
   if (model) {
     models.delete(id);
   } else {
-    const bytes = new Uint8Array(await readFile(path));
+    const bytes = new Uint8Array(await readFile(path).catch((err: NodeJS.ErrnoException) => {
+      // Deleted while the request waited in the queue: the model is gone, which is the client's 404.
+      if (err.code === 'ENOENT') throw new AuditError('unknown_model', `model '${id}' was deleted before its request ran; upload it again with POST /v1/models`);
+      throw err;
+    }));
     model = { id, bytes, description: describeModel(bytes, safety) };
   }
   models.set(id, model);

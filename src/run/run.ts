@@ -10,6 +10,7 @@ import { AuditError } from '../contract/errors.js';
 import { DEFAULT_LIMITS, type Limits, type MetricRequest } from '../contract/request.js';
 import type { ExecutionMode, Warning } from '../contract/results.js';
 import type { Activations } from '../math/second-difference.js';
+import { withoutSourcePaths } from '../onnx/ort-message.js';
 import type { Row } from '../math/rows.js';
 import type { Device } from '../runtime/device.js';
 import type { LoadedModel } from '../runtime/model.js';
@@ -197,7 +198,7 @@ async function timedRun(
   try {
     return await open.session.run(feeds, layers as string[]);
   } catch (err) {
-    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${(err as Error).message.split('\n')[0]}`);
+    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${withoutSourcePaths((err as Error).message.split('\n')[0])}`);
   } finally {
     timing.forwardMs += performance.now() - t;
   }

@@ -5,6 +5,7 @@
 import type { Device } from '../runtime/device.js';
 import { DEFAULT_LIMITS, type Limits } from '../contract/request.js';
 import type { SafetySettings } from '../onnx/safety.js';
+import type { StoreOptions } from '../store/index.js';
 
 export interface ServerConfig {
   host: string;
@@ -21,6 +22,12 @@ export interface ServerConfig {
   maxQueue: number;
   /** Time one request may run on a worker before it is cancelled (the worker is replaced), ms. */
   requestTimeoutMs: number;
+  /** Time a client may take to send the request headers, ms (Node answers 408). */
+  headersTimeoutMs: number;
+  /** Time a client may take to send the whole request, body included, ms (408); 0: none. */
+  receiveTimeoutMs: number;
+  /** Longest silence while a request body is arriving, ms; then the connection is closed. 0: none. */
+  bodyIdleTimeoutMs: number;
   /** Largest model or .npy upload, bytes. */
   maxUploadBytes: number;
   /** Largest JSON body (and multipart "request" field), bytes. */
@@ -38,6 +45,8 @@ export interface ServerConfig {
   logLevel: string | false;
   /** Extra environment for workers (tests inject faults this way). */
   workerEnv?: Record<string, string>;
+  /** Test hook: called before each store write; throwing from it stands for that write failing. */
+  storeBeforeWrite?: StoreOptions['beforeWrite'];
 }
 
 export const SERVER_DEFAULTS = {
@@ -47,6 +56,11 @@ export const SERVER_DEFAULTS = {
   modelDir: 'store',
   maxQueue: 64,
   requestTimeoutMs: 120_000,
+  // A real deployment's figures: headers come in one packet; 30 s of silence mid-body is a dead or
+  // hostile client; 10 min moves the largest upload (256 MiB) at 3.5 Mbit/s.
+  headersTimeoutMs: 30_000,
+  receiveTimeoutMs: 600_000,
+  bodyIdleTimeoutMs: 30_000,
   maxUploadMiB: 256,
   maxBodyMiB: 64,
   sessionCacheSize: 8,
@@ -61,6 +75,9 @@ export function serverConfig(overrides: Partial<ServerConfig> & Pick<ServerConfi
     workers: 1,
     maxQueue: SERVER_DEFAULTS.maxQueue,
     requestTimeoutMs: SERVER_DEFAULTS.requestTimeoutMs,
+    headersTimeoutMs: SERVER_DEFAULTS.headersTimeoutMs,
+    receiveTimeoutMs: SERVER_DEFAULTS.receiveTimeoutMs,
+    bodyIdleTimeoutMs: SERVER_DEFAULTS.bodyIdleTimeoutMs,
     maxUploadBytes: SERVER_DEFAULTS.maxUploadMiB * 1024 * 1024,
     maxBodyBytes: SERVER_DEFAULTS.maxBodyMiB * 1024 * 1024,
     limits: { ...DEFAULT_LIMITS },

@@ -41,6 +41,12 @@ const nonNegative = (flag: string) => (value: string): number => {
   return x;
 };
 
+const positive = (flag: string) => (value: string): number => {
+  const x = num(flag)(value);
+  if (!(x > 0)) throw invalid(`${flag} must be a number greater than 0, got '${value}'`);
+  return x;
+};
+
 async function listen(app: Awaited<ReturnType<typeof buildApp>>['app'], config: ServerConfig): Promise<void> {
   try {
     await app.listen({ host: config.host, port: config.port });
@@ -77,6 +83,9 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--workers <n>', 'worker processes per device (default: half the cores for cpu, 1 per GPU)', 'WORKERS', whole('--workers', 1)))
     .addOption(option('--max-queue <n>', 'requests that may wait for a worker before 503', 'MAX_QUEUE', whole('--max-queue', 0), SERVER_DEFAULTS.maxQueue))
     .addOption(option('--request-timeout <s>', 'seconds a request may run on a worker before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
+    .addOption(option('--headers-timeout <s>', 'seconds a client may take to send the request headers (then 408)', 'HEADERS_TIMEOUT', positive('--headers-timeout'), SERVER_DEFAULTS.headersTimeoutMs / 1000))
+    .addOption(option('--receive-timeout <s>', 'seconds a client may take to send a whole request, body included (then 408; 0: none)', 'RECEIVE_TIMEOUT', nonNegative('--receive-timeout'), SERVER_DEFAULTS.receiveTimeoutMs / 1000))
+    .addOption(option('--body-idle-timeout <s>', 'seconds of silence while a body is arriving before the connection is closed (0: none)', 'BODY_IDLE_TIMEOUT', nonNegative('--body-idle-timeout'), SERVER_DEFAULTS.bodyIdleTimeoutMs / 1000))
     .addOption(option('--max-upload-mib <mib>', 'largest model or .npy upload', 'MAX_UPLOAD_MIB', num('--max-upload-mib'), SERVER_DEFAULTS.maxUploadMiB))
     .addOption(option('--max-body-mib <mib>', 'largest JSON body', 'MAX_BODY_MIB', num('--max-body-mib'), SERVER_DEFAULTS.maxBodyMiB))
     .addOption(option('--max-samples <n>', 'largest N per request', 'MAX_SAMPLES', whole('--max-samples', 1), DEFAULT_LIMITS.maxSamples))
@@ -108,6 +117,9 @@ export function registerServe(program: Command, io: Io): void {
         HESSIAN_AUDIT_CUDA_TF32: cuda.tf32 ? 'on' : 'off',
       };
       const workers = (options.workers as number | undefined) ?? defaultWorkers(devices[0]);
+      const seconds = (name: string): number => Math.round((options[name] as number) * 1000);
+      const [headersTimeoutMs, receiveTimeoutMs] = [seconds('headersTimeout'), seconds('receiveTimeout')];
+      if (receiveTimeoutMs > 0 && headersTimeoutMs > receiveTimeoutMs) throw invalid('--headers-timeout must not be longer than --receive-timeout');
       const config: ServerConfig = serverConfig({
         host: options.host as string,
         port: options.port as number,
@@ -117,6 +129,9 @@ export function registerServe(program: Command, io: Io): void {
         workers,
         maxQueue: options.maxQueue as number,
         requestTimeoutMs: (options.requestTimeout as number) * 1000,
+        headersTimeoutMs,
+        receiveTimeoutMs,
+        bodyIdleTimeoutMs: seconds('bodyIdleTimeout'),
         maxUploadBytes: Math.round((options.maxUploadMib as number) * MiB),
         maxBodyBytes: Math.round((options.maxBodyMib as number) * MiB),
         limits: {
@@ -162,7 +177,8 @@ export function registerServe(program: Command, io: Io): void {
           io.stderr(`CUDA provider settings: TF32 ${c.tf32}; memory limit ${c.memoryLimit}; cuDNN algorithm search ${c.convAlgoSearch}`);
         }
         io.stderr(`hessian-audit listening on ${base} (${lanes.join('; ')}; models in ${config.modelDir}); API docs at ${base}/docs`);
-        const auth = config.token ? ` -H 'authorization: Bearer ${config.token}'` : '';
+        // Never the token itself: it may have come from the environment, and logs are read by many.
+        const auth = config.token ? ` -H "authorization: Bearer $HESSIAN_AUDIT_TOKEN"` : '';
         for (const m of models) {
           io.stderr(`model ${basename(m.path)} registered as ${m.id}`);
           io.stderr(
