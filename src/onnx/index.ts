@@ -3,3 +3,4 @@ export * from './expose.js';
 export * from './types.js';
 export * from './safety.js';
 export * from './risks.js';
+export * from './suffix.js';

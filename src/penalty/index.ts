@@ -13,3 +13,4 @@ export * from './heatmap.js';
 export * from './hessian.js';
 export * from './orthogonality.js';
 export * from './unit-plan.js';
+export * from './moments.js';

@@ -1,0 +1,227 @@
+/**
+ * The estimator on the device (DESIGN.md, "Units, chunks and the estimator on the device"): ONNX
+ * ops appended to the generator's own graph that reduce a chunk's stacked outputs inside the
+ * session, so what leaves onnxruntime per chunk is O(samples × elements), independent of k.
+ *
+ * How the graph is extended: like expose.ts, by appending the encoding of
+ * `ModelProto { graph { node, input, output, initializer } }` to the original bytes. Protobuf
+ * appends repeated fields on a merge, so the suffix's nodes follow the generator's (still a
+ * topological order), and every byte of the export — weights, fields this schema does not know —
+ * stays as it was; nothing of a 100 MB model is decoded and re-encoded. The generator's own
+ * outputs stay declared; the caller fetches only the suffix's outputs (`session.run(feeds,
+ * fetches)`), so the raw rows are never copied out.
+ *
+ * The penalty suffix. Per chunk the layout is fed, not baked in, so one session serves every
+ * chunk, any k and any ε. With S sample slots and m direction columns per slot:
+ *
+ *   inputs   hessian_suffix.center   int64 [S]     batch row of slot s's center g(z)
+ *            hessian_suffix.plus     int64 [S, m]  batch row of g(z + εv_j) for the slot's j-th direction
+ *            hessian_suffix.minus    int64 [S, m]  batch row of g(z − εv_j)
+ *            hessian_suffix.weight   A     [S, m]  1 for a real direction, 0 for padding (pad with the
+ *                                                  center row: q = 0 there, so 0·q stays 0)
+ *            hessian_suffix.epsilon  A     []      ε
+ *   outputs  hessian_suffix.count    A [S]         directions in each slot (Σ weight)
+ *            hessian_suffix.<i>.mean A [S, E]      per element, the mean of q over the slot's directions
+ *            hessian_suffix.<i>.m2   A [S, E]      per element, Σ (q − mean)² (merge chunks by Chan's formula)
+ *            hessian_suffix.<i>.max_abs A [S]      max |g(z)| over the center's elements (noise floor)
+ *            hessian_suffix.<i>.non_finite A [S]   elements whose partial m2 is NaN or ±Inf
+ *
+ * with q_j = (g(z+εv_j) − 2g(z) + g(z−εv_j)) / ε², i the layer's index in `layers`, E its
+ * elements per sample (the layer's shape after the batch axis, flattened), and A the accumulation
+ * type. Rows are gathered along axis 0 of each layer's tensor, so the batch axis must be first.
+ *
+ * Precision. The layer is cast to A first (float16 and float32 widen exactly to float64). With A =
+ * float64 (the default) q is computed by the same float64 operations in the same order as the
+ * JavaScript reference (second-difference.ts), so the figures agree to rounding of the sums
+ * (tests: relative 1e-9). With A = float32 — what a GPU runs fastest — q carries an absolute error
+ * up to about 4u·max|g|/ε² (u = 2⁻²⁴, from rounding g+ − 2g in float32) and the sums of m terms
+ * add about m·u relative; the tests state the bound they check.
+ *
+ * Suffixes the audit metrics need (designed here, built when the registry wires them):
+ *  - Full Hessian (hessian-compact.ts, d² + d + 1 rows per sample): gather a sample's R rows
+ *    as [S, R, E] (an int64 [S, R] index input), then MatMul with the constant stencil matrix
+ *    [d², R] of `compactStencilMatrix` (fed as an input of type A, so ε stays a run-time value):
+ *    H = W · G gives [S, d², E]; then ReduceSumSquare over the off-diagonal rows (a second constant
+ *    0/1 mask) for the exact penalty, ReduceMax of |H| over diagonal and off-diagonal rows for the
+ *    diagonal fraction, and ReduceSum of H² over E for the d×d interaction matrix. Out: O(S·(E + d²)).
+ *  - Activeness (3 points per latent: z − εeᵢ, z, z + εeᵢ): gather [S, d, 3, E], ReduceMean and
+ *    ReduceSumSquare over the 3 points give the per-latent variance, then ReduceMean over E:
+ *    out [S, d]. Orthogonality and bases reuse the Hessian suffix's [S, d², E] before reduction.
+ */
+import { decodeModel, modelProto, type NodeProto, type TensorProto } from './proto.js';
+
+export type Accumulation = 'float64' | 'float32';
+
+/** ONNX TensorProto.DataType codes used here. */
+const FLOAT = 1;
+const INT64 = 7;
+const DOUBLE = 11;
+/** AttributeProto.AttributeType codes. */
+const ATTR_INT = 2;
+const ATTR_INTS = 7;
+
+const PREFIX = 'hessian_suffix';
+
+export interface PenaltySuffixLayer {
+  mean: string;
+  m2: string;
+  maxAbs: string;
+  nonFinite: string;
+}
+
+export interface PenaltySuffix {
+  /** The model's bytes with the suffix appended. */
+  bytes: Uint8Array;
+  accumulation: Accumulation;
+  inputs: { center: string; plus: string; minus: string; weight: string; epsilon: string };
+  outputs: { count: string; layers: Record<string, PenaltySuffixLayer> };
+  /** Every output name to pass as `fetches` to session.run. */
+  fetches: string[];
+}
+
+export interface PenaltySuffixOptions {
+  /** Tensors to reduce: graph outputs or intermediate tensors, batch axis first. */
+  layers: readonly string[];
+  accumulation?: Accumulation;
+  /** The model's default-domain opset; read from the model when not given (decodes it once). */
+  opset?: number;
+}
+
+/** The default-domain opset a model imports (the suffix's ops follow its signatures). */
+export function defaultOpset(bytes: Uint8Array): number {
+  const imports = decodeModel(bytes).opsetImport ?? [];
+  const own = imports.find((o) => (o.domain ?? '') === '' || o.domain === 'ai.onnx');
+  if (own?.version === undefined) throw new Error('the model imports no default-domain opset');
+  return own.version;
+}
+
+/** Appends the penalty suffix for `layers`; see the module comment for its inputs and outputs. */
+export function appendPenaltySuffix(bytes: Uint8Array, options: PenaltySuffixOptions): PenaltySuffix {
+  const { layers } = options;
+  if (layers.length === 0) throw new Error('the penalty suffix needs at least one layer');
+  const accumulation = options.accumulation ?? 'float64';
+  const opset = options.opset ?? defaultOpset(bytes);
+  if (opset < 11) throw new Error(`the penalty suffix needs opset 11 or later; the model imports opset ${opset}`);
+  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const inputs = {
+    center: `${PREFIX}.center`,
+    plus: `${PREFIX}.plus`,
+    minus: `${PREFIX}.minus`,
+    weight: `${PREFIX}.weight`,
+    epsilon: `${PREFIX}.epsilon`,
+  };
+  g.input(inputs.center, INT64, ['slots']);
+  g.input(inputs.plus, INT64, ['slots', 'directions']);
+  g.input(inputs.minus, INT64, ['slots', 'directions']);
+  g.input(inputs.weight, g.type, ['slots', 'directions']);
+  g.input(inputs.epsilon, g.type, []);
+
+  // Shared by every layer: 1/ε², the weights as [S, m, 1], the count and its guard against 0.
+  const flat = g.int64s('flat', [0, -1]);
+  const column = g.int64s('column', [0, 1, -1]);
+  const lastAxis = g.int64s('last_axis', [0, 0, 1]);
+  const asColumn = g.int64s('as_column', [-1, 1]);
+  const one = g.scalar('one', 1);
+  const two = g.scalar('two', 2);
+  const inverseEpsilonSquared = g.node('Div', [one, g.node('Mul', [inputs.epsilon, inputs.epsilon])]);
+  const weight = g.node('Reshape', [inputs.weight, lastAxis]);
+  const count = g.reduce('ReduceSum', inputs.weight, [1], false, `${PREFIX}.count`);
+  const divisor = g.node('Reshape', [g.node('Max', [count, one]), asColumn]);
+  g.output(count);
+
+  const outputLayers: Record<string, PenaltySuffixLayer> = {};
+  layers.forEach((layer, i) => {
+    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const center = g.node('Gather', [rows, inputs.center], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    const plus = g.node('Gather', [rows, inputs.plus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    const minus = g.node('Gather', [rows, inputs.minus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    // (g+ − 2g) + g−, then × 1/ε²: the reference's operations in the reference's order.
+    const twiceCenter = g.node('Reshape', [g.node('Mul', [center, two]), column]);
+    const q = g.node('Mul', [g.node('Add', [g.node('Sub', [plus, twiceCenter]), minus]), inverseEpsilonSquared]);
+    const names: PenaltySuffixLayer = {
+      mean: `${PREFIX}.${i}.mean`,
+      m2: `${PREFIX}.${i}.m2`,
+      maxAbs: `${PREFIX}.${i}.max_abs`,
+      nonFinite: `${PREFIX}.${i}.non_finite`,
+    };
+    const sum = g.reduce('ReduceSum', g.node('Mul', [q, weight]), [1], false);
+    const mean = g.node('Div', [sum, divisor], [], names.mean);
+    const deviation = g.node('Sub', [q, g.node('Reshape', [mean, column])]);
+    const m2 = g.reduce('ReduceSum', g.node('Mul', [g.node('Mul', [deviation, deviation]), weight]), [1], false, names.m2);
+    g.reduce('ReduceMax', g.node('Abs', [center]), [1], false, names.maxAbs);
+    // x − x is NaN exactly when x is NaN or ±Inf: one IsNaN (opset 9) instead of IsNaN and IsInf.
+    const bad = g.node('Cast', [g.node('IsNaN', [g.node('Sub', [m2, m2])])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    g.reduce('ReduceSum', bad, [1], false, names.nonFinite);
+    for (const name of Object.values(names)) g.output(name);
+    outputLayers[layer] = names;
+  });
+
+  const type = modelProto();
+  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
+  const joined = new Uint8Array(bytes.length + extra.length);
+  joined.set(bytes, 0);
+  joined.set(extra, bytes.length);
+  const outputs = { count, layers: outputLayers };
+  const fetches = [count, ...Object.values(outputLayers).flatMap((l) => [l.mean, l.m2, l.maxAbs, l.nonFinite])];
+  return { bytes: joined, accumulation, inputs, outputs, fetches };
+}
+
+interface ValueInfoObject {
+  name: string;
+  type: { tensorType: { elemType: number; shape: { dim: { dimParam?: string }[] } } };
+}
+
+/** Nodes, constants and declarations of a suffix, named under one prefix so they cannot clash. */
+class GraphBuilder {
+  private readonly nodes: NodeProto[] = [];
+  private readonly initializers: TensorProto[] = [];
+  private readonly inputs: ValueInfoObject[] = [];
+  private readonly outputs: { name: string }[] = [];
+  private serial = 0;
+
+  constructor(
+    readonly opset: number,
+    /** The accumulation type's DataType code. */
+    readonly type: number,
+  ) {}
+
+  input(name: string, elemType: number, dims: string[]): void {
+    this.inputs.push({ name, type: { tensorType: { elemType, shape: { dim: dims.map((dimParam) => ({ dimParam })) } } } });
+  }
+
+  /** Declared by name only: onnxruntime infers its type and shape. */
+  output(name: string): void {
+    this.outputs.push({ name });
+  }
+
+  int64s(name: string, values: number[]): string {
+    const full = `${PREFIX}/${name}`;
+    this.initializers.push({ name: full, dataType: INT64, dims: [values.length], int64Data: values });
+    return full;
+  }
+
+  scalar(name: string, value: number): string {
+    const full = `${PREFIX}/${name}`;
+    const data = this.type === DOUBLE ? { doubleData: [value] } : { floatData: [value] };
+    this.initializers.push({ name: full, dataType: this.type, dims: [], ...data });
+    return full;
+  }
+
+  node(opType: string, input: string[], attribute: NodeProto['attribute'] = [], output?: string): string {
+    const name = output ?? `${PREFIX}/${opType.toLowerCase()}_${this.serial}`;
+    this.nodes.push({ name: `${PREFIX}/node_${this.serial++}`, opType, input, output: [name], attribute });
+    return name;
+  }
+
+  /** A reduction over `axes`, in the signature of the model's opset (axes became an input in 13/18). */
+  reduce(opType: 'ReduceSum' | 'ReduceMax', input: string, axes: number[], keepdims: boolean, output?: string): string {
+    const keep = { name: 'keepdims', type: ATTR_INT, i: keepdims ? 1 : 0 };
+    const axesAsInput = opType === 'ReduceSum' ? this.opset >= 13 : this.opset >= 18;
+    if (axesAsInput) return this.node(opType, [input, this.int64s(`axes_${this.serial}`, axes)], [keep], output);
+    return this.node(opType, [input], [{ name: 'axes', type: ATTR_INTS, ints: axes }, keep], output);
+  }
+
+  graph(): object {
+    return { node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs };
+  }
+}
