@@ -14,3 +14,4 @@ export * from './hessian.js';
 export * from './orthogonality.js';
 export * from './unit-plan.js';
 export * from './moments.js';
+export * from './hessian-compact.js';
