@@ -15,7 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { loadavg, cpus } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { fetchedBytes, suffixFeeds, suffixOutputs } from '../dist/engine/suffix-run.js';
+import { fetchedBytes, suffixFeeds, suffixFetches, suffixOutputs } from '../dist/engine/suffix-run.js';
 import { openSession } from '../dist/engine/session.js';
 import { parseDevice } from '../dist/engine/device.js';
 import { appendPenaltySuffix } from '../dist/onnx/suffix.js';
@@ -100,7 +100,7 @@ function penaltyRuns(k, maxRows) {
   const inGraph = (suffix, session) => async () => {
     counter.bytes = 0;
     return estimatePenaltyInGraph(plan, layerSizes, async (rows, layout) => {
-      const out = await session.run({ ...feedsOf(rows), ...suffixFeeds(suffix, layout, EPSILON) }, suffix.fetches);
+      const out = await session.run({ ...feedsOf(rows), ...suffixFeeds(suffix, layout, EPSILON) }, suffixFetches(suffix, layout, k));
       counter.bytes += fetchedBytes(out);
       return suffixOutputs(suffix, out);
     }, settings(k));

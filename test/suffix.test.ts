@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import t from 'tap';
-import { fetchedBytes, suffixFeeds, suffixOutputs } from '../dist/engine/suffix-run.js';
+import { fetchedBytes, suffixFeeds, suffixFetches, suffixOutputs } from '../dist/engine/suffix-run.js';
 import { appendPenaltySuffix, defaultOpset } from '../dist/onnx/suffix.js';
 import { modelProto } from '../dist/onnx/proto.js';
 import { estimatePenalty } from '../dist/penalty/estimate.js';
@@ -87,7 +87,7 @@ async function compare(c: Case, maxRows: number, accumulation: Accumulation) {
     plan,
     sizes,
     async (rows: Row[], layout) => {
-      const out = await session.run({ ...feedsOf(rows), ...suffixFeeds(suffix, layout, EPSILON) }, suffix.fetches);
+      const out = await session.run({ ...feedsOf(rows), ...suffixFeeds(suffix, layout, EPSILON) }, suffixFetches(suffix, layout, K));
       fetched += fetchedBytes(out);
       return suffixOutputs(suffix, out);
     },
@@ -149,21 +149,25 @@ t.test('what leaves the session per request does not grow with k', async (t) => 
   const bytes = new Uint8Array(readFileSync(new URL('../models/mlp.onnx', import.meta.url)));
   const suffix = appendPenaltySuffix(bytes, { layers: ['out'] });
   const session = await ort.InferenceSession.create(suffix.bytes);
-  const perK: number[] = [];
+  const perK: number[][] = [];
   for (const k of [2, 8, 32]) {
     const plan = planPenalty({ samples: 4, k, maxRows: 4 * (2 * k + 1) });
     const z = values(4 * 8, 3);
     const directions = values(k * 4 * 8, 5);
     let bytesOut = 0;
+    let whole = 0;
     for (const chunk of plan.chunks) {
       const rows = chunk.batches[0];
       const feeds = { z: new ort.Tensor('float32', perturbedRows(rows, z, directions, EPSILON, 8, 4) as Float32Array, [rows.length, 8]) };
-      bytesOut += fetchedBytes(await session.run({ ...feeds, ...suffixFeeds(suffix, chunkFeeds(chunk), EPSILON) }, suffix.fetches));
+      const layout = chunkFeeds(chunk);
+      bytesOut += fetchedBytes(await session.run({ ...feeds, ...suffixFeeds(suffix, layout, EPSILON) }, suffix.fetches));
+      whole += fetchedBytes(await session.run({ ...feeds, ...suffixFeeds(suffix, layout, EPSILON) }, suffixFetches(suffix, layout, k)));
     }
-    perK.push(bytesOut);
+    perK.push([bytesOut, whole]);
   }
-  // 4 slots: count, max_abs, non_finite (3·4 doubles) + mean and m2 (2·4·16 doubles), 8 bytes each.
-  t.same(perK, [8 * (3 * 4 + 2 * 4 * 16), 1120, 1120]);
+  // 4 slots: count, max_abs, non_finite (3·4 doubles) + mean and m2 (2·4·16 doubles), 8 bytes each;
+  // whole samples need no means: 3·4 + 4·16 doubles.
+  t.same(perK, [[8 * (3 * 4 + 2 * 4 * 16), 8 * (3 * 4 + 4 * 16)], [1120, 608], [1120, 608]]);
   await session.release();
 });
 
@@ -223,6 +227,8 @@ t.test('layout and argument errors', async (t) => {
   const accumulator = new MomentsPenaltyAccumulator(1, 1, 2, 'biased');
   const twice = { count: [3], mean: [0], m2: [0], maxAbs: [0] };
   t.throws(() => accumulator.chunk([0], twice), /more than k directions/);
+  const split = new MomentsPenaltyAccumulator(1, 1, 2, 'biased');
+  t.throws(() => split.chunk([0], { count: [1], m2: [0], maxAbs: [0] }), /split, so its means are needed/);
   const unfinished = new MomentsPenaltyAccumulator(1, 1, 2, 'biased');
   unfinished.chunk([0], { count: [1], mean: [0], m2: [0], maxAbs: [0] });
   t.throws(() => unfinished.result('mean'), /did not receive k directions/);

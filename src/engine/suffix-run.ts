@@ -5,7 +5,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import type { PenaltySuffix } from '../onnx/suffix.js';
-import type { ChunkFeeds, SuffixLayerOutputs } from '../penalty/moments.js';
+import { type ChunkFeeds, slotsComplete, type SuffixLayerOutputs } from '../penalty/moments.js';
 
 /** The suffix's five inputs for one chunk, in its accumulation type. */
 export function suffixFeeds(suffix: PenaltySuffix, feeds: ChunkFeeds, epsilon: number): Record<string, ort.Tensor> {
@@ -23,6 +23,16 @@ export function suffixFeeds(suffix: PenaltySuffix, feeds: ChunkFeeds, epsilon: n
   };
 }
 
+/**
+ * The outputs to fetch for one chunk: the means only when some sample is split over chunks (the
+ * Chan merge needs them); a chunk of whole samples needs M2 alone, half the bytes.
+ */
+export function suffixFetches(suffix: PenaltySuffix, feeds: ChunkFeeds, k: number): string[] {
+  if (!slotsComplete(feeds, k)) return suffix.fetches;
+  const means = new Set(Object.values(suffix.outputs.layers).map((l) => l.mean));
+  return suffix.fetches.filter((name) => !means.has(name));
+}
+
 /** Per layer, the chunk's partial moments as fetched (see suffix.ts for the shapes). */
 export function suffixOutputs(suffix: PenaltySuffix, results: ort.InferenceSession.OnnxValueMapType): Record<string, SuffixLayerOutputs> {
   const data = (name: string): ArrayLike<number> => (results[name] as ort.Tensor).data as Float64Array | Float32Array;
@@ -30,7 +40,7 @@ export function suffixOutputs(suffix: PenaltySuffix, results: ort.InferenceSessi
   return Object.fromEntries(
     Object.entries(suffix.outputs.layers).map(([layer, names]) => [
       layer,
-      { count, mean: data(names.mean), m2: data(names.m2), maxAbs: data(names.maxAbs), nonFinite: data(names.nonFinite) },
+      { count, ...(names.mean in results ? { mean: data(names.mean) } : {}), m2: data(names.m2), maxAbs: data(names.maxAbs), nonFinite: data(names.nonFinite) },
     ]),
   );
 }

@@ -89,10 +89,21 @@ export function chunkFeeds(chunk: Chunk): ChunkFeeds {
   return { samples: chunk.centers.map((c) => c.sample), width, center, plus, minus, weight };
 }
 
+/** Whether every slot of a chunk holds all k directions of its sample (no merge, so no means needed). */
+export function slotsComplete(feeds: ChunkFeeds, k: number): boolean {
+  for (let s = 0; s < feeds.samples.length; s++) {
+    let count = 0;
+    for (let c = 0; c < feeds.width; c++) count += feeds.weight[s * feeds.width + c];
+    if (count !== k) return false;
+  }
+  return true;
+}
+
 /** One layer's suffix outputs for one chunk: [S] or [S, E] row-major, as fetched. */
 export interface SuffixLayerOutputs {
   count: ArrayLike<number>;
-  mean: ArrayLike<number>;
+  /** Needed only to merge a split sample: left unfetched when every slot is whole (slotsComplete). */
+  mean?: ArrayLike<number>;
   m2: ArrayLike<number>;
   maxAbs: ArrayLike<number>;
   /** Per slot: elements whose partial M2 is not finite (informative; the merge finds them too). */
@@ -130,7 +141,13 @@ export class MomentsPenaltyAccumulator {
         moments = { count: 0, mean: new Float64Array(this.size), m2: new Float64Array(this.size) };
         this.inFlight.set(sample, moments);
       }
-      mergeMoments(moments, { count: outputs.count[s], mean: outputs.mean, m2: outputs.m2 }, s * this.size);
+      if (outputs.mean === undefined) {
+        if (moments.count !== 0 || outputs.count[s] !== this.k) throw new Error(`plan error: sample ${sample} is split, so its means are needed`);
+        moments.m2.set(Array.prototype.slice.call(outputs.m2, s * this.size, (s + 1) * this.size));
+        moments.count = this.k;
+      } else {
+        mergeMoments(moments, { count: outputs.count[s], mean: outputs.mean, m2: outputs.m2 }, s * this.size);
+      }
       if (moments.count > this.k) throw new Error(`plan error: sample ${sample} received more than k directions`);
       if (moments.count === this.k) this.finishSample(sample, moments);
     });
