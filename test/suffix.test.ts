@@ -244,3 +244,54 @@ t.test('opsets before 13 and 18 get the reductions’ attribute signatures', asy
   t.same(withAttr(tail(14)), ['ReduceSum:2:false', 'ReduceSum:2:false', 'ReduceSum:2:false', 'ReduceMax:1:true', 'ReduceSum:2:false']);
   t.same(withAttr(tail(18)), ['ReduceSum:2:false', 'ReduceSum:2:false', 'ReduceSum:2:false', 'ReduceMax:2:false', 'ReduceSum:2:false']);
 });
+
+t.test('float16 and float64 layers are widened inside the graph: same figures as the reference', async (t) => {
+  const { outputValues } = await import('../dist/engine/tensors.js');
+  // y16 = Cast<float16>(z0·z1·z0), y64 = Cast<double>(z0·z1·z0), for z of shape [N, 2].
+  const type = modelProto();
+  const dims = (...d: (number | string)[]) => ({ dim: d.map((x) => (typeof x === 'number' ? { dimValue: x } : { dimParam: x })) });
+  const bytes = type
+    .encode(
+      type.fromObject({
+        irVersion: 8,
+        opsetImport: [{ domain: '', version: 13 }],
+        graph: {
+          name: 'widths',
+          node: [
+            { opType: 'ReduceProd', input: ['z'], output: ['p'], attribute: [{ name: 'axes', type: 7, ints: [1] }, { name: 'keepdims', type: 2, i: 1 }] },
+            { opType: 'Mul', input: ['p', 'z'], output: ['q'] },
+            { opType: 'Cast', input: ['q'], output: ['y16'], attribute: [{ name: 'to', type: 2, i: 10 }] },
+            { opType: 'Cast', input: ['q'], output: ['y64'], attribute: [{ name: 'to', type: 2, i: 11 }] },
+          ],
+          input: [{ name: 'z', type: { tensorType: { elemType: 1, shape: dims('batch', 2) } } }],
+          output: [
+            { name: 'y16', type: { tensorType: { elemType: 10, shape: dims('batch', 2) } } },
+            { name: 'y64', type: { tensorType: { elemType: 11, shape: dims('batch', 2) } } },
+          ],
+        },
+      }),
+    )
+    .finish();
+  const layers = ['y16', 'y64'];
+  const z = values(4 * 2, 21);
+  const directions = values(3 * 4 * 2, 22);
+  const plan = planPenalty({ samples: 4, k: 3, maxRows: 5 });
+  const feedsOf = (rows: readonly Row[]) => ({
+    z: new ort.Tensor('float32', perturbedRows(rows, z, directions, 0.25, 2, 4) as Float32Array, [rows.length, 2]),
+  });
+  const s = { k: 3, epsilon: 0.25, reduction: 'mean' as const, variance: 'biased' as const };
+  const bare = await ort.InferenceSession.create(bytes);
+  const expected = await estimatePenalty(plan, { y16: 2, y64: 2 }, async (rows: Row[]) => {
+    const out = await bare.run(feedsOf(rows));
+    return { y16: outputValues(out.y16), y64: outputValues(out.y64) };
+  }, s);
+  const suffix = appendPenaltySuffix(bytes, { layers });
+  const session = await ort.InferenceSession.create(suffix.bytes);
+  const actual = await estimatePenaltyInGraph(plan, { y16: 2, y64: 2 }, async (rows: Row[], layout) =>
+    suffixOutputs(suffix, await session.run({ ...feedsOf(rows), ...suffixFeeds(suffix, layout, 0.25) }, suffixFetches(suffix, layout, 3))), s);
+  for (const layer of layers) t.ok(expected[layer].penalty! > 0, `${layer}: ${expected[layer].penalty}`);
+  const rel = worst(expected, actual, 1e-12);
+  t.ok(rel <= 1e-9, `worst relative difference ${rel.toExponential(2)} ≤ 1e-9`);
+  await bare.release();
+  await session.release();
+});
