@@ -166,6 +166,80 @@ export function appendPenaltySuffix(bytes: Uint8Array, options: PenaltySuffixOpt
   return { bytes: joined, accumulation, inputs, outputs, fetches };
 }
 
+export interface HessianSuffixLayer {
+  /** [S, E]: Σ_{i≠j} H_ij² per element (the exact penalty is twice this). */
+  offSquares: string;
+  /** [S, d²]: Σ over elements of H_ij² (the interaction matrix, before the mean). */
+  interaction: string;
+  /** [S, E]: max |H_ii|, max_{i≠j} |H_ij|, Σ |H_ii|, Σ_{i≠j} |H_ij| per element. */
+  maxDiagonal: string;
+  maxOff: string;
+  sumDiagonal: string;
+  sumOff: string;
+  /** [S]: max |g(z)| over the center's elements. */
+  maxAbs: string;
+}
+
+export interface HessianSuffix {
+  bytes: Uint8Array;
+  accumulation: Accumulation;
+  latents: number;
+  /** rows int64 [S, d² + d + 1]: each slot's rows in compactHessianLayout order; stencil A [d², d² + d + 1]: compactStencilMatrix(d, ε). */
+  inputs: { rows: string; stencil: string };
+  outputs: Record<string, HessianSuffixLayer>;
+  fetches: string[];
+}
+
+/**
+ * The full-Hessian suffix (d² + d + 1 rows per sample, src/penalty/hessian-compact.ts): each
+ * slot's rows gathered as [S, R, E], H = W·G by one MatMul with the fed stencil W, then the
+ * per-element figures hessian.ts reduces. A sample's rows must lie in one chunk.
+ */
+export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOptions & { latents: number }): HessianSuffix {
+  const { layers, latents: d } = options;
+  if (layers.length === 0) throw new Error('the Hessian suffix needs at least one layer');
+  if (!Number.isInteger(d) || d < 1) throw new Error(`latents must be a positive integer, got ${d}`);
+  const accumulation = options.accumulation ?? 'float64';
+  const opset = options.opset ?? defaultOpset(bytes);
+  if (opset < 13) throw new Error(`the Hessian suffix needs opset 13 or later; the model imports opset ${opset}`);
+  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const R = d * d + d + 1;
+  const inputs = { rows: `${PREFIX}.hessian.rows`, stencil: `${PREFIX}.hessian.stencil` };
+  g.input(inputs.rows, INT64, ['slots', String(R)]);
+  g.input(inputs.stencil, g.type, [String(d * d), String(R)]);
+  const diagonal = Array.from({ length: d * d }, (_, p) => (Math.floor(p / d) === p % d ? 1 : 0));
+  const diagonalMask = g.constant('hessian_diagonal', diagonal, [d * d, 1]);
+  const offMask = g.constant('hessian_off', diagonal.map((x) => 1 - x), [d * d, 1]);
+  const flat = g.int64s('hessian_flat', [0, -1]);
+  const centerRow = g.int64s('hessian_center_row', [0]);
+  const outputs: Record<string, HessianSuffixLayer> = {};
+  layers.forEach((layer, i) => {
+    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    const h = g.node('MatMul', [inputs.stencil, stacked]);
+    const squares = g.node('Mul', [h, h]);
+    const abs = g.node('Abs', [h]);
+    const name = (what: string) => `${PREFIX}.hessian.${i}.${what}`;
+    const names: HessianSuffixLayer = {
+      offSquares: g.reduce('ReduceSum', g.node('Mul', [squares, offMask]), [1], false, name('off_squares')),
+      interaction: g.reduce('ReduceSum', squares, [2], false, name('interaction')),
+      maxDiagonal: g.reduce('ReduceMax', g.node('Mul', [abs, diagonalMask]), [1], false, name('max_diagonal')),
+      maxOff: g.reduce('ReduceMax', g.node('Mul', [abs, offMask]), [1], false, name('max_off')),
+      sumDiagonal: g.reduce('ReduceSum', g.node('Mul', [abs, diagonalMask]), [1], false, name('sum_diagonal')),
+      sumOff: g.reduce('ReduceSum', g.node('Mul', [abs, offMask]), [1], false, name('sum_off')),
+      maxAbs: g.reduce('ReduceMax', g.node('Abs', [g.node('Gather', [stacked, centerRow], [{ name: 'axis', type: ATTR_INT, i: 1 }])]), [1, 2], false, name('max_abs')),
+    };
+    for (const output of Object.values(names)) g.output(output);
+    outputs[layer] = names;
+  });
+  const type = modelProto();
+  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
+  const joined = new Uint8Array(bytes.length + extra.length);
+  joined.set(bytes, 0);
+  joined.set(extra, bytes.length);
+  return { bytes: joined, accumulation, latents: d, inputs, outputs, fetches: Object.values(outputs).flatMap((l) => Object.values(l)) };
+}
+
 interface ValueInfoObject {
   name: string;
   type: { tensorType: { elemType: number; shape: { dim: { dimParam?: string }[] } } };
@@ -197,6 +271,14 @@ class GraphBuilder {
   int64s(name: string, values: number[]): string {
     const full = `${PREFIX}/${name}`;
     this.initializers.push({ name: full, dataType: INT64, dims: [values.length], int64Data: values });
+    return full;
+  }
+
+  /** A constant of the accumulation type. */
+  constant(name: string, values: number[], dims: number[]): string {
+    const full = `${PREFIX}/${name}`;
+    const data = this.type === DOUBLE ? { doubleData: values } : { floatData: values };
+    this.initializers.push({ name: full, dataType: this.type, dims, ...data });
     return full;
   }
 
