@@ -101,3 +101,71 @@ t.test('Hessian suffix argument errors', async (t) => {
   t.equal(f32.accumulation, 'float32');
   t.equal(f32.fetches.length, 7);
 });
+
+t.test('the in-graph figures equal hessian.ts’s figures within the stencils’ O(ε²) difference', async (t) => {
+  const { HessianAccumulator, hessianLayout } = await import('../dist/penalty/hessian.js');
+  const { SuffixHessianAccumulator } = await import('../dist/penalty/hessian-compact.js');
+  // cubic: both stencils exact, so only float32 rounding of g (≈ 1e-7·|g|/ε²) differs; dcgan_smooth
+  // (smooth activations): O(ε²). Not mlp: LeakyReLU's kinks make any stencil's figures depend on its points.
+  for (const [model, d, layer, tolerance] of [['cubic', 2, 'y1', 1e-4], ['dcgan_smooth', 12, 'image', 2e-2]] as const) {
+    const bytes = new Uint8Array(readFileSync(new URL(`../models/${model}.onnx`, import.meta.url)));
+    const z = values(SAMPLES * d, 9);
+    const bare = await ort.InferenceSession.create(bytes);
+    const run = async (steps: any[]) => {
+      const R = steps.length;
+      const rows = Array.from({ length: SAMPLES * R }, (_, r) => ({ sample: Math.floor(r / R), index: r % R }));
+      const latents = steppedRows(rows, steps, z, EPSILON, d, null, new Float32Array(rows.length * d));
+      const feeds = { z: new ort.Tensor('float32', latents as Float32Array, [rows.length, d]) };
+      return { feeds, R, out: (await bare.run(feeds, [layer]))[layer] };
+    };
+    const old = hessianLayout(d);
+    const before = await run(old.steps);
+    const size = before.out.dims.slice(1).reduce((a, b) => a * Number(b), 1);
+    const reference = new HessianAccumulator(SAMPLES, size, old, EPSILON);
+    const offsets: number[] = [];
+    old.unitSizes.reduce((at: number, n: number) => (offsets.push(at), at + n), 0);
+    for (let sample = 0; sample < SAMPLES; sample++) {
+      old.units.forEach((_: unknown, u: number) => {
+        const at = Array.from({ length: old.unitSizes[u] }, (_, r) => (sample * before.R + offsets[u] + r) * size);
+        reference.unit(sample, u, at.map(() => before.out.data as Float32Array), at);
+      });
+    }
+    const expected = reference.result('max');
+
+    const compact = compactHessianLayout(d);
+    const now = await run(compact.steps);
+    const suffix = appendHessianSuffix(bytes, { layers: [layer], latents: d });
+    const session = await ort.InferenceSession.create(suffix.bytes);
+    const accumulator = new SuffixHessianAccumulator(SAMPLES, size, d);
+    for (let sample = 0; sample < SAMPLES; sample++) {
+      const index = BigInt64Array.from({ length: now.R }, (_, r) => BigInt(sample * now.R + r));
+      const out = await session.run(
+        {
+          ...now.feeds,
+          [suffix.inputs.rows]: new ort.Tensor('int64', index, [1, now.R]),
+          [suffix.inputs.stencil]: new ort.Tensor('float64', compactStencilMatrix(d, EPSILON), [d * d, now.R]),
+        },
+        suffix.fetches,
+      );
+      const names = suffix.outputs[layer];
+      accumulator.chunk([sample], Object.fromEntries(Object.entries(names).map(([k, name]) => [k, out[name].data])) as any);
+    }
+    t.throws(() => accumulator.chunk([0], {} as any), /came twice/);
+    const actual = accumulator.result('max');
+    const rel = (x: number, y: number) => Math.abs(x - y) / Math.abs(y);
+    t.ok(rel(actual.penalty!, expected.penalty!) <= tolerance, `${model}: penalty ${actual.penalty} vs ${expected.penalty}`);
+    t.ok(rel(actual.diagonalRatio, expected.diagonalRatio) <= tolerance, `${model}: diagonal ratio ${actual.diagonalRatio} vs ${expected.diagonalRatio}`);
+    // A share of elements: near-ties between max |H_ii| and max |H_ij| may flip under the O(ε²)
+    // difference (at most 1% of elements here); on the cubic none may.
+    const flips = Math.abs(actual.diagonalFraction - expected.diagonalFraction);
+    t.ok(flips <= (model === 'cubic' ? 0 : 0.01), `${model}: diagonal fraction ${actual.diagonalFraction} vs ${expected.diagonalFraction}`);
+    const worst = Math.max(...Array.from(expected.interaction, (y: number, p: number) => Math.abs(actual.interaction[p] - y) / (Math.abs(y) + 1e-6 * expected.interaction[0])));
+    t.ok(worst <= tolerance, `${model}: interaction matrix, worst relative difference ${worst.toExponential(2)}`);
+    t.equal(actual.maxAbsOutput, expected.maxAbsOutput);
+    t.equal(actual.nonFinite, 0);
+    await bare.release();
+    await session.release();
+  }
+  const unfinished = new SuffixHessianAccumulator(2, 1, 1);
+  t.throws(() => unfinished.result('mean'), /1 samples did not come|2 samples did not come/);
+});

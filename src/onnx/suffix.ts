@@ -37,16 +37,17 @@
  * up to about 4u·max|g|/ε² (u = 2⁻²⁴, from rounding g+ − 2g in float32) and the sums of m terms
  * add about m·u relative; the tests state the bound they check.
  *
- * Suffixes the audit metrics need (designed here, built when the registry wires them):
- *  - Full Hessian (hessian-compact.ts, d² + d + 1 rows per sample): gather a sample's R rows
- *    as [S, R, E] (an int64 [S, R] index input), then MatMul with the constant stencil matrix
- *    [d², R] of `compactStencilMatrix` (fed as an input of type A, so ε stays a run-time value):
- *    H = W · G gives [S, d², E]; then ReduceSumSquare over the off-diagonal rows (a second constant
- *    0/1 mask) for the exact penalty, ReduceMax of |H| over diagonal and off-diagonal rows for the
- *    diagonal fraction, and ReduceSum of H² over E for the d×d interaction matrix. Out: O(S·(E + d²)).
- *  - Activeness (3 points per latent: z − εeᵢ, z, z + εeᵢ): gather [S, d, 3, E], ReduceMean and
- *    ReduceSumSquare over the 3 points give the per-latent variance, then ReduceMean over E:
- *    out [S, d]. Orthogonality and bases reuse the Hessian suffix's [S, d², E] before reduction.
+ * The full-Hessian suffix (appendHessianSuffix, d² + d + 1 rows per sample, hessian-compact.ts):
+ *   inputs   hessian_suffix.hessian.rows     int64 [S, R]  each slot's R = d² + d + 1 rows, layout order
+ *            hessian_suffix.hessian.stencil  A [d², R]     compactStencilMatrix(d, ε), so ε stays an input
+ *   outputs  hessian_suffix.hessian.<i>.off_squares, max_diagonal, max_off, sum_diagonal, sum_off  A [S, E]
+ *            hessian_suffix.hessian.<i>.interaction  A [S, d²];  .max_abs  A [S]
+ * H = W·G is one MatMul over the gathered [S, R, E]; constant 0/1 masks pick the diagonal and the
+ * off-diagonal. SuffixHessianAccumulator (hessian-compact.ts) turns these into HessianFigures.
+ *
+ * Designed, not built: activeness (3 points per latent: z − εeᵢ, z, z + εeᵢ): gather [S, d, 3, E],
+ * ReduceMean and ReduceSumSquare over the 3 points give the per-latent variance, ReduceMean over E:
+ * out [S, d]. Orthogonality and bases reuse the Hessian suffix's [S, d², E] before its reductions.
  */
 import { decodeModel, modelProto, type NodeProto, type TensorProto } from './proto.js';
 
