@@ -23,6 +23,9 @@ t.test('candidates: powers of two from 16 to the budget, and the budget itself, 
   t.same(candidateBatchRows(64), [64, 32, 16]);
   t.same(candidateBatchRows(10), [10]);
   t.same(candidateBatchRows(100, 20), [100, 64, 32, 20]);
+  // Whole samples of 2k + 1 = 17 rows: 1088 = 64·17 stays, 1024 → 1020, 16 → 17, …
+  t.same(candidateBatchRows(1088, 16, 17), [1088, 1020, 510, 255, 119, 51, 17]);
+  t.same(candidateBatchRows(10, 16, 17), [10], 'a multiple larger than the budget is ignored');
   t.throws(() => candidateBatchRows(0), /positive integer/);
   t.throws(() => candidateBatchRows(2.5), /positive integer/);
 });
@@ -58,6 +61,13 @@ t.test('the time budget stops measuring new sizes, but the first is always measu
   const g = fake((rows) => rows, 0);
   const two = await tuneBatchRows({ maxRows: 1088, run: g.run, now: g.now, budgetMs: 5000, repeats: 1 });
   t.same(two.measurements.map((m) => m.rows), [1088, 1024, 512], 'stops once 5 s have gone');
+});
+
+t.test('tuning in whole samples measures only multiples', async (t) => {
+  const f = fake((rows) => rows);
+  const result = await tuneBatchRows({ maxRows: 100, multipleOf: 17, run: f.run, now: f.now, budgetMs: 1e9 });
+  t.same(result.measurements.map((m) => m.rows), [85, 51, 17]);
+  t.ok(f.runs.every((rows) => rows % 17 === 0));
 });
 
 t.test('a zero-time run does not divide by zero', async (t) => {

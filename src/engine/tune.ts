@@ -14,6 +14,11 @@ export interface TuneOptions {
   maxRows: number;
   /** Smallest batch tried (default 16, or maxRows when that is smaller). */
   minRows?: number;
+  /**
+   * Round candidates down to a multiple of this (the penalty's 2k + 1 rows per sample): whole
+   * samples per chunk, so the in-graph estimator fetches no means and repeats no centers.
+   */
+  multipleOf?: number;
   /** Stop measuring new sizes once this much time has gone (default 2,000 ms); the best so far wins. */
   budgetMs?: number;
   /** Timed runs per size after its first (warm-up) run; the fastest counts (default 2). */
@@ -41,13 +46,15 @@ export interface TuneResult {
  * largest down: the size budget-only planning would choose is measured first, so a budget that
  * runs out still leaves that baseline to compare against.
  */
-export function candidateBatchRows(maxRows: number, minRows = 16): number[] {
+export function candidateBatchRows(maxRows: number, minRows = 16, multipleOf = 1): number[] {
   if (!Number.isInteger(maxRows) || maxRows < 1) throw new Error(`maxRows must be a positive integer, got ${maxRows}`);
   const low = Math.min(minRows, maxRows);
   const sizes = new Set<number>([maxRows]);
   for (let rows = 2 ** Math.ceil(Math.log2(low)); rows < maxRows; rows *= 2) sizes.add(rows);
   if (low < maxRows) sizes.add(low);
-  return [...sizes].sort((a, b) => b - a);
+  if (multipleOf <= 1 || multipleOf > maxRows) return [...sizes].sort((a, b) => b - a);
+  const rounded = new Set([...sizes].map((rows) => Math.max(multipleOf, rows - (rows % multipleOf))));
+  return [...rounded].sort((a, b) => b - a);
 }
 
 /** A faster batch must beat the best so far by this share; otherwise the larger (fewer runs) stays. */
@@ -55,7 +62,7 @@ const MARGIN = 0.02;
 
 export async function tuneBatchRows(options: TuneOptions): Promise<TuneResult> {
   const { maxRows, run, budgetMs = 2000, repeats = 2, now = () => performance.now() } = options;
-  const candidates = candidateBatchRows(maxRows, options.minRows);
+  const candidates = candidateBatchRows(maxRows, options.minRows, options.multipleOf);
   const start = now();
   const measurements: Measurement[] = [];
   let truncated = false;
