@@ -45,9 +45,13 @@
  * H = W·G is one MatMul over the gathered [S, R, E]; constant 0/1 masks pick the diagonal and the
  * off-diagonal. SuffixHessianAccumulator (hessian-compact.ts) turns these into HessianFigures.
  *
- * Designed, not built: activeness (3 points per latent: z − εeᵢ, z, z + εeᵢ): gather [S, d, 3, E],
- * ReduceMean and ReduceSumSquare over the 3 points give the per-latent variance, ReduceMean over E:
- * out [S, d]. Orthogonality and bases reuse the Hessian suffix's [S, d², E] before its reductions.
+ * The activeness suffix (appendActivenessSuffix, 3 rows per latent and sample):
+ *   inputs   hessian_suffix.activeness.rows  int64 [U, 3]  each unit's rows (latent at −extent, 0, +extent)
+ *   outputs  hessian_suffix.activeness.<i>.variance_sum  A [U]  Σ_e of the unbiased variance of the 3
+ * The host adds output u to its latent's sum and E to its count (ActivenessAccumulator's state).
+ *
+ * Designed, not built: orthogonality and bases reuse the Hessian suffix's [S, d², E] before its
+ * reductions (a second MatMul with the basis for bases).
  */
 import { decodeModel, modelProto, type NodeProto, type TensorProto } from './proto.js';
 
@@ -239,6 +243,55 @@ export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOpt
   joined.set(bytes, 0);
   joined.set(extra, bytes.length);
   return { bytes: joined, accumulation, latents: d, inputs, outputs, fetches: Object.values(outputs).flatMap((l) => Object.values(l)) };
+}
+
+export interface ActivenessSuffix {
+  bytes: Uint8Array;
+  accumulation: Accumulation;
+  /** rows int64 [U, 3]: each unit's rows with its latent at −extent, 0, +extent. */
+  inputs: { rows: string };
+  /** Per layer, [U]: Σ over elements of the unbiased variance of the unit's three outputs. */
+  outputs: Record<string, { varianceSum: string }>;
+  fetches: string[];
+}
+
+/**
+ * The activeness suffix (activeness.ts): per unit, Σ_e ((a−b)² + (b−c)² + (a−c)²)/6 over the
+ * three outputs a, b, c — the reference's form, so an ignored latent gives exactly 0 here too.
+ */
+export function appendActivenessSuffix(bytes: Uint8Array, options: PenaltySuffixOptions): ActivenessSuffix {
+  const { layers } = options;
+  if (layers.length === 0) throw new Error('the activeness suffix needs at least one layer');
+  const accumulation = options.accumulation ?? 'float64';
+  const opset = options.opset ?? defaultOpset(bytes);
+  if (opset < 11) throw new Error(`the activeness suffix needs opset 11 or later; the model imports opset ${opset}`);
+  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const inputs = { rows: `${PREFIX}.activeness.rows` };
+  g.input(inputs.rows, INT64, ['units', '3']);
+  const flat = g.int64s('activeness_flat', [0, -1]);
+  const point = [0, 1, 2].map((p) => g.int64s(`activeness_point_${p}`, [p]));
+  const six = g.scalar('activeness_six', 6);
+  const outputs: Record<string, { varianceSum: string }> = {};
+  layers.forEach((layer, i) => {
+    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    // [U, 1, E] each; Gather with a scalar index would drop the axis, a [1] index keeps it.
+    const [a, b, c] = point.map((p) => g.node('Gather', [stacked, p], [{ name: 'axis', type: ATTR_INT, i: 1 }]));
+    const square = (x: string, y: string): string => {
+      const delta = g.node('Sub', [x, y]);
+      return g.node('Mul', [delta, delta]);
+    };
+    const variance = g.node('Div', [g.node('Add', [g.node('Add', [square(a, b), square(b, c)]), square(a, c)]), six]);
+    const varianceSum = g.reduce('ReduceSum', variance, [1, 2], false, `${PREFIX}.activeness.${i}.variance_sum`);
+    g.output(varianceSum);
+    outputs[layer] = { varianceSum };
+  });
+  const type = modelProto();
+  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
+  const joined = new Uint8Array(bytes.length + extra.length);
+  joined.set(bytes, 0);
+  joined.set(extra, bytes.length);
+  return { bytes: joined, accumulation, inputs, outputs, fetches: Object.values(outputs).map((o) => o.varianceSum) };
 }
 
 interface ValueInfoObject {
