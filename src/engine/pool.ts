@@ -16,6 +16,7 @@ import { type Device, deviceName } from './device.js';
 import type { PenaltyResult } from './evaluate.js';
 import type { Limits, PenaltyRequest } from './request.js';
 import type { AuditTask, AuditValue } from './audit-task.js';
+import type { CompareInput, CompareOutput } from '../gate/compare.js';
 import { type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './worker-protocol.js';
 
 export interface PoolOptions {
@@ -149,6 +150,11 @@ export class WorkerPool {
   /** An audit metric (hessian, activeness, orthogonality, audit) as JSON, or the HTML report. */
   audit(task: AuditTask, cancel?: AbortSignal): Promise<AuditValue> {
     return this.run(task, cancel) as Promise<AuditValue>;
+  }
+
+  /** A release gate's bootstrap, off the event loop. */
+  compare(modelId: string, input: CompareInput, cancel?: AbortSignal): Promise<CompareOutput> {
+    return this.run({ kind: 'compare', modelId, input }, cancel) as Promise<CompareOutput>;
   }
 
   /**

@@ -5,6 +5,7 @@
  */
 import type * as ort from 'onnxruntime-node';
 import { AuditError } from '../errors.js';
+import { formatShape } from '../io/ndarray.js';
 import type { ExecutionMode, Row } from '../penalty/index.js';
 import type { Device } from './device.js';
 import type { LoadedModel } from './model.js';
@@ -53,9 +54,30 @@ export async function prepare(model: LoadedModel, request: PenaltyRequest, conte
   return { model, resolved, open, limits, probed, shapes: probed.shapes, warnings, forwardMs: timing.forwardMs, started };
 }
 
-/** Run one batch on the prepared session, counting the time spent inside onnxruntime. */
-export function run(p: Prepared, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
-  return timed(p, p.open, p.resolved, feeds);
+/**
+ * Run one batch on the prepared session, counting the time spent inside onnxruntime. Every batch's
+ * outputs must have the shapes the preflight saw: a model whose per-row output depends on the batch
+ * size would otherwise be reduced with the wrong row size (and report a wrong penalty).
+ */
+export async function run(p: Prepared, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+  const outputs = await timed(p, p.open, p.resolved, feeds);
+  checkBatchShapes(p, Number(feeds[p.resolved.wrt.name].dims[0]), outputs);
+  return outputs;
+}
+
+function checkBatchShapes(p: Prepared, rows: number, outputs: Record<string, ort.Tensor>): void {
+  for (const name of p.resolved.layers) {
+    const dims = outputs[name].dims.map(Number);
+    const expected = [rows, ...p.shapes[name].shape];
+    if (dims.length === expected.length && dims.every((d, i) => d === expected[i])) continue;
+    throw new AuditError(
+      'output_shape_changed',
+      `layer '${name}' has shape ${formatShape(dims)} for a batch of ${rows} rows, but ${formatShape(expected)} was expected from the preflight: ` +
+        'its per-row output depends on the batch size, so rows cannot be audited independently',
+      422,
+      { layer: name, shape: dims, expected },
+    );
+  }
 }
 
 async function timed(

@@ -2,6 +2,7 @@
  * What the server and its workers exchange: tasks, outcomes, and the environment a pool sets.
  * Kept apart from worker.ts so that the server process never loads onnxruntime.
  */
+import type { CompareInput, CompareOutput } from '../gate/compare.js';
 import type { ModelDescription } from '../onnx/describe.js';
 import type { AuditTask, AuditValue } from './audit-task.js';
 import type { PenaltyResult } from './evaluate.js';
@@ -14,7 +15,7 @@ export const WORKER_ENV = {
   sessionCache: 'HESSIAN_AUDIT_WORKER_SESSIONS',
   /** The upload checks' limits (onnx/safety.ts), as JSON. */
   safety: 'HESSIAN_AUDIT_WORKER_SAFETY',
-  /** Test-only fault injection: `abort=<model id>,hang=<model id>,delay=<model id>`; unset in production. */
+  /** Test-only fault injection: `abort=<model id>,hang=<model id>,delay=<model id>` (`compare:<candidate id>` for a gate's bootstrap); unset in production. */
   faults: 'HESSIAN_AUDIT_TEST_FAULTS',
 } as const;
 
@@ -22,6 +23,8 @@ export type Task =
   | { kind: 'probe' }
   | { kind: 'describe'; path: string }
   | { kind: 'penalty'; modelId: string; modelPath: string; request: PenaltyRequest; limits: Limits }
+  /** The release gate's bootstrap; modelId (the candidate's) only names it for test fault injection. */
+  | { kind: 'compare'; modelId: string; input: CompareInput }
   | AuditTask;
 
 export interface WorkerState {
@@ -44,5 +47,5 @@ export interface ProbeValue {
   fallback?: string;
 }
 
-export type TaskValue = ProbeValue | ModelDescription | PenaltyResult | AuditValue;
+export type TaskValue = ProbeValue | ModelDescription | PenaltyResult | AuditValue | CompareOutput;
 

@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import { AuditError } from '../errors.js';
+import { compareAll } from '../gate/compare.js';
 import { describeModel } from '../onnx/describe.js';
 import type { SafetySettings } from '../onnx/safety.js';
 import { type Device, parseDevice } from './device.js';
@@ -16,6 +17,10 @@ import { runAuditTask } from './audit-task.js';
 import { probeModel } from './probe.js';
 import { type ErrorData, type Outcome, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './worker-protocol.js';
 import { type OpenSession, SessionCache, type SessionSettings } from './session.js';
+import { watchParent } from './watchdog.js';
+
+// Exit with the server, even in the middle of a blocking session.run (watchdog.ts).
+watchParent();
 
 const device: Device = parseDevice(process.env[WORKER_ENV.device] ?? 'cpu');
 const settings: SessionSettings = { intraOpThreads: Number(process.env[WORKER_ENV.intraOpThreads] ?? 0) };
@@ -75,6 +80,9 @@ async function execute(task: Task): Promise<TaskValue> {
       const model = await loaded(task.modelId, task.modelPath);
       return evaluatePenalty(model, task.request, { device, sessions, limits: task.limits });
     }
+    case 'compare':
+      injectFault(`compare:${task.modelId}`);
+      return compareAll(task.input);
     case 'hessian':
     case 'activeness':
     case 'orthogonality':

@@ -6,6 +6,7 @@ import { type Device, parseDevice, parseDeviceList } from '../../engine/device.j
 import { defaultWorkers } from '../../engine/pool.js';
 import { DEFAULT_LIMITS } from '../../engine/request.js';
 import { DEFAULT_SAFETY } from '../../onnx/safety.js';
+import { DEFAULT_MAX_BOOTSTRAP_DRAWS } from '../../gate/gate.js';
 import { invalid } from '../../errors.js';
 import { buildApp } from '../../server/app.js';
 import { SERVER_DEFAULTS, serverConfig, type ServerConfig } from '../../server/config.js';
@@ -83,6 +84,7 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--max-k <n>', 'largest k per request', 'MAX_K', whole('--max-k', 2), DEFAULT_LIMITS.maxK))
     .addOption(option('--max-rows <n>', 'largest N·(2k+1) per request', 'MAX_ROWS', whole('--max-rows', 1), DEFAULT_LIMITS.maxRows))
     .addOption(option('--memory-budget <mib>', 'MiB of layer outputs per batch', 'MEMORY_BUDGET_MIB', num('--memory-budget'), DEFAULT_LIMITS.memoryBudget / MiB))
+    .addOption(option('--max-bootstrap-draws <n>', 'release gate: largest samples × resamples', 'MAX_BOOTSTRAP_DRAWS', whole('--max-bootstrap-draws', 1), DEFAULT_MAX_BOOTSTRAP_DRAWS))
     .addOption(option('--token <token>', 'require "Authorization: Bearer <token>" on /v1 routes', 'TOKEN'))
     .addOption(option('--max-nodes <n>', 'upload check: most nodes a model may have (subgraphs and functions count)', 'MAX_NODES', whole('--max-nodes', 1), DEFAULT_SAFETY.maxNodes))
     .addOption(option('--max-weights-mib <mib>', 'upload check: most MiB of weights (initializers and constants) a model may declare', 'MAX_WEIGHTS_MIB', nonNegative('--max-weights-mib'), DEFAULT_SAFETY.maxInitializerBytes / MiB))
@@ -124,6 +126,7 @@ export function registerServe(program: Command, io: Io): void {
           maxK: options.maxK as number,
           maxRows: options.maxRows as number,
           memoryBudget: Math.round((options.memoryBudget as number) * MiB),
+          maxBootstrapDraws: options.maxBootstrapDraws as number,
         },
         ...(options.token ? { token: options.token as string } : {}),
         sessionCacheSize: options.sessionCache as number,

@@ -1,8 +1,10 @@
 /**
- * POST /v1/gate: the release gate on two stored models. The penalties run in the worker pool like
- * any penalty request; the comparison (a few milliseconds of arithmetic) runs here.
+ * POST /v1/gate: the release gate on two stored models. The penalties, the audit figures and the
+ * bootstrap all run in the worker pool, so a heavy gate never blocks the event loop; a client
+ * that disconnects cancels whichever of them is queued or running.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { clientGone } from '../cancel.js';
 import { gateSpec } from '../../gate/config.js';
 import type { PenaltyRequest } from '../../engine/request.js';
 import { auditFigures, type FigureSources, neededFigures } from '../../gate/figures.js';
@@ -25,7 +27,8 @@ export const gateRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { sto
         response: { 200: GateResultSchema, ...errorResponses(400, 401, 404, 413, 422, 500, 503) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
+      const cancel = clientGone(reply);
       const { candidate, baseline, latents, inputs, ...gate } = request.body;
       const model = async (id: string): Promise<GateModel> => {
         const description = await store.description<ModelDescription>(id);
@@ -35,14 +38,16 @@ export const gateRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { sto
       const models = { candidate: await model(candidate), baseline: await model(baseline) };
       const spec = gateSpec([gate], gateArrays({ latents, inputs }));
       const audit = (kind: 'hessian' | 'activeness') => (m: GateModel, auditRequest: PenaltyRequest) =>
-        pool.audit({ kind, modelId: m.id, modelPath: store.modelPath(m.id), request: auditRequest, limits: config.limits, format: 'json' });
+        pool.audit({ kind, modelId: m.id, modelPath: store.modelPath(m.id), request: auditRequest, limits: config.limits, format: 'json' }, cancel);
       const needed = neededFigures(spec.rules, ...Object.values(spec.layers));
       const sources = {
         hessian: audit('hessian') as FigureSources<GateModel>['hessian'],
         activeness: audit('activeness') as FigureSources<GateModel>['activeness'],
       };
       const result = await runGate(models.candidate, models.baseline, spec, {
-        evaluate: (m, penaltyRequest) => pool.penalty(m.id, store.modelPath(m.id), penaltyRequest, config.limits),
+        evaluate: (m, penaltyRequest) => pool.penalty(m.id, store.modelPath(m.id), penaltyRequest, config.limits, cancel),
+        compare: (input) => pool.compare(models.candidate.id, input, cancel),
+        ...(config.limits.maxBootstrapDraws !== undefined ? { maxBootstrapDraws: config.limits.maxBootstrapDraws } : {}),
         ...(needed.size > 0 ? { figures: auditFigures(sources, needed) } : {}),
       });
       return jsonSafe(result);
