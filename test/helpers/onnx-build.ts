@@ -151,3 +151,33 @@ export function functionModel(extra: Obj = {}): Obj {
     },
   };
 }
+
+// ---- Models whose outputs depend on the batch size (issue 11: batch re-checks, memory bombs) ----
+
+const INT64 = 7;
+export const int64Tensor = (name: string, values: number[]): Obj => ({
+  name,
+  dims: [values.length],
+  dataType: INT64,
+  rawData: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer),
+});
+
+/** y = Tile(z, [1, N]): z [N, 3] → y [N, 3·N], so a row's output size grows with the batch. */
+export function batchTiledModel(): Obj {
+  return {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 14 }],
+    graph: {
+      name: 'batch_tiled',
+      node: [
+        { opType: 'Shape', input: ['z'], output: ['shape'] },
+        { opType: 'Slice', input: ['shape', 'zero', 'one'], output: ['n'] },
+        { opType: 'Concat', input: ['one', 'n'], output: ['repeats'], attribute: [{ name: 'axis', type: 2, i: 0 }] },
+        { opType: 'Tile', input: ['z', 'repeats'], output: ['y'] },
+      ],
+      initializer: [int64Tensor('zero', [0]), int64Tensor('one', [1])],
+      input: [floatInfo('z', ['N', 3])],
+      output: [floatInfo('y', ['N', 'M'])],
+    },
+  };
+}
