@@ -5,6 +5,11 @@
  * one of its workers is free, so the one queue is here, shared by all lanes and bounded (503
  * beyond it), and a task's time limit counts from when a worker takes it: past it, the task is
  * cancelled and its worker replaced.
+ *
+ * Fair share: each task belongs to a client (its address). A client may have at most
+ * `maxPerClient` tasks queued or running (503 client_limit beyond), and a freed worker goes to the
+ * waiting task whose client has the fewest running, so one client's backlog of slow requests
+ * does not hold the workers for everyone (first come first served among equals).
  */
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +31,8 @@ export interface PoolOptions {
   workersPerDevice: number;
   /** Tasks that may wait for a worker, over all lanes; one more gets 503. */
   maxQueue: number;
+  /** Tasks one client may have queued or running at once; 0: no limit. */
+  maxPerClient?: number;
   /** Milliseconds a task may run once a worker has it. */
   taskTimeoutMs: number;
   /** Sessions each worker keeps open. */
@@ -86,8 +93,14 @@ export class WorkerPool {
   /** Moving average of task time, for Retry-After. */
   private averageMs = 1000;
   private closed = false;
-  /** Tasks waiting for a free worker, first come first served. */
-  private readonly waiting: ((lane: Lane) => void)[] = [];
+  /** Tasks waiting for a free worker, in arrival order; release() picks among them fairly. */
+  private readonly waiting: { client: string; take: (lane: Lane) => void }[] = [];
+  /** Tasks queued or running, and running only, per client. */
+  private readonly inFlight = new Map<string, number>();
+  private readonly runningBy = new Map<string, number>();
+  /** When each client last got a worker (a counter), to break ties in its disfavour. */
+  private readonly servedAt = new Map<string, number>();
+  private served = 0;
   /** Called after each finished task (metrics). */
   onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number }) => void;
   onRestart?: (reason: 'crash' | 'timeout' | 'cancelled') => void;
@@ -143,30 +156,58 @@ export class WorkerPool {
     return this.run({ kind: 'describe', path }) as Promise<ModelDescription>;
   }
 
-  penalty(modelId: string, modelPath: string, request: PenaltyRequest, limits: Limits, cancel?: AbortSignal): Promise<PenaltyResult> {
-    return this.run({ kind: 'penalty', modelId, modelPath, request, limits }, cancel) as Promise<PenaltyResult>;
+  penalty(modelId: string, modelPath: string, request: PenaltyRequest, limits: Limits, cancel?: AbortSignal, client?: string): Promise<PenaltyResult> {
+    return this.run({ kind: 'penalty', modelId, modelPath, request, limits }, cancel, client) as Promise<PenaltyResult>;
   }
 
   /** An audit metric (hessian, activeness, orthogonality, audit) as JSON, or the HTML report. */
-  audit(task: AuditTask, cancel?: AbortSignal): Promise<AuditValue> {
-    return this.run(task, cancel) as Promise<AuditValue>;
+  audit(task: AuditTask, cancel?: AbortSignal, client?: string): Promise<AuditValue> {
+    return this.run(task, cancel, client) as Promise<AuditValue>;
   }
 
   /** A release gate's bootstrap, off the event loop. */
-  compare(modelId: string, input: CompareInput, cancel?: AbortSignal): Promise<CompareOutput> {
-    return this.run({ kind: 'compare', modelId, input }, cancel) as Promise<CompareOutput>;
+  compare(modelId: string, input: CompareInput, cancel?: AbortSignal, client?: string): Promise<CompareOutput> {
+    return this.run({ kind: 'compare', modelId, input }, cancel, client) as Promise<CompareOutput>;
   }
 
   /**
    * Run a task on the first free worker; AuditError 503 when the queue is full. `cancel` (the
    * client went away) drops a waiting task, or stops a running one and replaces its worker.
+   * `client` (an address) gets a fair share of the workers; tasks without one share a client.
    */
-  async run(task: Task, cancel?: AbortSignal): Promise<TaskValue> {
+  async run(task: Task, cancel?: AbortSignal, client = ''): Promise<TaskValue> {
     if (cancel?.aborted) throw cancelled(task);
-    return this.runOn(await this.acquire(task, cancel), task, cancel);
+    this.admit(client);
+    try {
+      const lane = await this.acquire(task, client, cancel);
+      bump(this.runningBy, client, 1);
+      this.servedAt.set(client, ++this.served);
+      try {
+        return await this.runOn(lane, task, cancel);
+      } finally {
+        bump(this.runningBy, client, -1);
+      }
+    } finally {
+      if (bump(this.inFlight, client, -1) === 0) this.servedAt.delete(client);
+    }
   }
 
-  private acquire(task: Task, cancel?: AbortSignal): Promise<Lane> {
+  /** The per-client limit: counted from admission to the end of the task, queued or running. */
+  private admit(client: string): void {
+    const limit = this.options.maxPerClient ?? 0;
+    const mine = this.inFlight.get(client) ?? 0;
+    if (limit > 0 && client !== '' && mine >= limit) {
+      throw new AuditError(
+        'client_limit',
+        `this client (${client}) already has ${mine} requests queued or running, the most one client may have (per-client limit ${limit}, --max-per-client); wait for one to finish`,
+        503,
+        { retryAfter: this.retryAfterSeconds(), limit },
+      );
+    }
+    bump(this.inFlight, client, 1);
+  }
+
+  private acquire(task: Task, client: string, cancel?: AbortSignal): Promise<Lane> {
     if (this.closed) throw new AuditError('shutting_down', 'the server is shutting down', 503);
     const free = this.lanes.filter((l) => l.running < l.workers).sort((a, b) => a.running / a.workers - b.running / b.workers)[0];
     if (free) {
@@ -184,23 +225,39 @@ export class WorkerPool {
     }
     return new Promise((resolve, reject) => {
       const leave = (): void => {
-        this.waiting.splice(this.waiting.indexOf(take), 1);
+        this.waiting.splice(this.waiting.indexOf(entry), 1);
         reject(cancelled(task));
       };
-      const take = (lane: Lane): void => {
-        cancel?.removeEventListener('abort', leave);
-        resolve(lane);
+      const entry = {
+        client,
+        take: (lane: Lane): void => {
+          cancel?.removeEventListener('abort', leave);
+          resolve(lane);
+        },
       };
       cancel?.addEventListener('abort', leave, { once: true });
-      this.waiting.push(take);
+      this.waiting.push(entry);
     });
   }
 
-  /** A worker is free again: hand it to the next waiting task. */
+  /**
+   * A worker is free again: hand it to the waiting task whose client has the fewest running; among
+   * those, the client served longest ago; among its tasks, the earliest.
+   */
   private release(lane: Lane): void {
-    const next = this.waiting.shift();
-    if (next) next(lane);
-    else lane.running--;
+    if (this.waiting.length === 0) {
+      lane.running--;
+      return;
+    }
+    const rank = (client: string): [number, number] => [this.runningBy.get(client) ?? 0, this.servedAt.get(client) ?? 0];
+    let best = 0;
+    for (let i = 1; i < this.waiting.length; i++) {
+      const [running, served] = rank(this.waiting[i].client);
+      const [bestRunning, bestServed] = rank(this.waiting[best].client);
+      if (running < bestRunning || (running === bestRunning && served < bestServed)) best = i;
+    }
+    const [next] = this.waiting.splice(best, 1);
+    next.take(lane);
   }
 
   /** Runs on a lane whose `running` count already includes this task. */
@@ -312,3 +369,10 @@ export class WorkerPool {
 }
 
 export type { WorkerState };
+
+function bump(counts: Map<string, number>, key: string, by: number): number {
+  const n = (counts.get(key) ?? 0) + by;
+  if (n > 0) counts.set(key, n);
+  else counts.delete(key);
+  return n;
+}

@@ -35,6 +35,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     devices: config.devices,
     workersPerDevice: config.workers,
     maxQueue: config.maxQueue,
+    maxPerClient: config.maxPerClient,
     taskTimeoutMs: config.requestTimeoutMs,
     sessionCacheSize: config.sessionCacheSize,
     ...(config.safety ? { safety: config.safety } : {}),

@@ -19,6 +19,8 @@ export interface ServerConfig {
   workers: number;
   /** Requests that may wait for a worker; one more gets 503 with Retry-After. */
   maxQueue: number;
+  /** Requests one client (address) may have queued or running; one more gets 503 client_limit. 0: no limit. */
+  maxPerClient: number;
   /** Time one request may run on a worker before it is cancelled (the worker is replaced), ms. */
   requestTimeoutMs: number;
   /** Largest model or .npy upload, bytes. */
@@ -46,6 +48,7 @@ export const SERVER_DEFAULTS = {
   device: 'cpu',
   modelDir: 'store',
   maxQueue: 64,
+  maxPerClient: 16,
   requestTimeoutMs: 120_000,
   maxUploadMiB: 256,
   maxBodyMiB: 64,
@@ -60,6 +63,7 @@ export function serverConfig(overrides: Partial<ServerConfig> & Pick<ServerConfi
     port: SERVER_DEFAULTS.port,
     workers: 1,
     maxQueue: SERVER_DEFAULTS.maxQueue,
+    maxPerClient: SERVER_DEFAULTS.maxPerClient,
     requestTimeoutMs: SERVER_DEFAULTS.requestTimeoutMs,
     maxUploadBytes: SERVER_DEFAULTS.maxUploadMiB * 1024 * 1024,
     maxBodyBytes: SERVER_DEFAULTS.maxBodyMiB * 1024 * 1024,

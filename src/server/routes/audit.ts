@@ -62,7 +62,7 @@ export const auditRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { st
           limits: config.limits,
           format,
           ...(request.body.modelName ? { modelName: request.body.modelName } : {}),
-        }, clientGone(reply));
+        }, clientGone(reply), request.ip);
         if (format === 'html') return reply.type('text/html; charset=utf-8').send((value as { html: string }).html);
         return value;
       },

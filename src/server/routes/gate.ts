@@ -38,15 +38,15 @@ export const gateRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { sto
       const models = { candidate: await model(candidate), baseline: await model(baseline) };
       const spec = gateSpec([gate], gateArrays({ latents, inputs }));
       const audit = (kind: 'hessian' | 'activeness') => (m: GateModel, auditRequest: PenaltyRequest) =>
-        pool.audit({ kind, modelId: m.id, modelPath: store.modelPath(m.id), request: auditRequest, limits: config.limits, format: 'json' }, cancel);
+        pool.audit({ kind, modelId: m.id, modelPath: store.modelPath(m.id), request: auditRequest, limits: config.limits, format: 'json' }, cancel, request.ip);
       const needed = neededFigures(spec.rules, ...Object.values(spec.layers));
       const sources = {
         hessian: audit('hessian') as FigureSources<GateModel>['hessian'],
         activeness: audit('activeness') as FigureSources<GateModel>['activeness'],
       };
       const result = await runGate(models.candidate, models.baseline, spec, {
-        evaluate: (m, penaltyRequest) => pool.penalty(m.id, store.modelPath(m.id), penaltyRequest, config.limits, cancel),
-        compare: (input) => pool.compare(models.candidate.id, input, cancel),
+        evaluate: (m, penaltyRequest) => pool.penalty(m.id, store.modelPath(m.id), penaltyRequest, config.limits, cancel, request.ip),
+        compare: (input) => pool.compare(models.candidate.id, input, cancel, request.ip),
         ...(config.limits.maxBootstrapDraws !== undefined ? { maxBootstrapDraws: config.limits.maxBootstrapDraws } : {}),
         ...(needed.size > 0 ? { figures: auditFigures(sources, needed) } : {}),
       });

@@ -40,7 +40,7 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
     async (request, reply) => {
       const { id } = request.params;
       if (!(await store.has(id))) throw unknownModel(id);
-      return asResponse(await pool.penalty(id, store.modelPath(id), toPenaltyRequest(request.body), config.limits, clientGone(reply)));
+      return asResponse(await pool.penalty(id, store.modelPath(id), toPenaltyRequest(request.body), config.limits, clientGone(reply), request.ip));
     },
   );
 
@@ -87,7 +87,7 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
         // from the staged file, which is removed afterwards: a one-shot request stores nothing.
         const known = await store.has(staged.id);
         const path = known ? store.modelPath(staged.id) : staged.path;
-        return asResponse(await pool.penalty(staged.id, path, penaltyRequest, config.limits, clientGone(reply)));
+        return asResponse(await pool.penalty(staged.id, path, penaltyRequest, config.limits, clientGone(reply), request.ip));
       } finally {
         if (staged) await store.discard(staged);
       }
