@@ -9,7 +9,8 @@ import { formatShape } from '../io/ndarray.js';
 import type { ExecutionMode, Row } from '../penalty/index.js';
 import type { Device } from './device.js';
 import type { LoadedModel } from './model.js';
-import { type LayerShape, type Probe, preflight } from './preflight.js';
+import { checkRunMemory } from './memory-check.js';
+import { type LayerShape, type Probe, preflight, preflightRows } from './preflight.js';
 import { DEFAULT_LIMITS, type Limits, type PenaltyRequest } from './request.js';
 import { resolvePenalty, type ResolvedPenalty } from './resolve.js';
 import type { OpenSession, SessionCache } from './session.js';
@@ -47,10 +48,16 @@ export async function prepare(model: LoadedModel, request: PenaltyRequest, conte
   const resolved = resolvePenalty(model.description, request, limits);
   const warnings: Warning[] = [...resolved.warnings];
   refuseRandomOps(model, request.allowNondeterministic === true, warnings);
+  // Before the session opens: constant folding at creation allocates too.
+  checkRunMemory(model, batchFeeds(resolved, preflightRows(resolved)), limits.memoryBudget);
   const open = await context.sessions.get(model.id, model.bytes, resolved.expose, context.device);
   if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
   const timing = { forwardMs: 0 };
-  const probed = await probeOnce(open, resolved, (rows: Row[]) => timed(timing, open, resolved, batchFeeds(resolved, rows)));
+  const probed = await probeOnce(open, resolved, (rows: Row[]) => {
+    const feeds = batchFeeds(resolved, rows);
+    checkRunMemory(model, feeds, limits.memoryBudget);
+    return timed(timing, open, resolved, feeds);
+  });
   return { model, resolved, open, limits, probed, shapes: probed.shapes, warnings, forwardMs: timing.forwardMs, started };
 }
 
@@ -60,6 +67,7 @@ export async function prepare(model: LoadedModel, request: PenaltyRequest, conte
  * size would otherwise be reduced with the wrong row size (and report a wrong penalty).
  */
 export async function run(p: Prepared, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+  checkRunMemory(p.model, feeds, p.limits.memoryBudget);
   const outputs = await timed(p, p.open, p.resolved, feeds);
   checkBatchShapes(p, Number(feeds[p.resolved.wrt.name].dims[0]), outputs);
   return outputs;

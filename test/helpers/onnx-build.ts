@@ -181,3 +181,46 @@ export function batchTiledModel(): Obj {
     },
   };
 }
+
+/** y = Tile(z, [1, N]) with z [N, width]: the output per row is width·N, growing with the batch. */
+export function batchTiledWideModel(width: number): Obj {
+  const model = batchTiledModel();
+  model.graph.input = [floatInfo('z', ['N', width])];
+  return model;
+}
+
+/** y = Expand(Unsqueeze(z, 2), [1, 1, length]): z [N, 3] → y [N, 3, length]. */
+export function expandModel(length: number): Obj {
+  return {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 14 }],
+    graph: {
+      name: 'expand_bomb',
+      node: [
+        { opType: 'Unsqueeze', input: ['z', 'axes'], output: ['u'] },
+        { opType: 'Expand', input: ['u', 'target'], output: ['y'] },
+      ],
+      initializer: [int64Tensor('axes', [2]), int64Tensor('target', [1, 1, length])],
+      input: [floatInfo('z', ['N', 3])],
+      output: [floatInfo('y', ['N', 3, length])],
+    },
+  };
+}
+
+/** y = Identity(z) and a second output c = ConstantOfShape([1, length]): onnxruntime folds c when the session is created. */
+export function constantOfShapeModel(length: number): Obj {
+  return {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 14 }],
+    graph: {
+      name: 'constant_of_shape_bomb',
+      node: [
+        { opType: 'Identity', input: ['z'], output: ['y'] },
+        { opType: 'ConstantOfShape', input: ['size'], output: ['c'] },
+      ],
+      initializer: [int64Tensor('size', [1, length])],
+      input: [floatInfo('z', ['N', 3])],
+      output: [floatInfo('y', ['N', 3]), floatInfo('c', [1, length])],
+    },
+  };
+}
