@@ -33,6 +33,8 @@ export interface PoolOptions {
   maxQueue: number;
   /** Tasks one client may have queued or running at once; 0: no limit. */
   maxPerClient?: number;
+  /** A worker whose resident memory passes this after a task is replaced (bytes; 0: never). */
+  maxWorkerRss?: number;
   /** Milliseconds a task may run once a worker has it. */
   taskTimeoutMs: number;
   /** Sessions each worker keeps open. */
@@ -76,6 +78,8 @@ interface Lane {
   sessions: Map<number, number>;
   /** Every worker pid this lane has had: more pids than workers means replacements. */
   seen: Set<number>;
+  /** A worker is being replaced for its memory: its exit is no crash. */
+  recycling?: boolean;
 }
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -103,7 +107,7 @@ export class WorkerPool {
   private served = 0;
   /** Called after each finished task (metrics). */
   onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number }) => void;
-  onRestart?: (reason: 'crash' | 'timeout' | 'cancelled') => void;
+  onRestart?: (reason: 'crash' | 'timeout' | 'cancelled' | 'memory') => void;
 
   constructor(readonly options: PoolOptions) {
     if (options.devices.length === 0) throw new Error('the pool needs at least one device');
@@ -129,7 +133,7 @@ export class WorkerPool {
       });
       const lane: Lane = { device, pool, workers, running: 0, executionProvider: null, sessions: new Map(), seen: new Set() };
       // A worker that dies while idle is replaced by tinypool; without a listener the event would throw.
-      pool.on('error', () => this.countRestarts(lane, 'crash'));
+      pool.on('error', () => this.countRestarts(lane, lane.recycling ? 'memory' : 'crash'));
       this.countRestarts(lane, 'crash');
       return lane;
     });
@@ -269,14 +273,19 @@ export class WorkerPool {
       const signal = cancel ? AbortSignal.any([timeout, cancel]) : timeout;
       outcome = (await lane.pool.run(task, { signal })) as Outcome<TaskValue>;
     } catch (err) {
+      let error: AuditError;
       if (cancel?.aborted && !timeout.aborted) {
         this.countRestarts(lane, 'cancelled');
-        throw cancelled(task);
+        error = cancelled(task);
+      } else {
+        error = this.failure(lane, task, err as Error);
       }
-      throw this.failure(lane, task, err as Error);
-    } finally {
       this.release(lane);
+      throw error;
     }
+    // Before the worker takes another task: onnxruntime's native memory does not always go back.
+    if (this.options.maxWorkerRss && outcome.worker.rss > this.options.maxWorkerRss) await this.recycle(lane, outcome.worker.pid);
+    this.release(lane);
     const ms = performance.now() - started;
     this.completedCount++;
     this.averageMs = 0.8 * this.averageMs + 0.2 * ms;
@@ -291,8 +300,24 @@ export class WorkerPool {
     return outcome.value;
   }
 
+  /** Replace one idle worker (its slot is still held, so no task can reach it meanwhile). */
+  private async recycle(lane: Lane, pid: number): Promise<void> {
+    const pids = (): number[] => lane.pool.threads.map((t) => (t as unknown as { threadId: number }).threadId);
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      return; // already gone
+    }
+    lane.recycling = true;
+    const started = Date.now();
+    // Bounded: tinypool replaces a dead idle worker within milliseconds.
+    while ((pids().includes(pid) || pids().length < lane.workers) && Date.now() - started < 10_000) await new Promise((r) => setTimeout(r, 10));
+    this.countRestarts(lane, 'memory');
+    lane.recycling = false;
+  }
+
   /** New pids replace workers that died or were killed; the first `workers` pids are the originals. */
-  private countRestarts(lane: Lane, reason: 'crash' | 'timeout' | 'cancelled'): void {
+  private countRestarts(lane: Lane, reason: 'crash' | 'timeout' | 'cancelled' | 'memory'): void {
     for (const thread of lane.pool.threads) {
       const pid = (thread as unknown as { threadId: number }).threadId;
       if (lane.seen.has(pid)) continue;

@@ -31,6 +31,8 @@ export interface WorkerState {
   pid: number;
   device: string;
   sessions: number;
+  /** Resident set size after the task, bytes: the pool recycles a worker past its limit. */
+  rss: number;
 }
 
 export interface ErrorData {

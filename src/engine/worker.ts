@@ -23,7 +23,8 @@ import { watchParent } from './watchdog.js';
 watchParent();
 
 const device: Device = parseDevice(process.env[WORKER_ENV.device] ?? 'cpu');
-const settings: SessionSettings = { intraOpThreads: Number(process.env[WORKER_ENV.intraOpThreads] ?? 0) };
+// No CPU memory arena: memory a large run took goes back after it, instead of staying with the worker.
+const settings: SessionSettings = { intraOpThreads: Number(process.env[WORKER_ENV.intraOpThreads] ?? 0), cpuMemArena: false };
 
 /** SessionCache with this worker's settings (evaluatePenalty does not pass any). */
 class WorkerSessions extends SessionCache {
@@ -94,7 +95,12 @@ async function execute(task: Task): Promise<TaskValue> {
 }
 
 export default async function handle(task: Task): Promise<Outcome<TaskValue>> {
-  const worker = (): WorkerState => ({ pid: process.pid, device: process.env[WORKER_ENV.device] ?? 'cpu', sessions: sessions.size });
+  const worker = (): WorkerState => ({
+    pid: process.pid,
+    device: process.env[WORKER_ENV.device] ?? 'cpu',
+    sessions: sessions.size,
+    rss: process.memoryUsage.rss(),
+  });
   try {
     return { ok: true, value: await execute(task), worker: worker() };
   } catch (err) {

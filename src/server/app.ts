@@ -36,6 +36,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     workersPerDevice: config.workers,
     maxQueue: config.maxQueue,
     maxPerClient: config.maxPerClient,
+    maxWorkerRss: config.maxWorkerRssBytes,
     taskTimeoutMs: config.requestTimeoutMs,
     sessionCacheSize: config.sessionCacheSize,
     ...(config.safety ? { safety: config.safety } : {}),

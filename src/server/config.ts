@@ -21,6 +21,8 @@ export interface ServerConfig {
   maxQueue: number;
   /** Requests one client (address) may have queued or running; one more gets 503 client_limit. 0: no limit. */
   maxPerClient: number;
+  /** A worker whose resident memory passes this after a task is replaced, bytes; 0: never. */
+  maxWorkerRssBytes: number;
   /** Time one request may run on a worker before it is cancelled (the worker is replaced), ms. */
   requestTimeoutMs: number;
   /** Largest model or .npy upload, bytes. */
@@ -49,6 +51,7 @@ export const SERVER_DEFAULTS = {
   modelDir: 'store',
   maxQueue: 64,
   maxPerClient: 16,
+  maxWorkerRssMiB: 2048,
   requestTimeoutMs: 120_000,
   maxUploadMiB: 256,
   maxBodyMiB: 64,
@@ -64,6 +67,7 @@ export function serverConfig(overrides: Partial<ServerConfig> & Pick<ServerConfi
     workers: 1,
     maxQueue: SERVER_DEFAULTS.maxQueue,
     maxPerClient: SERVER_DEFAULTS.maxPerClient,
+    maxWorkerRssBytes: SERVER_DEFAULTS.maxWorkerRssMiB * 1024 * 1024,
     requestTimeoutMs: SERVER_DEFAULTS.requestTimeoutMs,
     maxUploadBytes: SERVER_DEFAULTS.maxUploadMiB * 1024 * 1024,
     maxBodyBytes: SERVER_DEFAULTS.maxBodyMiB * 1024 * 1024,

@@ -78,6 +78,7 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--workers <n>', 'worker processes per device (default: half the cores for cpu, 1 per GPU)', 'WORKERS', whole('--workers', 1)))
     .addOption(option('--max-queue <n>', 'requests that may wait for a worker before 503', 'MAX_QUEUE', whole('--max-queue', 0), SERVER_DEFAULTS.maxQueue))
     .addOption(option('--max-per-client <n>', 'requests one client address may have queued or running before 503 (0: no limit)', 'MAX_PER_CLIENT', whole('--max-per-client', 0), SERVER_DEFAULTS.maxPerClient))
+    .addOption(option('--max-worker-rss-mib <mib>', 'replace a worker whose resident memory passes this after a task (0: never)', 'MAX_WORKER_RSS_MIB', nonNegative('--max-worker-rss-mib'), SERVER_DEFAULTS.maxWorkerRssMiB))
     .addOption(option('--request-timeout <s>', 'seconds a request may run on a worker before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
     .addOption(option('--max-upload-mib <mib>', 'largest model or .npy upload', 'MAX_UPLOAD_MIB', num('--max-upload-mib'), SERVER_DEFAULTS.maxUploadMiB))
     .addOption(option('--max-body-mib <mib>', 'largest JSON body', 'MAX_BODY_MIB', num('--max-body-mib'), SERVER_DEFAULTS.maxBodyMiB))
@@ -120,6 +121,7 @@ export function registerServe(program: Command, io: Io): void {
         workers,
         maxQueue: options.maxQueue as number,
         maxPerClient: options.maxPerClient as number,
+        maxWorkerRssBytes: Math.round((options.maxWorkerRssMib as number) * MiB),
         requestTimeoutMs: (options.requestTimeout as number) * 1000,
         maxUploadBytes: Math.round((options.maxUploadMib as number) * MiB),
         maxBodyBytes: Math.round((options.maxBodyMib as number) * MiB),
