@@ -23,6 +23,9 @@ export interface ServerConfig {
   maxPerClient: number;
   /** A worker whose resident memory passes this after a task is replaced, bytes; 0: never. */
   maxWorkerRssBytes: number;
+  /** Request bodies over largeBodyBytes read and parsed at once; one more gets 503. 0: no limit. */
+  maxLargeBodies: number;
+  largeBodyBytes: number;
   /** Time one request may run on a worker before it is cancelled (the worker is replaced), ms. */
   requestTimeoutMs: number;
   /** Largest model or .npy upload, bytes. */
@@ -52,6 +55,8 @@ export const SERVER_DEFAULTS = {
   maxQueue: 64,
   maxPerClient: 16,
   maxWorkerRssMiB: 2048,
+  maxLargeBodies: 2,
+  largeBodyMiB: 1,
   requestTimeoutMs: 120_000,
   maxUploadMiB: 256,
   maxBodyMiB: 64,
@@ -68,6 +73,8 @@ export function serverConfig(overrides: Partial<ServerConfig> & Pick<ServerConfi
     maxQueue: SERVER_DEFAULTS.maxQueue,
     maxPerClient: SERVER_DEFAULTS.maxPerClient,
     maxWorkerRssBytes: SERVER_DEFAULTS.maxWorkerRssMiB * 1024 * 1024,
+    maxLargeBodies: SERVER_DEFAULTS.maxLargeBodies,
+    largeBodyBytes: SERVER_DEFAULTS.largeBodyMiB * 1024 * 1024,
     requestTimeoutMs: SERVER_DEFAULTS.requestTimeoutMs,
     maxUploadBytes: SERVER_DEFAULTS.maxUploadMiB * 1024 * 1024,
     maxBodyBytes: SERVER_DEFAULTS.maxBodyMiB * 1024 * 1024,

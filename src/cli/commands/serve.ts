@@ -79,6 +79,7 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--max-queue <n>', 'requests that may wait for a worker before 503', 'MAX_QUEUE', whole('--max-queue', 0), SERVER_DEFAULTS.maxQueue))
     .addOption(option('--max-per-client <n>', 'requests one client address may have queued or running before 503 (0: no limit)', 'MAX_PER_CLIENT', whole('--max-per-client', 0), SERVER_DEFAULTS.maxPerClient))
     .addOption(option('--max-worker-rss-mib <mib>', 'replace a worker whose resident memory passes this after a task (0: never)', 'MAX_WORKER_RSS_MIB', nonNegative('--max-worker-rss-mib'), SERVER_DEFAULTS.maxWorkerRssMiB))
+    .addOption(option('--max-large-bodies <n>', 'request bodies over 1 MiB read and parsed at once before 503 (0: no limit)', 'MAX_LARGE_BODIES', whole('--max-large-bodies', 0), SERVER_DEFAULTS.maxLargeBodies))
     .addOption(option('--request-timeout <s>', 'seconds a request may run on a worker before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
     .addOption(option('--max-upload-mib <mib>', 'largest model or .npy upload', 'MAX_UPLOAD_MIB', num('--max-upload-mib'), SERVER_DEFAULTS.maxUploadMiB))
     .addOption(option('--max-body-mib <mib>', 'largest JSON body', 'MAX_BODY_MIB', num('--max-body-mib'), SERVER_DEFAULTS.maxBodyMiB))
@@ -121,6 +122,7 @@ export function registerServe(program: Command, io: Io): void {
         workers,
         maxQueue: options.maxQueue as number,
         maxPerClient: options.maxPerClient as number,
+        maxLargeBodies: options.maxLargeBodies as number,
         maxWorkerRssBytes: Math.round((options.maxWorkerRssMib as number) * MiB),
         requestTimeoutMs: (options.requestTimeout as number) * 1000,
         maxUploadBytes: Math.round((options.maxUploadMib as number) * MiB),

@@ -1,0 +1,63 @@
+/**
+ * At most `maxLargeBodies` large request bodies are read and parsed at once: a JSON body near the
+ * body limit costs seconds of main-thread parsing and many times its size in memory, and a few in
+ * parallel stall the event loop for everyone. One more gets 503 with Retry-After, before a byte of
+ * its body is read. Model uploads (POST /v1/models) stream to disk, so they are not counted.
+ */
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { AuditError } from '../../errors.js';
+import { formatBytes } from '../config.js';
+
+export interface BodyGateOptions {
+  /** Large bodies parsed at once; 0: no limit. */
+  maxLargeBodies: number;
+  /** Bodies over this many bytes (or of unknown length) are large. */
+  largeBodyBytes: number;
+}
+
+const STREAMED_TO_DISK = new Set(['/v1/models']);
+
+const bodyGate: FastifyPluginAsync<BodyGateOptions> = async (app, { maxLargeBodies, largeBodyBytes }) => {
+  let parsing = 0;
+  // How many are being read now (tests wait on it; a state, not a time).
+  app.decorate('largeBodiesInFlight', () => parsing);
+  if (maxLargeBodies <= 0) return;
+  const held = new WeakSet<FastifyRequest>();
+  const release = (request: FastifyRequest): void => {
+    if (!held.has(request)) return;
+    held.delete(request);
+    parsing--;
+  };
+  app.addHook('preParsing', async (request, reply, payload) => {
+    if (request.method === 'GET' || request.method === 'HEAD' || STREAMED_TO_DISK.has(request.routeOptions.url ?? '')) return payload;
+    const declared = request.headers['content-length'];
+    if (declared === undefined && request.headers['transfer-encoding'] === undefined) return payload; // no body
+    // A chunked body of unknown length counts as large.
+    if (declared !== undefined && Number(declared) <= largeBodyBytes) return payload;
+    if (parsing >= maxLargeBodies) {
+      throw new AuditError(
+        'too_many_large_bodies',
+        `${parsing} large request bodies (over ${formatBytes(largeBodyBytes)}) are being read, the most this server reads at once (--max-large-bodies ${maxLargeBodies}); retry later`,
+        503,
+        { retryAfter: 1, limit: maxLargeBodies },
+      );
+    }
+    parsing++;
+    held.add(request);
+    // Always released: when the body is parsed (JSON), or when the exchange ends (multipart parts are read in the handler; an aborted upload).
+    reply.raw.once('close', () => release(request));
+    return payload;
+  });
+  app.addHook('preValidation', async (request) => {
+    if (!request.isMultipart()) release(request);
+  });
+};
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    largeBodiesInFlight: () => number;
+  }
+}
+
+export const bodyGatePlugin = fp(bodyGate, { name: 'body-gate' });

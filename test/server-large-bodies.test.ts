@@ -1,0 +1,63 @@
+/**
+ * At most --max-large-bodies large bodies are read at once (issue 11, item 3): two clients that
+ * send the headers of 2 MiB bodies and hold them make a third large request get 503 with
+ * Retry-After before its body is read; small requests are served meanwhile; the slots come back.
+ * Over a real socket, since the point is what happens while bodies are still arriving.
+ */
+import { connect, type Socket } from 'node:net';
+import t from 'tap';
+import { modelBytes } from './helpers/reference.js';
+import { multipart, sha256, startApp, until } from './helpers/server.js';
+
+const { app } = await startApp(t, { maxLargeBodies: 2, largeBodyBytes: 1024 * 1024 });
+const mlp = modelBytes('mlp.onnx');
+const upload = multipart([{ name: 'model', filename: 'g.onnx', data: mlp }]);
+await app.inject({ method: 'POST', url: '/v1/models', payload: upload.payload, headers: upload.headers });
+await app.listen({ host: '127.0.0.1', port: 0 });
+const { port } = app.server.address() as { port: number };
+const path = `/v1/models/${sha256(mlp)}/penalty`;
+const SIZE = 2 * 1024 * 1024;
+
+/** A request whose headers promise SIZE bytes and whose body has only begun. */
+function holding(): Promise<Socket> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${SIZE}\r\n\r\n{"k": 2, `);
+      resolve(socket);
+    });
+    socket.on('error', () => {});
+  });
+}
+
+const large = (): Promise<Response> =>
+  fetch(`http://127.0.0.1:${port}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    // 2 MiB of spaces around a small valid request: large, yet cheap to make.
+    body: `{"k": 2, "seed": 1, "latents": {"samples": 2}}${' '.repeat(SIZE)}`,
+  });
+const small = (): Promise<Response> =>
+  fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"k": 2, "seed": 1, "latents": {"samples": 2}}' });
+
+t.test('two held large bodies: a third gets 503 too_many_large_bodies; small ones are served; then the slots come back', async (t) => {
+  const expected = await (await small()).json();
+  const held = [await holding(), await holding()];
+  await until(() => app.largeBodiesInFlight() === 2, 'both held bodies to be inside the server');
+  const refused = await large();
+  t.equal(refused.status, 503, 'a third large body is refused');
+  const body = await refused.json();
+  t.equal(body.error.code, 'too_many_large_bodies');
+  t.equal(body.error.message, '2 large request bodies (over 1 MiB) are being read, the most this server reads at once (--max-large-bodies 2); retry later');
+  t.equal(refused.headers.get('retry-after'), '1');
+
+  const meanwhile = await small();
+  t.equal(meanwhile.status, 200, 'a small request is served while the large ones hang');
+  t.same((await meanwhile.json()).layers, expected.layers);
+  t.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+
+  for (const socket of held) socket.destroy();
+  await until(() => app.largeBodiesInFlight() === 0, 'the held slots to come back');
+  const after = await large();
+  t.equal(after.status, 200, 'a large body is read again once the held ones were dropped');
+  t.same((await after.json()).layers, expected.layers, 'the same numbers');
+});
