@@ -61,3 +61,22 @@ t.test('two held large bodies: a third gets 503 too_many_large_bodies; small one
   t.equal(after.status, 200, 'a large body is read again once the held ones were dropped');
   t.same((await after.json()).layers, expected.layers, 'the same numbers');
 });
+
+t.test('cheap bounds first: too many latent rows or directions are refused before the schema walks them', async (t) => {
+  const rows = Array.from({ length: 4097 }, () => [0, 0, 0, 0, 0, 0, 0, 0]);
+  const res = await app.inject({ method: 'POST', url: path, headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ k: 2, latents: rows }) });
+  t.equal(res.statusCode, 422);
+  t.same(res.json().error, {
+    code: 'limit_exceeded',
+    message: "samples is 4097, above this server's limit of 4096; audit a subset (maxSamples) or ask for a higher limit",
+    details: { limit: 4096 },
+  });
+  const directions = Array.from({ length: 4097 }, () => [[0]]);
+  const k = await app.inject({ method: 'POST', url: path, headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ k: 2, latents: { samples: 2 }, directions }) });
+  t.equal(k.statusCode, 422);
+  t.equal(k.json().error.message, "k is 4097, above this server's limit of 4096; audit a subset (maxSamples) or ask for a higher limit");
+  // At the limit the rows reach the engine as before.
+  const atLimit = await app.inject({ method: 'POST', url: path, headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ k: 2, seed: 1, latents: rows.slice(0, 4), directions: undefined }) });
+  t.equal(atLimit.statusCode, 200, atLimit.body);
+  t.equal(atLimit.json().samples, 4);
+});

@@ -14,6 +14,7 @@ import { ModelStore } from '../store/index.js';
 import type { ServerConfig } from './config.js';
 import type { AuditContext } from './context.js';
 import { errorsPlugin } from './errors.js';
+import { arrayBoundsPlugin } from './plugins/array-bounds.js';
 import { bodyGatePlugin } from './plugins/body-gate.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
@@ -74,6 +75,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
 
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
   await app.register(bodyGatePlugin, { maxLargeBodies: config.maxLargeBodies, largeBodyBytes: config.largeBodyBytes });
+  await app.register(arrayBoundsPlugin, { limits: config.limits });
   await app.register(multipart, {
     limits: { fileSize: config.maxUploadBytes, fieldSize: config.maxBodyBytes, files: 16, fields: 8, parts: 24 },
   });
