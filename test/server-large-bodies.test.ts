@@ -80,3 +80,36 @@ t.test('cheap bounds first: too many latent rows or directions are refused befor
   t.equal(atLimit.statusCode, 200, atLimit.body);
   t.equal(atLimit.json().samples, 4);
 });
+
+t.test('.npy parts: the declared header is checked as it streams, before the data is buffered', async (t) => {
+  const { writeNpy } = await import('../dist/io/npy.js');
+  const oneShot = (latents: Uint8Array) => {
+    const form = multipart([
+      { name: 'model', filename: 'g.onnx', data: mlp },
+      { name: 'request', data: '{"k": 2, "seed": 1}' },
+      { name: 'latents', filename: 'z.npy', data: latents },
+    ]);
+    return app.inject({ method: 'POST', url: '/v1/penalty', payload: form.payload, headers: form.headers });
+  };
+  const rows = (n: number) => writeNpy({ type: 'float32', shape: [n, 8], data: new Float32Array(n * 8) });
+
+  const tooMany = await oneShot(rows(4097));
+  t.equal(tooMany.statusCode, 422);
+  t.equal(tooMany.json().error.code, 'limit_exceeded');
+  t.equal(tooMany.json().error.message, "samples is 4097, above this server's limit of 4096; audit a subset (maxSamples) or ask for a higher limit");
+
+  // A header declaring 2^40 bytes with almost none sent: refused from the header alone.
+  const header = rows(0);
+  const latin1 = Buffer.from(header).toString('latin1');
+  t.match(latin1, /\(0, 8\)/);
+  // Same header length: the ten more digits take ten spaces of the padding.
+  const huge = Buffer.from(latin1.replace('(0, 8)', '(34359738368, 8)').replace(`${' '.repeat(10)}\n`, '\n'), 'latin1');
+  t.equal(huge.length, header.length);
+  const declared = await oneShot(huge);
+  t.equal(declared.statusCode, 413, declared.body);
+  t.equal(declared.json().error.code, 'payload_too_large');
+
+  const ok = await oneShot(rows(3));
+  t.equal(ok.statusCode, 200, ok.body);
+  t.equal(ok.json().samples, 3);
+});
