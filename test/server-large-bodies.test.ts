@@ -9,7 +9,7 @@ import t from 'tap';
 import { modelBytes } from './helpers/reference.js';
 import { multipart, sha256, startApp, until } from './helpers/server.js';
 
-const { app } = await startApp(t, { maxLargeBodies: 2, largeBodyBytes: 1024 * 1024 });
+const { app, context } = await startApp(t, { maxLargeBodies: 2, largeBodyBytes: 1024 * 1024 });
 const mlp = modelBytes('mlp.onnx');
 const upload = multipart([{ name: 'model', filename: 'g.onnx', data: mlp }]);
 await app.inject({ method: 'POST', url: '/v1/models', payload: upload.payload, headers: upload.headers });
@@ -112,4 +112,23 @@ t.test('.npy parts: the declared header is checked as it streams, before the dat
   const ok = await oneShot(rows(3));
   t.equal(ok.statusCode, 200, ok.body);
   t.equal(ok.json().samples, 3);
+});
+
+t.test('a large one-shot request frees its slot once its parts are read, before its worker task', async (t) => {
+  const seen: number[] = [];
+  const original = context.pool.penalty.bind(context.pool);
+  context.pool.penalty = (...args: Parameters<typeof original>) => {
+    seen.push(app.largeBodiesInFlight());
+    return original(...args);
+  };
+  t.teardown(() => void (context.pool.penalty = original));
+  // 2 MiB of spaces in the "request" field make the body large.
+  const form = multipart([
+    { name: 'model', filename: 'g.onnx', data: mlp },
+    { name: 'request', data: `{"k": 2, "seed": 1, "latents": {"samples": 2}}${' '.repeat(SIZE)}` },
+  ]);
+  const res = await fetch(`http://127.0.0.1:${port}/v1/penalty`, { method: 'POST', headers: form.headers, body: form.payload });
+  t.equal(res.status, 200);
+  t.same(seen, [0], 'no large-body slot held while the worker ran');
+  t.equal(app.largeBodiesInFlight(), 0);
 });

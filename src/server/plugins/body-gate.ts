@@ -22,13 +22,17 @@ const bodyGate: FastifyPluginAsync<BodyGateOptions> = async (app, { maxLargeBodi
   let parsing = 0;
   // How many are being read now (tests wait on it; a state, not a time).
   app.decorate('largeBodiesInFlight', () => parsing);
-  if (maxLargeBodies <= 0) return;
   const held = new WeakSet<FastifyRequest>();
   const release = (request: FastifyRequest): void => {
     if (!held.has(request)) return;
     held.delete(request);
     parsing--;
   };
+  // A multipart handler calls this once it has read its parts (before its worker task runs).
+  app.decorateRequest('bodyRead', function (this: FastifyRequest) {
+    release(this);
+  });
+  if (maxLargeBodies <= 0) return;
   app.addHook('preParsing', async (request, reply, payload) => {
     if (request.method === 'GET' || request.method === 'HEAD' || STREAMED_TO_DISK.has(request.routeOptions.url ?? '')) return payload;
     const declared = request.headers['content-length'];
@@ -45,7 +49,7 @@ const bodyGate: FastifyPluginAsync<BodyGateOptions> = async (app, { maxLargeBodi
     }
     parsing++;
     held.add(request);
-    // Always released: when the body is parsed (JSON), or when the exchange ends (multipart parts are read in the handler; an aborted upload).
+    // Always released: when the body is parsed (JSON), when a multipart handler has read its parts, or when the exchange ends (an aborted upload).
     reply.raw.once('close', () => release(request));
     return payload;
   });
@@ -57,6 +61,10 @@ const bodyGate: FastifyPluginAsync<BodyGateOptions> = async (app, { maxLargeBodi
 declare module 'fastify' {
   interface FastifyInstance {
     largeBodiesInFlight: () => number;
+  }
+  interface FastifyRequest {
+    /** The body has been read: its large-body slot (if it held one) is free again. */
+    bodyRead: () => void;
   }
 }
 

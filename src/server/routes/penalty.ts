@@ -82,6 +82,7 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
             );
           }
         }
+        request.bodyRead();
         if (!staged) throw new AuditError('missing_model', 'the one-shot request has no "model" file part', 400);
         const penaltyRequest = withArrays(toPenaltyRequest(parsePenaltyRequest(json)), arrays);
         // Already stored: use the stored copy (its worker session may be cached). Otherwise run
