@@ -32,6 +32,7 @@ export const ERROR_CATALOGUE = {
   too_many_nodes: 413,
   // 422: valid, but does not fit the model or the deployment's limits
   ambiguous_encoding: 422,
+  bootstrap_too_large: 422,
   custom_op_domain: 422,
   device_unavailable: 422,
   epsilon_out_of_range: 422,
@@ -53,6 +54,7 @@ export const ERROR_CATALOGUE = {
   no_float_input: 422,
   non_finite_input: 422,
   nondeterministic_model: 422,
+  output_shape_changed: 422,
   shape_mismatch: 422,
   tensor_data_mismatch: 422,
   uncuttable: 422,
@@ -69,6 +71,8 @@ export const ERROR_CATALOGUE = {
   worker_crashed: 500,
   bad_response: 500,
   overloaded: 503,
+  client_limit: 503,
+  too_many_large_bodies: 503,
   server_unreachable: 503,
   shutting_down: 503,
   timeout: 503,
@@ -99,7 +103,7 @@ export class AuditError extends Error {
    */
   static relayed(error: { code: string; message: string; status: number; details?: unknown }): AuditError {
     const known = (ERROR_CATALOGUE as Record<string, ErrorStatus>)[error.code];
-    const relayed = new AuditError('internal', error.message);
+    const relayed = new AuditError('internal', error.message, error.details as ErrorDetails | undefined);
     Object.assign(relayed, { code: error.code, status: known ?? validStatus(error.status) });
     return relayed;
   }

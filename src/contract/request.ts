@@ -145,6 +145,8 @@ export interface Limits {
   maxRows: number;
   /** Bytes of layer outputs one batch may hold. */
   memoryBudget: number;
+  /** Release gate: most samples × resamples bootstrap draws (gate.ts DEFAULT_MAX_BOOTSTRAP_DRAWS when absent). */
+  maxBootstrapDraws?: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {

@@ -14,6 +14,8 @@ import { ModelStore } from '../store/index.js';
 import type { ServerConfig } from './config.js';
 import type { ServerContext } from './context.js';
 import { errorsPlugin } from './errors.js';
+import { arrayBoundsPlugin } from './plugins/array-bounds.js';
+import { bodyGatePlugin } from './plugins/body-gate.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { timeoutsPlugin } from './plugins/timeouts.js';
@@ -39,6 +41,8 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     devices: config.devices,
     workersPerDevice: config.workers,
     maxQueue: config.maxQueue,
+    maxPerClient: config.maxPerClient,
+    maxWorkerRss: config.maxWorkerRssBytes,
     taskTimeoutMs: config.requestTimeoutMs,
     sessionCacheSize: config.sessionCacheSize,
     ...(config.safety ? { safety: config.safety } : {}),
@@ -83,6 +87,8 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   await app.register(timeoutsPlugin, { bodyIdleTimeoutMs: config.bodyIdleTimeoutMs });
 
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
+  await app.register(bodyGatePlugin, { maxLargeBodies: config.maxLargeBodies, largeBodyBytes: config.largeBodyBytes });
+  await app.register(arrayBoundsPlugin, { limits: config.limits });
   await app.register(multipart, {
     limits: { fileSize: config.maxUploadBytes, fieldSize: config.maxBodyBytes, files: 16, fields: 8, parts: 24 },
   });

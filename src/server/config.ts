@@ -20,6 +20,13 @@ export interface ServerConfig {
   workers: number;
   /** Requests that may wait for a worker; one more gets 503 with Retry-After. */
   maxQueue: number;
+  /** Requests one client (address) may have queued or running; one more gets 503 client_limit. 0: no limit. */
+  maxPerClient: number;
+  /** A worker whose resident memory passes this after a task is replaced, bytes; 0: never. */
+  maxWorkerRssBytes: number;
+  /** Request bodies over largeBodyBytes read and parsed at once; one more gets 503. 0: no limit. */
+  maxLargeBodies: number;
+  largeBodyBytes: number;
   /** Time one request may run on a worker before it is cancelled (the worker is replaced), ms. */
   requestTimeoutMs: number;
   /** Time a client may take to send the request headers, ms (Node answers 408). */
@@ -55,6 +62,10 @@ export const SERVER_DEFAULTS = {
   device: 'cpu',
   modelDir: 'store',
   maxQueue: 64,
+  maxPerClient: 16,
+  maxWorkerRssMiB: 2048,
+  maxLargeBodies: 2,
+  largeBodyMiB: 1,
   requestTimeoutMs: 120_000,
   // A real deployment's figures: headers come in one packet; 30 s of silence mid-body is a dead or
   // hostile client; 10 min moves the largest upload (256 MiB) at 3.5 Mbit/s.
@@ -74,6 +85,10 @@ export function serverConfig(overrides: Partial<ServerConfig> & Pick<ServerConfi
     port: SERVER_DEFAULTS.port,
     workers: 1,
     maxQueue: SERVER_DEFAULTS.maxQueue,
+    maxPerClient: SERVER_DEFAULTS.maxPerClient,
+    maxWorkerRssBytes: SERVER_DEFAULTS.maxWorkerRssMiB * 1024 * 1024,
+    maxLargeBodies: SERVER_DEFAULTS.maxLargeBodies,
+    largeBodyBytes: SERVER_DEFAULTS.largeBodyMiB * 1024 * 1024,
     requestTimeoutMs: SERVER_DEFAULTS.requestTimeoutMs,
     headersTimeoutMs: SERVER_DEFAULTS.headersTimeoutMs,
     receiveTimeoutMs: SERVER_DEFAULTS.receiveTimeoutMs,
