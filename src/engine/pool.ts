@@ -18,6 +18,18 @@ import type { Limits, PenaltyRequest } from './request.js';
 import type { AuditTask, AuditValue } from './audit-task.js';
 import { type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './worker-protocol.js';
 
+/** Chunks of a task done so far, as the worker reports them (stage: which pass of an audit). */
+export interface TaskProgress {
+  done: number;
+  total: number;
+  stage?: string;
+}
+export type OnTaskProgress = (progress: TaskProgress) => void;
+
+/** Worker → pool progress message, sent with process.send beside tinypool's own messages. */
+const isProgress = (message: unknown): message is { kind: 'progress' } & TaskProgress =>
+  typeof message === 'object' && message !== null && (message as { kind?: unknown }).kind === 'progress';
+
 export interface PoolOptions {
   /** One lane per device; `--device cuda:0,cuda:1` gives two. */
   devices: Device[];
@@ -142,22 +154,23 @@ export class WorkerPool {
     return this.run({ kind: 'describe', path }) as Promise<ModelDescription>;
   }
 
-  penalty(modelId: string, modelPath: string, request: PenaltyRequest, limits: Limits, cancel?: AbortSignal): Promise<PenaltyResult> {
-    return this.run({ kind: 'penalty', modelId, modelPath, request, limits }, cancel) as Promise<PenaltyResult>;
+  penalty(modelId: string, modelPath: string, request: PenaltyRequest, limits: Limits, cancel?: AbortSignal, onProgress?: OnTaskProgress): Promise<PenaltyResult> {
+    return this.run({ kind: 'penalty', modelId, modelPath, request, limits }, cancel, onProgress) as Promise<PenaltyResult>;
   }
 
   /** An audit metric (hessian, activeness, orthogonality, audit) as JSON, or the HTML report. */
-  audit(task: AuditTask, cancel?: AbortSignal): Promise<AuditValue> {
-    return this.run(task, cancel) as Promise<AuditValue>;
+  audit(task: AuditTask, cancel?: AbortSignal, onProgress?: OnTaskProgress): Promise<AuditValue> {
+    return this.run(task, cancel, onProgress) as Promise<AuditValue>;
   }
 
   /**
    * Run a task on the first free worker; AuditError 503 when the queue is full. `cancel` (the
    * client went away) drops a waiting task, or stops a running one and replaces its worker.
+   * `onProgress` hears the chunks the worker reports done.
    */
-  async run(task: Task, cancel?: AbortSignal): Promise<TaskValue> {
+  async run(task: Task, cancel?: AbortSignal, onProgress?: OnTaskProgress): Promise<TaskValue> {
     if (cancel?.aborted) throw cancelled(task);
-    return this.runOn(await this.acquire(task, cancel), task, cancel);
+    return this.runOn(await this.acquire(task, cancel), task, cancel, onProgress);
   }
 
   private acquire(task: Task, cancel?: AbortSignal): Promise<Lane> {
@@ -198,13 +211,15 @@ export class WorkerPool {
   }
 
   /** Runs on a lane whose `running` count already includes this task. */
-  private async runOn(lane: Lane, task: Task, cancel?: AbortSignal): Promise<TaskValue> {
+  private async runOn(lane: Lane, task: Task, cancel?: AbortSignal, onProgress?: OnTaskProgress): Promise<TaskValue> {
     const started = performance.now();
     let outcome: Outcome<TaskValue>;
     const timeout = AbortSignal.timeout(this.options.taskTimeoutMs);
     try {
       const signal = cancel ? AbortSignal.any([timeout, cancel]) : timeout;
-      outcome = (await lane.pool.run(task, { signal })) as Outcome<TaskValue>;
+      // Always a channel of this task's own, so a worker's messages never reach an earlier task's listener.
+      const channel = { postMessage: (message: unknown) => isProgress(message) && onProgress?.({ done: message.done, total: message.total, ...(message.stage ? { stage: message.stage } : {}) }) };
+      outcome = (await lane.pool.run(task, { signal, channel })) as Outcome<TaskValue>;
     } catch (err) {
       if (cancel?.aborted && !timeout.aborted) {
         this.countRestarts(lane, 'cancelled');

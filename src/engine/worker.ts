@@ -61,6 +61,11 @@ function injectFault(modelId: string): void {
   if (f.delay === modelId) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000);
 }
 
+/** Chunks done, to the pool (which forwards them to the task's onProgress); a no-op outside a child process. */
+const reportProgress = (done: number, total: number, stage?: string): void => {
+  process.send?.({ kind: 'progress', done, total, ...(stage ? { stage } : {}) });
+};
+
 async function execute(task: Task): Promise<TaskValue> {
   switch (task.kind) {
     case 'probe': {
@@ -73,14 +78,14 @@ async function execute(task: Task): Promise<TaskValue> {
     case 'penalty': {
       injectFault(task.modelId);
       const model = await loaded(task.modelId, task.modelPath);
-      return evaluatePenalty(model, task.request, { device, sessions, limits: task.limits });
+      return evaluatePenalty(model, task.request, { device, sessions, limits: task.limits, onProgress: reportProgress });
     }
     case 'hessian':
     case 'activeness':
     case 'orthogonality':
     case 'audit': {
       injectFault(task.modelId);
-      return runAuditTask(task, await loaded(task.modelId, task.modelPath), { device, sessions, limits: task.limits });
+      return runAuditTask(task, await loaded(task.modelId, task.modelPath), { device, sessions, limits: task.limits, onProgress: reportProgress });
     }
   }
 }

@@ -14,11 +14,13 @@ import { ModelStore } from '../store/index.js';
 import type { ServerConfig } from './config.js';
 import type { AuditContext } from './context.js';
 import { errorsPlugin } from './errors.js';
+import { JobStore } from './jobs.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { auditRoutes } from './routes/audit.js';
 import { gateRoutes } from './routes/gate.js';
 import { healthRoutes } from './routes/health.js';
+import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { penaltyRoutes } from './routes/penalty.js';
 
@@ -41,7 +43,8 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     intraOpThreads: config.intraOpThreads,
     ...(config.workerEnv ? { env: config.workerEnv } : {}),
   });
-  const context: AuditContext = { config, store, pool };
+  const jobs = new JobStore(config.jobs);
+  const context: AuditContext = { config, store, pool, jobs };
 
   const app = Fastify({
     logger: config.logLevel === false ? false : { level: config.logLevel },
@@ -60,6 +63,8 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
+    // Jobs live in memory: they cannot outlive the process, so they stop now (docs/server.md).
+    jobs.cancelAll();
   });
   app.addHook('onSend', async (_request, reply, payload) => {
     if (closing) reply.header('connection', 'close');
@@ -91,12 +96,13 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(authPlugin, config.token ? { token: config.token } : {});
-  await app.register(metricsPlugin, { pool });
+  await app.register(metricsPlugin, { pool, jobs });
   await app.register(healthRoutes, context);
   await app.register(modelRoutes, context);
   await app.register(penaltyRoutes, context);
   await app.register(auditRoutes, context);
   await app.register(gateRoutes, context);
+  await app.register(jobRoutes, { jobs });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   return { app, context };

@@ -5,6 +5,7 @@
 import type { Device } from '../engine/device.js';
 import { DEFAULT_LIMITS, type Limits } from '../engine/request.js';
 import type { SafetySettings } from '../onnx/safety.js';
+import type { JobLimits } from './jobs.js';
 
 export interface ServerConfig {
   host: string;
@@ -36,6 +37,8 @@ export interface ServerConfig {
   intraOpThreads: number;
   /** pino level, or false for no log. */
   logLevel: string | false;
+  /** Bounds of the jobs store (count, result size, time to live); JOB_DEFAULTS where absent. */
+  jobs?: Partial<JobLimits>;
   /** Extra environment for workers (tests inject faults this way). */
   workerEnv?: Record<string, string>;
 }

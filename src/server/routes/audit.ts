@@ -17,6 +17,7 @@ import {
 import type { AuditMetric } from '../../engine/audit-task.js';
 import type { AuditContext } from '../context.js';
 import { errorResponses } from '../errors.js';
+import { acceptJob, jsonResult, prefersAsync } from '../jobs.js';
 import { ModelId } from '../schemas.js';
 import { unknownModel } from './models.js';
 
@@ -37,7 +38,7 @@ export function wantsHtml(accept: string | undefined): boolean {
   return html >= 0 && (json < 0 || html < json);
 }
 
-export const auditRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { store, pool, config }) => {
+export const auditRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { store, pool, config, jobs }) => {
   for (const { metric, summary, result } of ROUTES) {
     app.post(
       `/v1/models/:id/${metric}`,
@@ -47,14 +48,14 @@ export const auditRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { st
           tags: ['audit'],
           params: z.object({ id: ModelId }),
           body: AuditRequestSchema,
-          response: { 200: result, ...ERRORS },
+          response: { 200: result, 202: z.object({ id: z.string(), state: z.string() }).loose(), ...ERRORS },
         },
       },
       async (request, reply) => {
         const { id } = request.params;
         if (!(await store.has(id))) throw unknownModel(id);
         const format = wantsHtml(request.headers.accept) ? 'html' : 'json';
-        const value = await pool.audit({
+        const task = {
           kind: metric,
           modelId: id,
           modelPath: store.modelPath(id),
@@ -62,7 +63,14 @@ export const auditRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { st
           limits: config.limits,
           format,
           ...(request.body.modelName ? { modelName: request.body.modelName } : {}),
-        }, clientGone(reply));
+        } as const;
+        if (prefersAsync(request)) {
+          return acceptJob(reply, jobs, metric, async (signal, onProgress) => {
+            const value = await pool.audit(task, signal, onProgress);
+            return format === 'html' ? { body: (value as { html: string }).html, contentType: 'text/html; charset=utf-8' } : jsonResult(value);
+          });
+        }
+        const value = await pool.audit(task, clientGone(reply));
         if (format === 'html') return reply.type('text/html; charset=utf-8').send((value as { html: string }).html);
         return value;
       },

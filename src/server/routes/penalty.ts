@@ -17,15 +17,18 @@ import { isNpy, readNpy } from '../../io/npy.js';
 import type { StagedModel } from '../../store/index.js';
 import type { AuditContext } from '../context.js';
 import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
+import { acceptJob, jsonResult, prefersAsync } from '../jobs.js';
 import { ModelId, OneShotForm } from '../schemas.js';
 import { unknownModel } from './models.js';
 
 const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503, 507);
+/** With `Prefer: respond-async`: the job, and where to find it. */
+const ACCEPTED = { 202: z.object({ id: z.string(), state: z.string() }).loose() };
 
 /** Multipart parts of the one-shot route besides "model" and "request". */
 const ARRAY_PART = /^(latents|directions|inputs\.(.+))$/;
 
-export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { store, pool, config }) => {
+export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { store, pool, config, jobs }) => {
   app.post(
     '/v1/models/:id/penalty',
     {
@@ -34,13 +37,19 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
         tags: ['penalty'],
         params: z.object({ id: ModelId }),
         body: PenaltyRequestSchema,
-        response: { 200: PenaltyResultSchema, ...ERRORS },
+        response: { 200: PenaltyResultSchema, ...ACCEPTED, ...ERRORS },
       },
     },
     async (request, reply) => {
       const { id } = request.params;
       if (!(await store.has(id))) throw unknownModel(id);
-      return asResponse(await pool.penalty(id, store.modelPath(id), toPenaltyRequest(request.body), config.limits, clientGone(reply)));
+      const penalty = toPenaltyRequest(request.body);
+      if (prefersAsync(request)) {
+        return acceptJob(reply, jobs, 'penalty', async (signal, onProgress) =>
+          jsonResult(await pool.penalty(id, store.modelPath(id), penalty, config.limits, signal, onProgress)),
+        );
+      }
+      return asResponse(await pool.penalty(id, store.modelPath(id), penalty, config.limits, clientGone(reply)));
     },
   );
 
@@ -53,12 +62,14 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
           'One shot: multipart with the "model" file, a "request" JSON field (the same body as /v1/models/:id/penalty) and optional .npy parts "latents", "directions", "inputs.<name>"',
         tags: ['penalty'],
         consumes: ['multipart/form-data'],
-        response: { 200: PenaltyResultSchema, ...ERRORS },
+        response: { 200: PenaltyResultSchema, ...ACCEPTED, ...ERRORS },
       },
     },
     async (request, reply) => {
       if (!request.isMultipart()) throw notMultipart();
       let staged: StagedModel | undefined;
+      /** Set when a job took over the staged file: the job discards it when it ends. */
+      let handedOver = false;
       try {
         let json: unknown = {};
         const arrays: Record<string, NDArray> = {};
@@ -87,9 +98,21 @@ export const penaltyRoutes: FastifyPluginAsyncZod<AuditContext> = async (app, { 
         // from the staged file, which is removed afterwards: a one-shot request stores nothing.
         const known = await store.has(staged.id);
         const path = known ? store.modelPath(staged.id) : staged.path;
+        if (prefersAsync(request)) {
+          const mine = staged;
+          const job = acceptJob(reply, jobs, 'penalty', async (signal, onProgress) => {
+            try {
+              return jsonResult(await pool.penalty(mine.id, path, penaltyRequest, config.limits, signal, onProgress));
+            } finally {
+              await store.discard(mine);
+            }
+          });
+          handedOver = true;
+          return job;
+        }
         return asResponse(await pool.penalty(staged.id, path, penaltyRequest, config.limits, clientGone(reply)));
       } finally {
-        if (staged) await store.discard(staged);
+        if (staged && !handedOver) await store.discard(staged);
       }
     },
   );
