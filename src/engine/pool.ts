@@ -217,6 +217,8 @@ export class WorkerPool {
     const timeout = AbortSignal.timeout(this.options.taskTimeoutMs);
     try {
       const signal = cancel ? AbortSignal.any([timeout, cancel]) : timeout;
+      // Nothing done yet, but a worker has the task: for a caller that tells queued from running.
+      onProgress?.({ done: 0, total: 0 });
       // Always a channel of this task's own, so a worker's messages never reach an earlier task's listener.
       const channel = { postMessage: (message: unknown) => isProgress(message) && onProgress?.({ done: message.done, total: message.total, ...(message.stage ? { stage: message.stage } : {}) }) };
       outcome = (await lane.pool.run(task, { signal, channel })) as Outcome<TaskValue>;
