@@ -16,7 +16,7 @@ import { DEFAULT_EXTENT, DEFAULT_THRESHOLD } from '../penalty/index.js';
 import { renderReport, type ReportInput } from '../report/index.js';
 import { penaltyRequest } from './commands/penalty.js';
 import { collect, type Io, localLimits, num, readModelFile } from './common.js';
-import { progressBar } from './progress.js';
+import { progressReporter } from './progress.js';
 
 export interface FlagSet {
   /** --epsilon, --reduction */
@@ -63,7 +63,8 @@ export function auditOptions(command: Command, flags: FlagSet): Command {
     .option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu', 'cpu')
     .option('--memory-budget <mib>', 'MiB of layer outputs per batch', num('--memory-budget'))
     .option('--report <file>', 'also write a self-contained HTML report')
-    .option('--json', 'print one JSON document');
+    .option('--json', 'print one JSON document')
+    .option('--quiet', 'no progress on stderr');
 }
 
 export async function auditRequest(options: Record<string, unknown>): Promise<AuditRequest> {
@@ -89,7 +90,7 @@ export async function runAudit<R extends { warnings: { code: string; message: st
   const limits = localLimits(options);
   const sessions = new SessionCache(1);
   try {
-    const onProgress = progressBar();
+    const onProgress = progressReporter({ quiet: options.quiet === true });
     const result = await evaluate(model, request, { device, sessions, limits, previews: options.report !== undefined, ...(onProgress ? { onProgress } : {}) });
     if (options.report !== undefined) {
       const file = options.report as string;

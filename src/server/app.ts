@@ -14,7 +14,7 @@ import { ModelStore } from '../store/index.js';
 import type { ServerConfig } from './config.js';
 import type { AuditContext } from './context.js';
 import { errorsPlugin } from './errors.js';
-import { JobStore } from './jobs.js';
+import { JobStore, poolAdmission } from './jobs.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { auditRoutes } from './routes/audit.js';
@@ -43,7 +43,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     intraOpThreads: config.intraOpThreads,
     ...(config.workerEnv ? { env: config.workerEnv } : {}),
   });
-  const jobs = new JobStore(config.jobs);
+  const jobs = new JobStore(config.jobs, poolAdmission(pool));
   const context: AuditContext = { config, store, pool, jobs };
 
   const app = Fastify({

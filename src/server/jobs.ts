@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { OnTaskProgress, TaskProgress } from '../engine/pool.js';
+import type { OnTaskProgress, TaskProgress, WorkerPool } from '../engine/pool.js';
 import { AuditError } from '../errors.js';
 import type { ErrorBody } from './errors.js';
 
@@ -71,13 +71,18 @@ export class JobStore {
   private readonly jobs = new Map<string, Job>();
   private readonly limits: JobLimits;
 
-  constructor(limits: Partial<JobLimits> = {}) {
+  /** `admit` throws (503) when the work could not even wait for a worker, so a 202 means admitted. */
+  constructor(
+    limits: Partial<JobLimits> = {},
+    private readonly admit: () => void = () => {},
+  ) {
     this.limits = { ...JOB_DEFAULTS, ...limits };
   }
 
   /** Start `work` as a job; AuditError 503 when the store holds maxJobs unfinished jobs. */
   submit(route: string, work: JobWork): JobView {
     this.sweep();
+    this.admit();
     if (this.jobs.size >= this.limits.maxJobs) this.evictOldestFinished();
     if (this.jobs.size >= this.limits.maxJobs) {
       throw new AuditError('too_many_jobs', `this server already holds ${this.jobs.size} unfinished jobs (limit ${this.limits.maxJobs}); retry when some have finished`, 503, {
@@ -234,6 +239,24 @@ export class JobStore {
       ...(job.error ? { error: job.error } : {}),
     };
   }
+}
+
+/**
+ * The pool's own admission rule, asked before a job is accepted: every worker busy and the queue
+ * full is the same 503 + Retry-After a synchronous call gets, instead of a job that fails at once.
+ */
+export function poolAdmission(pool: WorkerPool): () => void {
+  return () => {
+    const status = pool.status();
+    const workers = status.lanes.reduce((n, lane) => n + lane.workers, 0);
+    if (status.running < workers || status.queued < pool.options.maxQueue) return;
+    throw new AuditError(
+      'overloaded',
+      `all ${status.running} workers are busy and ${status.queued} requests are waiting (queue limit ${pool.options.maxQueue}); retry later`,
+      503,
+      { retryAfter: pool.retryAfterSeconds() },
+    );
+  };
 }
 
 /** RFC 7240: the client asks for an asynchronous answer with `Prefer: respond-async`. */

@@ -9,6 +9,9 @@ import { readArrayFile } from '../../io/files.js';
 import type { NDArray } from '../../io/ndarray.js';
 import { collect, type Io, localLimits, num, readModelFile } from '../common.js';
 import { formatPenalty } from '../format.js';
+import { progressReporter } from '../progress.js';
+import { quietOption, runRemote, serverOptions } from '../remote-run.js';
+import type { PenaltyResult } from '../../engine/evaluate.js';
 
 /** Flags → the same PenaltyRequest the HTTP routes build from JSON. */
 export async function penaltyRequest(options: Record<string, unknown>): Promise<PenaltyRequest> {
@@ -41,7 +44,7 @@ export async function penaltyRequest(options: Record<string, unknown>): Promise<
 
 
 export function registerPenalty(program: Command, io: Io): void {
-  program
+  const command = program
     .command('penalty')
     .description('estimate the Hessian Penalty of each layer by finite differences')
     .argument('<model>', 'ONNX file')
@@ -62,15 +65,23 @@ export function registerPenalty(program: Command, io: Io): void {
     .option('--allow-nondeterministic', 'run a model with random ops anyway (results carry a warning)')
     .option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu', 'cpu')
     .option('--memory-budget <mib>', 'MiB of layer outputs per batch', num('--memory-budget'))
-    .option('--json', 'print one JSON document')
+    .option('--json', 'print one JSON document');
+  quietOption(serverOptions(command, 'penalty'))
     .action(async (path: string, options: Record<string, unknown>) => {
       const device = parseDevice(options.device as string);
       const request = await penaltyRequest(options);
+      if (options.server !== undefined) {
+        const { result } = await runRemote(io, path, 'penalty', request, options);
+        io.stdout(options.json ? JSON.stringify(result, null, 2) : formatPenalty(result as PenaltyResult, basename(path)));
+        return;
+      }
       const model = await readModelFile(path);
       const limits = localLimits(options);
       const sessions = new SessionCache(1);
+      const progress = progressReporter({ quiet: options.quiet === true });
       try {
-        const result = await evaluatePenalty(model, request, { device, sessions, limits });
+        const onProgress = progress && ((done: number, total: number) => progress(done, total, 'penalty'));
+        const result = await evaluatePenalty(model, request, { device, sessions, limits, ...(onProgress ? { onProgress } : {}) });
         io.stdout(options.json ? JSON.stringify(result, null, 2) : formatPenalty(result, basename(path)));
       } finally {
         await sessions.clear();
