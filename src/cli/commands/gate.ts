@@ -15,6 +15,7 @@ import { RULES } from '../../gate/rules.js';
 import { GateResultSchema } from '../../gate/schema.js';
 import { collect, EXIT, Exit, type Io, localLimits, num, readModelFile } from '../common.js';
 import { toInputArray, toNested } from '../remote.js';
+import { progressReporter } from '../progress.js';
 import { remoteClient } from '../remote-run.js';
 import { penaltyRequest } from './penalty.js';
 
@@ -121,8 +122,11 @@ async function localGate(candidate: LoadedModel, baseline: LoadedModel, spec: Ga
   try {
     const context = { device, sessions, limits };
     const needed = neededFigures(spec.rules, ...Object.values(spec.layers));
+    const progress = progressReporter({ quiet: options.quiet === true });
     return await runGate(candidate, baseline, spec, {
-      evaluate: inProcess(context),
+      // Each model's penalty reports its chunks, named by its side.
+      evaluate: (model, request) =>
+        inProcess({ ...context, ...(progress ? { onProgress: (done: number, total: number) => progress(done, total, model === candidate ? 'candidate' : 'baseline') } : {}) })(model, request),
       ...(needed.size > 0 ? { figures: auditFigures(inProcessFigures(context), needed) } : {}),
     });
   } finally {
