@@ -92,6 +92,8 @@ export class JobStore {
     const job: Job = { id: randomUUID(), route, state: 'queued', createdAt: Date.now(), controller: new AbortController(), listeners: new Set() };
     this.jobs.set(job.id, job);
     const onProgress: OnTaskProgress = (progress) => {
+      // A cancelled job's worker may still report a chunk on its way out.
+      if (isFinished(job.state)) return;
       if (job.state === 'queued') this.move(job, 'running');
       job.progress = progress;
       this.notify(job);
