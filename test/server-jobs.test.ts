@@ -115,7 +115,7 @@ t.test('a penalty job: 202 with Location, progress that advances over the stream
 });
 
 t.test('audit metrics, the one-shot penalty and the gate as jobs give the synchronous results', async (t) => {
-  const { base } = await serve(t);
+  const { base, context } = await serve(t, { requestTimeoutMs: 60_000 });
   const id = sha256(mlp);
   const request = { seed: 2, latents: { samples: 4 } };
   for (const metric of ['hessian', 'activeness', 'orthogonality', 'audit']) {
@@ -148,10 +148,16 @@ t.test('audit metrics, the one-shot penalty and the gate as jobs give the synchr
   t.same(withoutTimings((await job(base, oneShotLocation)).result), withoutTimings(sync), 'one-shot job = stored sync');
 
   const gate = { candidate: id, baseline: id, penalty: { samples: 8, seed: 1 }, resamples: 200 };
+  // As in the first test: the gate waits behind a hanging job until its stream is open.
+  const blocker = await post(base, `/v1/models/${sha256(hanging)}/penalty`, { k: 2, seed: 1, latents: { samples: 2 } }, ASYNC);
+  await until(() => context.pool.status().running === 1, 'the hanging job to run');
   const gated = await post(base, '/v1/gate', gate, ASYNC);
   t.equal(gated.status, 202, 'gate');
   const gateLocation = gated.headers.get('location')!;
-  const stages = new Set((await events(`${base}${gateLocation}/events`)).map((e) => (e.data.progress as { stage?: string }).stage).filter(Boolean));
+  const gateEvents = await events(`${base}${gateLocation}/events`, async () => {
+    await fetch(`${base}${blocker.headers.get('location')!}`, { method: 'DELETE' });
+  });
+  const stages = new Set(gateEvents.map((e) => (e.data.progress as { stage?: string }).stage).filter(Boolean));
   t.ok(stages.has('candidate penalty') && stages.has('baseline penalty'), `stages ${[...stages].join(', ')}`);
   const gateJob = await job(base, gateLocation);
   t.equal(gateJob.state, 'succeeded');
