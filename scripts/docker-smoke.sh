@@ -2,7 +2,7 @@
 # The Docker image's build and start steps, without Docker, on the CPU provider (CI runs this
 # through test/docker-smoke.test.ts; no Docker engine runs on the development machines):
 #   1. npm pack, as the image's build stage does        (needs dist/: `npm run build` first)
-#   2. production install of the packed tarball in a scratch folder: lock file, .npmrc,
+#   2. production install of the packed tarball in a scratch folder: lock file,
 #      npm ci --omit=dev, onnxruntime's CUDA download skipped (the image's install-cpu stage)
 #   3. start `hessian-audit serve --device cpu` on 127.0.0.1 and a free port (the image's CMD)
 #   4. GET the probe paths (SMOKE_PROBES, default "/healthz /readyz") until they answer 200
@@ -44,7 +44,7 @@ TARBALL=$(ls "$SCRATCH"/*.tgz)
 step "2/6 production install in $SCRATCH/app"
 mkdir "$SCRATCH/app"
 tar -xzf "$TARBALL" -C "$SCRATCH/app" --strip-components=1
-cp "$ROOT/package-lock.json" "$ROOT/.npmrc" "$SCRATCH/app/"
+cp "$ROOT/package-lock.json" "$SCRATCH/app/"
 (cd "$SCRATCH/app" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund --prefer-offline --loglevel=error >&2) \
   || fail "npm ci --omit=dev failed"
 [ ! -e "$SCRATCH/app/node_modules/typescript" ] || fail "dev dependencies were installed"

@@ -2,7 +2,8 @@
  * The compose file and the Kubernetes manifests parse, and reference the image, port, probe paths,
  * user and store that the image and the service really have.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DockerfileParser, type JSONInstruction } from 'dockerfile-ast';
 import t from 'tap';
@@ -32,6 +33,7 @@ const deployment = find('Deployment');
 const service = find('Service');
 const pdb = find('PodDisruptionBudget');
 const pvc = find('PersistentVolumeClaim');
+const hpa = find('HorizontalPodAutoscaler');
 const pod = deployment.spec.template.spec;
 const container = pod.containers[0];
 
@@ -150,6 +152,41 @@ t.test('every HESSIAN_AUDIT_* variable in the manifests and the compose file is 
   ].filter((n) => n.startsWith('HESSIAN_AUDIT_'));
   t.ok(names.length >= 6);
   for (const name of names) t.ok(read.includes(name), `${name} is read by serve`);
+});
+
+t.test('the HorizontalPodAutoscaler scales the Deployment on a gauge /metrics really exports, through the adapter rule', async (t) => {
+  t.equal(hpa.apiVersion, 'autoscaling/v2');
+  t.same(hpa.spec.scaleTargetRef, { apiVersion: deployment.apiVersion, kind: 'Deployment', name: deployment.metadata.name });
+  t.equal(hpa.spec.minReplicas, deployment.spec.replicas, 'never below the replicas the PodDisruptionBudget assumes');
+  t.ok(hpa.spec.maxReplicas > hpa.spec.minReplicas);
+  const [metric] = hpa.spec.metrics;
+  t.equal(metric.type, 'Pods');
+  const name = metric.pods.metric.name;
+  t.equal(metric.pods.target.type, 'AverageValue');
+
+  // What one pod really exports: the real app's /metrics.
+  const { buildApp } = await import('../dist/server/app.js');
+  const { serverConfig } = await import('../dist/server/config.js');
+  const modelDir = mkdtempSync(join(tmpdir(), 'hessian-audit-hpa-'));
+  const { app } = await buildApp(serverConfig({ modelDir, devices: [{ kind: 'cpu' }], workers: 1, logLevel: false }));
+  t.teardown(async () => {
+    await app.close();
+    rmSync(modelDir, { recursive: true, force: true });
+  });
+  const exported = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  t.match(exported, new RegExp(`^# TYPE ${name} gauge$`, 'm'), `${name} is a gauge at /metrics`);
+  t.match(exported, new RegExp(`^${name} 0$`, 'm'), 'without labels: one series per pod');
+
+  // The Prometheus adapter's rule publishes exactly that series under that name, per pod.
+  const [values] = load('deploy/prometheus-adapter/values.yaml');
+  const rule = values.rules.custom.find((r: Doc) => r.name.as === name);
+  t.ok(rule, `an adapter rule publishes ${name}`);
+  t.match(rule.seriesQuery, new RegExp(`^${name}\\{`), 'from the series the pods export');
+  t.ok(new RegExp(rule.name.matches).test(name));
+  t.same(rule.resources.overrides.pod, { resource: 'pod' }, 'per pod, as a Pods metric needs');
+  const annotations = deployment.spec.template.metadata.annotations;
+  t.equal(annotations['prometheus.io/path'], '/metrics');
+  t.equal(Number(annotations['prometheus.io/port']), container.ports.find((p: Doc) => p.name === 'http').containerPort, 'scraped on the http port');
 });
 
 function pick(labels: Record<string, string>, wanted: Record<string, string>): Record<string, string> {

@@ -3,23 +3,27 @@
  * Every section renders, no console errors, no network requests; screenshots go to
  * test/artifacts/ (git-ignored) for a person to look at.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import t from 'tap';
 import { renderReport } from '../dist/report/index.js';
+import { browserVerdict } from './helpers/browser.js';
 import { cli } from './helpers/cli.js';
 import { modelPath } from './helpers/reference.js';
 
-const CHROMIUM = '/usr/bin/chromium';
+const browserCheck = browserVerdict();
 const ARTIFACTS = new URL('./artifacts/', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'audit-report-'));
 mkdirSync(ARTIFACTS, { recursive: true });
 
-if (!existsSync(CHROMIUM)) {
-  t.fail(`the report test needs Debian's chromium at ${CHROMIUM}: apt-get install -y chromium (.ci/run does)`);
+if ('fail' in browserCheck) {
+  t.fail(browserCheck.fail);
+} else if ('skip' in browserCheck) {
+  t.skip(browserCheck.skip);
 } else {
+  const CHROMIUM = browserCheck.run;
   const userDataDir = mkdtempSync(join(tmpdir(), 'audit-chromium-'));
   const browser: BrowserContext = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,

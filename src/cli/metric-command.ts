@@ -14,23 +14,30 @@ import type { NDArray } from '../io/ndarray.js';
 import { DEFAULT_EXTENT, DEFAULT_THRESHOLD } from '../math/index.js';
 import { evaluateMetric } from '../metrics/evaluate.js';
 import { metric as registryMetric, type MetricName } from '../metrics/registry.js';
-import type { FlagSet, Metric } from '../metrics/types.js';
+import type { FlagSet, Metric, MetricResult } from '../metrics/types.js';
 import { renderReport } from '../report/index.js';
 import { parseDevice } from '../runtime/device.js';
 import { SessionCache } from '../runtime/session.js';
 import { collect, type Io, localLimits, num, readModelFile } from './common.js';
-import { progressBar } from './progress.js';
+import { progressReporter } from './progress.js';
+import { quietOption, runRemote, serverOptions } from './remote-run.js';
 
 export function registerMetricCommand(program: Command, io: Io, name: MetricName): void {
   const metric = registryMetric(name);
   const command = program.command(name).description(metric.summary);
-  metricOptions(command, metric.flags).action(async (path: string, options: Record<string, unknown>) => {
+  quietOption(serverOptions(metricOptions(command, metric.flags), name)).action(async (path: string, options: Record<string, unknown>) => {
     const request = await requestFromFlags(options, metric);
+    if (options.server !== undefined) {
+      // The same request, checked here first, run as a job on the server (cli/remote-run.ts).
+      const { result } = await runRemote(io, path, name, request, options);
+      io.stdout(options.json ? toJson(result) : metric.format(result as MetricResult, basename(path)));
+      return;
+    }
     const model = await readModelFile(path);
     const sessions = new SessionCache(1);
     try {
-      const onProgress = progressBar();
-      const context = { device: parseDevice(options.device as string), sessions, limits: localLimits(options), previews: options.report !== undefined };
+      const onProgress = progressReporter({ quiet: options.quiet === true });
+      const context = { device: parseDevice((options.device as string | undefined) ?? 'cpu'), sessions, limits: localLimits(options), previews: options.report !== undefined };
       const result = await evaluateMetric(name, model, request, { ...context, ...(onProgress ? { onProgress } : {}) });
       if (options.report !== undefined) await writeReport(options.report as string, renderReport({ modelName: basename(path), ...metric.report(result) }));
       io.stdout(options.json ? toJson(result) : metric.format(result, basename(path)));
@@ -72,7 +79,7 @@ function metricOptions(command: Command, flags: FlagSet): Command {
     .option('--layers <names>', 'comma-separated outputs or intermediate tensors (default: all outputs)')
     .option('--max-samples <n>', 'audit only the first N samples (saves memory)', num('--max-samples'))
     .option('--allow-nondeterministic', 'run a model with random ops anyway (results carry a warning)')
-    .option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu', 'cpu')
+    .option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu (default cpu)')
     .option('--memory-budget <mib>', 'MiB of layer outputs per batch', num('--memory-budget'))
     .option('--report <file>', 'also write a self-contained HTML report')
     .option('--json', 'print one JSON document');

@@ -23,8 +23,10 @@ export const ERROR_CATALOGUE = {
   write_failed: 400,
   bad_request: 400,
   unauthorized: 401,
-  // 404
+  // 404, 409
   unknown_model: 404,
+  unknown_job: 404,
+  job_not_done: 409,
   // 413: too large for this server
   payload_too_large: 413,
   graph_too_deep: 413,
@@ -70,7 +72,10 @@ export const ERROR_CATALOGUE = {
   internal: 500,
   worker_crashed: 500,
   bad_response: 500,
+  result_too_large: 500,
   overloaded: 503,
+  too_many_jobs: 503,
+  gave_up: 503,
   client_limit: 503,
   too_many_large_bodies: 503,
   server_unreachable: 503,

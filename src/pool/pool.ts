@@ -23,6 +23,18 @@ import type { MetricName } from '../metrics/registry.js';
 import { type Device, deviceName } from '../runtime/device.js';
 import { type MetricTask, type MetricValue, type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 
+/** Chunks of a task done so far, as the worker reports them (stage: which pass of an audit). */
+export interface TaskProgress {
+  done: number;
+  total: number;
+  stage?: string;
+}
+export type OnTaskProgress = (progress: TaskProgress) => void;
+
+/** Worker → pool progress message, sent with process.send beside tinypool's own messages. */
+const isProgress = (message: unknown): message is { kind: 'progress' } & TaskProgress =>
+  typeof message === 'object' && message !== null && (message as { kind?: unknown }).kind === 'progress';
+
 export interface PoolOptions {
   /** One lane per device; `--device cuda:0,cuda:1` gives two. */
   devices: Device[];
@@ -159,25 +171,34 @@ export class WorkerPool {
     return this.run({ kind: 'describe', path }) as Promise<ModelDescription>;
   }
 
-  /** A metric of the registry: its result, or with format 'html' its report. `client` is the fair-share key. */
-  evaluate<N extends MetricName>(task: MetricTask & { kind: N; format?: 'json' }, cancel?: AbortSignal, client?: string): Promise<MetricResults[N]>;
-  evaluate(task: MetricTask, cancel?: AbortSignal, client?: string): Promise<MetricValue>;
-  evaluate(task: MetricTask, cancel?: AbortSignal, client?: string): Promise<MetricValue> {
+  /**
+   * A metric of the registry: its result, or with format 'html' its report. `client` is the
+   * fair-share key; `onProgress` hears the chunks the worker reports done.
+   */
+  evaluate<N extends MetricName>(
+    task: MetricTask & { kind: N; format?: 'json' },
+    cancel?: AbortSignal,
+    client?: string,
+    onProgress?: OnTaskProgress,
+  ): Promise<MetricResults[N]>;
+  evaluate(task: MetricTask, cancel?: AbortSignal, client?: string, onProgress?: OnTaskProgress): Promise<MetricValue>;
+  evaluate(task: MetricTask, cancel?: AbortSignal, client?: string, onProgress?: OnTaskProgress): Promise<MetricValue> {
     // The worker's outcome crosses the process boundary as data: its shape is the metric's result.
-    return this.run(task, cancel, client) as Promise<MetricValue>;
+    return this.run(task, cancel, client, onProgress) as Promise<MetricValue>;
   }
 
   /** A release gate's bootstrap, off the event loop. */
-  compare(modelId: string, input: CompareInput, cancel?: AbortSignal, client?: string): Promise<CompareOutput> {
-    return this.run({ kind: 'compare', modelId, input }, cancel, client) as Promise<CompareOutput>;
+  compare(modelId: string, input: CompareInput, cancel?: AbortSignal, client?: string, onProgress?: OnTaskProgress): Promise<CompareOutput> {
+    return this.run({ kind: 'compare', modelId, input }, cancel, client, onProgress) as Promise<CompareOutput>;
   }
 
   /**
    * Run a task on the first free worker; AuditError 503 when the queue is full. `cancel` (the
    * client went away) drops a waiting task, or stops a running one and replaces its worker.
    * `client` (an address) gets a fair share of the workers; tasks without one share a client.
+   * `onProgress` hears the chunks the worker reports done.
    */
-  async run(task: Task, cancel?: AbortSignal, client = ''): Promise<TaskValue> {
+  async run(task: Task, cancel?: AbortSignal, client = '', onProgress?: OnTaskProgress): Promise<TaskValue> {
     if (cancel?.aborted) throw cancelled(task);
     this.admit(client);
     try {
@@ -185,7 +206,7 @@ export class WorkerPool {
       bump(this.runningBy, client, 1);
       this.servedAt.set(client, ++this.served);
       try {
-        return await this.runOn(lane, task, cancel);
+        return await this.runOn(lane, task, cancel, onProgress);
       } finally {
         bump(this.runningBy, client, -1);
       }
@@ -261,13 +282,17 @@ export class WorkerPool {
   }
 
   /** Runs on a lane whose `running` count already includes this task. */
-  private async runOn(lane: Lane, task: Task, cancel?: AbortSignal): Promise<TaskValue> {
+  private async runOn(lane: Lane, task: Task, cancel?: AbortSignal, onProgress?: OnTaskProgress): Promise<TaskValue> {
     const started = performance.now();
     let outcome: Outcome<TaskValue>;
     const timeout = AbortSignal.timeout(this.options.taskTimeoutMs);
     try {
       const signal = cancel ? AbortSignal.any([timeout, cancel]) : timeout;
-      outcome = (await lane.pool.run(task, { signal })) as Outcome<TaskValue>;
+      // Nothing done yet, but a worker has the task: for a caller that tells queued from running.
+      onProgress?.({ done: 0, total: 0 });
+      // Always a channel of this task's own, so a worker's messages never reach an earlier task's listener.
+      const channel = { postMessage: (message: unknown) => isProgress(message) && onProgress?.({ done: message.done, total: message.total, ...(message.stage ? { stage: message.stage } : {}) }) };
+      outcome = (await lane.pool.run(task, { signal, channel })) as Outcome<TaskValue>;
     } catch (err) {
       let error: AuditError;
       if (cancel?.aborted && !timeout.aborted) {

@@ -72,6 +72,11 @@ function injectFault(modelId: string): void {
   if (f.delay === modelId) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000);
 }
 
+/** Chunks done, to the pool (which forwards them to the task's onProgress); a no-op outside a child process. */
+const reportProgress = (done: number, total: number, stage?: string): void => {
+  process.send?.({ kind: 'progress', done, total, ...(stage ? { stage } : {}) });
+};
+
 async function execute(task: Task): Promise<TaskValue> {
   switch (task.kind) {
     case 'probe': {
@@ -88,7 +93,7 @@ async function execute(task: Task): Promise<TaskValue> {
       injectFault(task.modelId);
       const model = await loaded(task.modelId, task.modelPath);
       const html = task.format === 'html';
-      const result = await evaluateMetric(task.kind, model, task.request, { device, sessions, limits: task.limits, previews: html });
+      const result = await evaluateMetric(task.kind, model, task.request, { device, sessions, limits: task.limits, previews: html, onProgress: reportProgress });
       // Rendered here, so the preview images never cross the process boundary and the event loop never builds PNGs.
       if (!html) return { ...result };
       return { html: renderReport({ ...(task.modelName ? { modelName: task.modelName } : {}), ...metric(task.kind).report(result) }) };

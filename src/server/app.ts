@@ -16,12 +16,14 @@ import type { ServerContext } from './context.js';
 import { errorsPlugin } from './errors.js';
 import { arrayBoundsPlugin } from './plugins/array-bounds.js';
 import { bodyGatePlugin } from './plugins/body-gate.js';
+import { JobStore, poolAdmission } from './jobs.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { timeoutsPlugin } from './plugins/timeouts.js';
 import { metricRoutes } from './routes/metrics.js';
 import { gateRoutes } from './routes/gate.js';
 import { healthRoutes } from './routes/health.js';
+import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { oneShotRoutes } from './routes/one-shot.js';
 
@@ -49,7 +51,8 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     intraOpThreads: config.intraOpThreads,
     ...(config.workerEnv ? { env: config.workerEnv } : {}),
   });
-  const context: ServerContext = { config, store, pool };
+  const jobs = new JobStore(config.jobs, poolAdmission(pool));
+  const context: ServerContext = { config, store, pool, jobs };
 
   const app = Fastify({
     logger: config.logLevel === false ? false : { level: config.logLevel },
@@ -74,6 +77,8 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
+    // Jobs live in memory: they cannot outlive the process, so they stop now (docs/server.md).
+    jobs.cancelAll();
   });
   app.addHook('onSend', async (_request, reply, payload) => {
     if (closing) reply.header('connection', 'close');
@@ -110,12 +115,13 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(authPlugin, config.token ? { token: config.token } : {});
-  await app.register(metricsPlugin, { pool });
+  await app.register(metricsPlugin, { pool, jobs });
   await app.register(healthRoutes, context);
   await app.register(modelRoutes, context);
   await app.register(metricRoutes, context);
   await app.register(oneShotRoutes, context);
   await app.register(gateRoutes, context);
+  await app.register(jobRoutes, { jobs });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   return { app, context };

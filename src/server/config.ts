@@ -6,6 +6,7 @@ import type { Device } from '../runtime/device.js';
 import { DEFAULT_LIMITS, type Limits } from '../contract/request.js';
 import type { SafetySettings } from '../onnx/safety.js';
 import type { StoreOptions } from '../store/index.js';
+import type { JobLimits } from './jobs.js';
 
 export interface ServerConfig {
   host: string;
@@ -50,6 +51,8 @@ export interface ServerConfig {
   intraOpThreads: number;
   /** pino level, or false for no log. */
   logLevel: string | false;
+  /** Bounds of the jobs store (count, result size, time to live); JOB_DEFAULTS where absent. */
+  jobs?: Partial<JobLimits>;
   /** Extra environment for workers (tests inject faults this way). */
   workerEnv?: Record<string, string>;
   /** Test hook: called before each store write; throwing from it stands for that write failing. */

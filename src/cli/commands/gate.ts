@@ -14,7 +14,9 @@ import { auditFigures, inProcessMetrics, neededFigures } from '../../gate/figure
 import { RULES } from '../../gate/rules.js';
 import { GateResultSchema } from '../../gate/schema.js';
 import { collect, EXIT, Exit, type Io, localLimits, num, readModelFile } from '../common.js';
-import { RemoteClient, toInputArray, toNested } from '../remote.js';
+import { toInputArray, toNested } from '../remote.js';
+import { progressReporter } from '../progress.js';
+import { remoteClient } from '../remote-run.js';
 import { arraysFromFlags } from '../metric-command.js';
 
 /** Command-line flag for each config path, so that a bad flag value is reported as the flag. */
@@ -90,6 +92,8 @@ export function registerGate(program: Command, io: Io): void {
     .option('--input <name=file>', 'extra input held fixed for all passes of both models (repeatable)', collect)
     .option('--server <url>', 'run the gate on a hessian-audit server (uploads only the models it does not have)')
     .addOption(new Option('--token <token>', 'bearer token for --server').env('HESSIAN_AUDIT_TOKEN'))
+    .option('--wait <duration>', 'with --server: how long, in all, to wait for a busy server (503 + Retry-After), e.g. 90s, 10m', '10m')
+    .option('--quiet', 'no progress on stderr')
     .option('--device <device>', 'auto, cpu, cuda, cuda:N or webgpu', 'cpu')
     .option('--memory-budget <mib>', 'MiB of layer outputs per batch', num('--memory-budget'))
     .option('--json', 'print one JSON document')
@@ -117,8 +121,11 @@ async function localGate(candidate: LoadedModel, baseline: LoadedModel, spec: Ga
   try {
     const context = { device, sessions, limits };
     const needed = neededFigures(spec.rules, ...Object.values(spec.layers));
+    const progress = progressReporter({ quiet: options.quiet === true });
     return await runGate(candidate, baseline, spec, {
-      evaluate: inProcess(context),
+      // Each model's penalty reports its chunks, named by its side.
+      evaluate: (model, request) =>
+        inProcess({ ...context, ...(progress ? { onProgress: (done: number, total: number) => progress(done, total, model === candidate ? 'candidate' : 'baseline') } : {}) })(model, request),
       ...(needed.size > 0 ? { figures: auditFigures(inProcessMetrics(context), needed) } : {}),
     });
   } finally {
@@ -135,7 +142,7 @@ async function remoteGate(
   io: Io,
 ): Promise<GateResult> {
   if (options.memoryBudget !== undefined) throw invalid("--memory-budget applies to local runs; with --server the server's limits apply");
-  const client = new RemoteClient({ server: options.server as string, ...(options.token ? { token: options.token as string } : {}) });
+  const client = remoteClient(options);
   // What can be checked here is checked before anything is uploaded.
   checkCompatible(models.candidate.description, models.baseline.description);
   matchLayers(models.candidate.description, models.baseline.description, config.penalty?.layers, config.layerMap);
@@ -155,7 +162,7 @@ async function remoteGate(
       ? { inputs: Object.fromEntries(Object.entries(arrays.inputs).map(([name, a]) => [name, toInputArray(a)])) }
       : {}),
   };
-  const parsed = GateResultSchema.safeParse(await client.post('/v1/gate', body));
+  const parsed = GateResultSchema.safeParse(await client.job('/v1/gate', body));
   if (!parsed.success) {
     throw new AuditError('bad_response', `the server at ${options.server as string} answered POST /v1/gate with something that is not a gate result; is it a hessian-audit server of this version?`);
   }

@@ -7,8 +7,9 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { WorkerPool } from '../../pool/pool.js';
+import type { JobStore } from '../jobs.js';
 
-export const metricsPlugin = fp<{ pool: WorkerPool }>(async (app: FastifyInstance, { pool }) => {
+export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobStore }>(async (app: FastifyInstance, { pool, jobs }) => {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'hessian_audit_' });
   const labelNames = ['method', 'route', 'status'] as const;
@@ -48,6 +49,17 @@ export const metricsPlugin = fp<{ pool: WorkerPool }>(async (app: FastifyInstanc
       this.set(pool.status().running);
     },
   });
+  if (jobs) {
+    new Gauge({
+      name: 'hessian_audit_jobs',
+      help: 'Jobs (Prefer: respond-async) held in memory, by state',
+      labelNames: ['state'],
+      registers: [registry],
+      collect() {
+        for (const [state, n] of Object.entries(jobs.counts())) this.set({ state }, n);
+      },
+    });
+  }
   restarts.inc({ reason: 'crash' }, 0);
   restarts.inc({ reason: 'timeout' }, 0);
   restarts.inc({ reason: 'memory' }, 0);

@@ -10,6 +10,7 @@ import { METRIC_NAMES, metric } from '../../metrics/registry.js';
 import { clientGone } from '../cancel.js';
 import type { ServerContext } from '../context.js';
 import { errorResponses } from '../errors.js';
+import { acceptJob, jsonResult, prefersAsync } from '../jobs.js';
 import { ModelId } from '../schemas.js';
 import { unknownModel } from './models.js';
 
@@ -23,7 +24,7 @@ export function wantsHtml(accept: string | undefined): boolean {
   return html >= 0 && (json < 0 || html < json);
 }
 
-export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config }) => {
+export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config, jobs }) => {
   for (const name of METRIC_NAMES) {
     const { summary, request: body, result } = metric(name);
     app.post(
@@ -34,27 +35,31 @@ export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { 
           tags: [name === 'penalty' ? 'penalty' : 'audit'],
           params: z.object({ id: ModelId }),
           body,
-          response: { 200: result, ...ERRORS },
+          response: { 200: result, 202: z.object({ id: z.string(), state: z.string() }).loose(), ...ERRORS },
         },
       },
       async (request, reply) => {
         const { id } = request.params;
         if (!(await store.has(id))) throw unknownModel(id);
-        const format = wantsHtml(request.headers.accept) ? 'html' : 'json';
+        const format: 'html' | 'json' = wantsHtml(request.headers.accept) ? 'html' : 'json';
         const { modelName } = request.body as { modelName?: string };
-        const value = await pool.evaluate(
-          {
-            kind: name,
-            modelId: id,
-            modelPath: store.modelPath(id),
-            request: fromBody(request.body as Parameters<typeof fromBody>[0]),
-            limits: config.limits,
-            format,
-            ...(modelName ? { modelName } : {}),
-          },
-          clientGone(reply),
-          request.ip,
-        );
+        const task = {
+          kind: name,
+          modelId: id,
+          modelPath: store.modelPath(id),
+          request: fromBody(request.body as Parameters<typeof fromBody>[0]),
+          limits: config.limits,
+          format,
+          ...(modelName ? { modelName } : {}),
+        };
+        // Prefer: respond-async: a job (routes/jobs.ts) runs it; the client polls or streams its progress.
+        if (prefersAsync(request)) {
+          return acceptJob(reply, jobs, name, async (signal, onProgress) => {
+            const value = await pool.evaluate(task, signal, request.ip, onProgress);
+            return format === 'html' ? { body: (value as { html: string }).html, contentType: 'text/html; charset=utf-8' } : jsonResult(value);
+          });
+        }
+        const value = await pool.evaluate(task, clientGone(reply), request.ip);
         if (format === 'html') return reply.type('text/html; charset=utf-8').send((value as { html: string }).html);
         return value;
       },

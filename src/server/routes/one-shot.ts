@@ -18,15 +18,18 @@ import type { Limits } from '../../contract/request.js';
 import type { StagedModel } from '../../store/index.js';
 import type { ServerContext } from '../context.js';
 import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
+import { acceptJob, jsonResult, prefersAsync } from '../jobs.js';
 import { ModelId, OneShotForm } from '../schemas.js';
 import { unknownModel } from './models.js';
 
 const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503, 507);
+/** With `Prefer: respond-async`: the job, and where to find it. */
+const ACCEPTED = { 202: z.object({ id: z.string(), state: z.string() }).loose() };
 
 /** Multipart parts of the one-shot route besides "model" and "request". */
 const ARRAY_PART = /^(latents|directions|inputs\.(.+))$/;
 
-export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config }) => {
+export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config, jobs }) => {
   app.post(
     '/v1/penalty',
     {
@@ -36,12 +39,14 @@ export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, {
           'One shot: multipart with the "model" file, a "request" JSON field (the same body as /v1/models/:id/penalty) and optional .npy parts "latents", "directions", "inputs.<name>"',
         tags: ['penalty'],
         consumes: ['multipart/form-data'],
-        response: { 200: PenaltyResultSchema, ...ERRORS },
+        response: { 200: PenaltyResultSchema, ...ACCEPTED, ...ERRORS },
       },
     },
     async (request, reply) => {
       if (!request.isMultipart()) throw notMultipart();
       let staged: StagedModel | undefined;
+      /** Set when a job took over the staged file: the job discards it when it ends. */
+      let handedOver = false;
       try {
         let json: unknown = {};
         const arrays: Record<string, NDArray> = {};
@@ -70,9 +75,22 @@ export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, {
         // from the staged file, which is removed afterwards: a one-shot request stores nothing.
         const known = await store.has(staged.id);
         const path = known ? store.modelPath(staged.id) : staged.path;
-        return await pool.evaluate({ kind: 'penalty', modelId: staged.id, modelPath: path, request: penaltyRequest, limits: config.limits }, clientGone(reply), request.ip);
+        const task = { kind: 'penalty' as const, modelId: staged.id, modelPath: path, request: penaltyRequest, limits: config.limits };
+        if (prefersAsync(request)) {
+          const mine = staged;
+          const job = acceptJob(reply, jobs, 'penalty', async (signal, onProgress) => {
+            try {
+              return jsonResult(await pool.evaluate(task, signal, request.ip, onProgress));
+            } finally {
+              await store.discard(mine);
+            }
+          });
+          handedOver = true;
+          return job;
+        }
+        return await pool.evaluate(task, clientGone(reply), request.ip);
       } finally {
-        if (staged) await store.discard(staged);
+        if (staged && !handedOver) await store.discard(staged);
       }
     },
   );

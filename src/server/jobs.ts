@@ -1,0 +1,282 @@
+/**
+ * Long work as jobs (a heavy route called with `Prefer: respond-async`): the route's work runs as
+ * usual in the worker pool, but the client gets 202 and a job id at once, polls or streams its
+ * progress, and fetches the result later. Jobs live in this process's memory only: a restart
+ * loses them (unfinished ones are cancelled at shutdown; their ids then answer 404).
+ * Bounded three ways: how many are kept, how large a result may be, how long a finished one stays.
+ */
+import { randomUUID } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { OnTaskProgress, TaskProgress, WorkerPool } from '../pool/pool.js';
+import { AuditError } from '../contract/errors.js';
+import type { ErrorBody } from './errors.js';
+
+export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface JobLimits {
+  /** Jobs kept at once, unfinished and finished; one more unfinished gets 503. */
+  maxJobs: number;
+  /** Largest result (serialized) a job keeps; a larger one fails the job with 507. */
+  maxResultBytes: number;
+  /** Milliseconds a finished job is kept, then forgotten (404). */
+  ttlMs: number;
+}
+
+export const JOB_DEFAULTS: JobLimits = { maxJobs: 256, maxResultBytes: 32 * 1024 * 1024, ttlMs: 3_600_000 };
+
+/** A finished route's answer: its body, serialized, and its content type. */
+export interface JobResult {
+  body: string;
+  contentType: string;
+}
+
+/** The work of one route call: runs the pool task(s) under `signal`, reporting chunks to `onProgress`. */
+export type JobWork = (signal: AbortSignal, onProgress: OnTaskProgress) => Promise<JobResult>;
+
+interface Job {
+  id: string;
+  route: string;
+  state: JobState;
+  createdAt: number;
+  startedAt?: number;
+  finishedAt?: number;
+  progress?: TaskProgress;
+  result?: JobResult;
+  error?: ErrorBody['error'];
+  controller: AbortController;
+  listeners: Set<(job: JobView) => void>;
+}
+
+/** What GET /v1/jobs/:id answers (the result inline when it is JSON). */
+export interface JobView {
+  id: string;
+  route: string;
+  state: JobState;
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+  progress: { done: number; total: number; stage?: string; elapsedMs: number; estimatedRemainingMs?: number };
+  result?: unknown;
+  resultType?: string;
+  error?: ErrorBody['error'];
+}
+
+const FINISHED: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
+export const isFinished = (state: JobState): boolean => FINISHED.includes(state);
+
+export const unknownJob = (id: string): AuditError =>
+  new AuditError('unknown_job', `no job '${id}' on this server: it finished more than its time to live ago, or the server restarted since (jobs are kept in memory only); submit it again`);
+
+export class JobStore {
+  private readonly jobs = new Map<string, Job>();
+  private readonly limits: JobLimits;
+
+  /** `admit` throws (503) when the work could not even wait for a worker, so a 202 means admitted. */
+  constructor(
+    limits: Partial<JobLimits> = {},
+    private readonly admit: () => void = () => {},
+  ) {
+    this.limits = { ...JOB_DEFAULTS, ...limits };
+  }
+
+  /** Start `work` as a job; AuditError 503 when the store holds maxJobs unfinished jobs. */
+  submit(route: string, work: JobWork): JobView {
+    this.sweep();
+    this.admit();
+    if (this.jobs.size >= this.limits.maxJobs) this.evictOldestFinished();
+    if (this.jobs.size >= this.limits.maxJobs) {
+      throw new AuditError('too_many_jobs', `this server already holds ${this.jobs.size} unfinished jobs (limit ${this.limits.maxJobs}); retry when some have finished`, {
+        retryAfter: 5,
+      });
+    }
+    const job: Job = { id: randomUUID(), route, state: 'queued', createdAt: Date.now(), controller: new AbortController(), listeners: new Set() };
+    this.jobs.set(job.id, job);
+    const onProgress: OnTaskProgress = (progress) => {
+      // A cancelled job's worker may still report a chunk on its way out.
+      if (isFinished(job.state)) return;
+      if (job.state === 'queued') this.move(job, 'running');
+      job.progress = progress;
+      this.notify(job);
+    };
+    void work(job.controller.signal, onProgress).then(
+      (result) => this.succeed(job, result),
+      (err: unknown) => this.fail(job, err),
+    );
+    return this.view(job);
+  }
+
+  get(id: string): JobView {
+    this.sweep();
+    const job = this.jobs.get(id);
+    if (!job) throw unknownJob(id);
+    return this.view(job);
+  }
+
+  /** The stored result as the synchronous route sent it; 409 before the job has succeeded. */
+  result(id: string): JobResult {
+    const view = this.get(id);
+    const job = this.jobs.get(id) as Job;
+    if (!job.result) {
+      throw new AuditError('job_not_done', `job '${id}' is ${view.state}; its result exists once it has succeeded`, { state: view.state });
+    }
+    return job.result;
+  }
+
+  /** Stop an unfinished job's work (dropped from the queue, or its worker replaced); a finished one is forgotten. */
+  cancel(id: string): JobView {
+    const job = this.jobs.get(id);
+    if (!job) throw unknownJob(id);
+    if (isFinished(job.state)) {
+      this.jobs.delete(id);
+      return this.view(job);
+    }
+    this.finish(job, 'cancelled', { error: { code: 'cancelled', message: 'the job was cancelled (DELETE)' } });
+    job.controller.abort();
+    return this.view(job);
+  }
+
+  /** At shutdown: jobs do not outlive the process, so their work stops now rather than delaying it. */
+  cancelAll(): void {
+    for (const job of this.jobs.values()) {
+      if (isFinished(job.state)) continue;
+      this.finish(job, 'cancelled', { error: { code: 'shutting_down', message: 'the server shut down; jobs do not survive a restart, submit it again' } });
+      job.controller.abort();
+    }
+  }
+
+  /** Calls `listener` on every change of the job until it finishes; returns the unsubscribe. */
+  subscribe(id: string, listener: (job: JobView) => void): () => void {
+    const job = this.jobs.get(id);
+    if (!job) throw unknownJob(id);
+    job.listeners.add(listener);
+    return () => job.listeners.delete(listener);
+  }
+
+  /** Jobs by state, for /metrics. */
+  counts(): Record<JobState, number> {
+    this.sweep();
+    const counts: Record<JobState, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    for (const job of this.jobs.values()) counts[job.state]++;
+    return counts;
+  }
+
+  private succeed(job: Job, result: JobResult): void {
+    if (isFinished(job.state)) return;
+    const bytes = Buffer.byteLength(result.body);
+    if (bytes > this.limits.maxResultBytes) {
+      this.finish(job, 'failed', {
+        error: {
+          code: 'result_too_large',
+          message: `the job's result is ${bytes} bytes, more than this server keeps for a job (${this.limits.maxResultBytes}); ask for fewer layers or samples, or call the route synchronously`,
+          details: { bytes, limit: this.limits.maxResultBytes },
+        },
+      });
+      return;
+    }
+    this.finish(job, 'succeeded', { result });
+  }
+
+  private fail(job: Job, err: unknown): void {
+    if (isFinished(job.state)) return;
+    const error =
+      err instanceof AuditError
+        ? { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) }
+        : { code: 'internal', message: `the job failed: ${(err as Error)?.message ?? String(err)}` };
+    this.finish(job, 'failed', { error });
+  }
+
+  private finish(job: Job, state: JobState, outcome: { result?: JobResult; error?: ErrorBody['error'] }): void {
+    this.move(job, state);
+    job.finishedAt = Date.now();
+    if (outcome.result) job.result = outcome.result;
+    if (outcome.error) job.error = outcome.error;
+    this.notify(job);
+    job.listeners.clear();
+  }
+
+  /** A job is running from its first progress report: the pool has given it a worker. */
+  private move(job: Job, state: JobState): void {
+    if (state === 'running') job.startedAt = Date.now();
+    job.state = state;
+  }
+
+  private notify(job: Job): void {
+    const view = this.view(job);
+    for (const listener of job.listeners) listener(view);
+  }
+
+  /** Finished jobs past their time to live are forgotten. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const [id, job] of this.jobs) if (job.finishedAt !== undefined && now - job.finishedAt > this.limits.ttlMs) this.jobs.delete(id);
+  }
+
+  private evictOldestFinished(): void {
+    for (const [id, job] of this.jobs) {
+      if (isFinished(job.state)) {
+        this.jobs.delete(id);
+        return;
+      }
+    }
+  }
+
+  private view(job: Job): JobView {
+    const now = job.finishedAt ?? Date.now();
+    const elapsedMs = now - job.createdAt;
+    const { done = 0, total = 0, stage } = job.progress ?? {};
+    // A linear estimate within the current stage; audits run several stages, each counted anew.
+    const running = job.startedAt === undefined ? 0 : now - job.startedAt;
+    const remaining = !isFinished(job.state) && done > 0 && total > done ? Math.round((running * (total - done)) / done) : undefined;
+    const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
+    const json = job.result?.contentType.startsWith('application/json');
+    return {
+      id: job.id,
+      route: job.route,
+      state: job.state,
+      createdAt: iso(job.createdAt) as string,
+      ...(job.startedAt === undefined ? {} : { startedAt: iso(job.startedAt) }),
+      ...(job.finishedAt === undefined ? {} : { finishedAt: iso(job.finishedAt) }),
+      progress: { done, total, ...(stage ? { stage } : {}), elapsedMs, ...(remaining === undefined ? {} : { estimatedRemainingMs: remaining }) },
+      ...(job.result ? (json ? { result: JSON.parse(job.result.body) } : { resultType: job.result.contentType }) : {}),
+      ...(job.error ? { error: job.error } : {}),
+    };
+  }
+}
+
+/**
+ * The pool's own admission rule, asked before a job is accepted: every worker busy and the queue
+ * full is the same 503 + Retry-After a synchronous call gets, instead of a job that fails at once.
+ */
+export function poolAdmission(pool: WorkerPool): () => void {
+  return () => {
+    const status = pool.status();
+    const workers = status.lanes.reduce((n, lane) => n + lane.workers, 0);
+    if (status.running < workers || status.queued < pool.options.maxQueue) return;
+    throw new AuditError(
+      'overloaded',
+      `all ${status.running} workers are busy and ${status.queued} requests are waiting (queue limit ${pool.options.maxQueue}); retry later`,
+      { retryAfter: pool.retryAfterSeconds() },
+    );
+  };
+}
+
+/** RFC 7240: the client asks for an asynchronous answer with `Prefer: respond-async`. */
+export function prefersAsync(request: FastifyRequest): boolean {
+  const prefer = request.headers.prefer;
+  const values = Array.isArray(prefer) ? prefer : prefer ? [prefer] : [];
+  return values.some((v) => v.split(',').some((p) => p.trim().split(/[;=]/)[0].trim().toLowerCase() === 'respond-async'));
+}
+
+/** Answer 202 for a new job, with where to find it (RFC 7240's Preference-Applied). */
+export function acceptJob(reply: FastifyReply, jobs: JobStore, route: string, work: JobWork): FastifyReply {
+  const job = jobs.submit(route, work);
+  return reply
+    .code(202)
+    .header('location', `/v1/jobs/${job.id}`)
+    .header('preference-applied', 'respond-async')
+    .type('application/json; charset=utf-8')
+    .send(job);
+}
+
+/** A route's JSON value as a job result. */
+export const jsonResult = (value: unknown): JobResult => ({ body: JSON.stringify(value), contentType: 'application/json; charset=utf-8' });
