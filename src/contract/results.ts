@@ -28,6 +28,20 @@ export const LayerResultSchema = z.looseObject({
     .meta({ description: 'Two runs of the same G(z): largest difference, and 4δ/ε²' }),
 });
 
+/** When wrt named an intermediate tensor: the graph was cut there (issue 15). */
+export const CutSchema = z
+  .object({
+    tensor: z.string(),
+    shape: z.array(z.number()).meta({ description: 'N × per-sample shape of the tensor audited' }),
+    source: z.enum(['latents', 'inputs', 'drawn']).meta({ description: 'latents: its values were given; inputs / drawn: the prefix ran once on the model inputs given / drawn' }),
+    inputs: z.array(z.string()).meta({ description: 'Model inputs the prefix read' }),
+    drawn: z.array(z.string()).meta({ description: 'Those drawn standard normal with the seed' }),
+  })
+  .meta({ id: 'Cut' });
+
+/** Grouped directions: coordinates of the wrt tensor sharing one sign (a group basis). */
+export const GroupsInfoSchema = z.object({ count: z.number(), description: z.string() }).meta({ id: 'Groups' });
+
 export const SweepPointSchema = z.object({
   epsilon: z.number(),
   penalty: z.number().nullable(),
@@ -53,6 +67,8 @@ export const PenaltyResultSchema = z
     wrt: z.string(),
     executionProvider: z.string(),
     sweep: z.array(SweepPointSchema).optional().meta({ description: 'Penalties for each ε of epsilons' }),
+    cut: CutSchema.optional(),
+    groups: GroupsInfoSchema.optional(),
     warnings: z.array(WarningSchema),
     timings: z.object({ totalMs: z.number(), forwardMs: z.number(), reduceMs: z.number() }),
   })
@@ -74,6 +90,8 @@ const RunInfo = {
   batches: z.number(),
   mode: ExecutionModeSchema,
   executionProvider: z.string(),
+  cut: CutSchema.optional(),
+  groups: GroupsInfoSchema.optional(),
   warnings: z.array(WarningSchema),
   timings: Timings,
 };
@@ -140,6 +158,8 @@ export const AuditResultSchema = z
     wrt: z.string(),
     latents: z.number(),
     basis: z.number().nullable(),
+    cut: CutSchema.optional(),
+    groups: GroupsInfoSchema.optional(),
     penalty: PenaltyResultSchema,
     hessian: HessianResultSchema.nullable().meta({ description: 'null when d is too large for the row limit (see warnings)' }),
     activeness: ActivenessResultSchema,

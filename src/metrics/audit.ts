@@ -9,7 +9,7 @@ import { type AuditResult, AuditResultSchema, type HessianResult, type Warning }
 import { formatAudit } from '../report/text.js';
 import { type Run, timings } from '../run/run.js';
 import { runActiveness } from './activeness.js';
-import { latentCount } from './common.js';
+import { cutAndGroups, latentCount } from './common.js';
 import { previews, runHessian } from './hessian.js';
 import { runOrthogonality } from './orthogonality.js';
 import { penalty } from './penalty.js';
@@ -38,10 +38,10 @@ async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditRes
     warnings.push({ code: 'hessian_skipped', message: err.message });
   }
   const activeness = await runActiveness(run, request);
-  if (request.basis !== undefined) {
+  if (request.basis !== undefined || request.groups !== undefined) {
     warnings.push({
       code: 'activeness_without_basis',
-      message: 'activeness is measured on the latent components themselves; the basis applies to the penalty, the Hessian and orthogonality',
+      message: `activeness is measured on the latent components themselves; the ${request.groups !== undefined ? 'groups apply' : 'basis applies'} to the penalty, the Hessian and orthogonality`,
     });
   }
   const orthogonality = await runOrthogonality(run, request);
@@ -57,6 +57,7 @@ async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditRes
     wrt: resolved.wrt.name,
     latents: latentCount(run),
     basis: resolved.basis?.rows ?? null,
+    ...cutAndGroups(run),
     penalty: penaltyResult,
     hessian,
     activeness,

@@ -59,6 +59,15 @@ export function formatDescription(d: ModelDescription, modelName: string): strin
   ].join('\n');
 }
 
+/** inspect's list of the intermediate tensors `wrt` can name. */
+export function formatWrtTensors(tensors: readonly { name: string; type: string; shape: (number | string | null)[] | null; op: string }[]): string {
+  if (tensors.length === 0) return 'tensors wrt can name: none besides the inputs';
+  return [
+    'tensors wrt can name (the graph is cut there: --wrt NAME; shapes from one run on zeros where the model declares none)',
+    table(['tensor', 'type', 'shape', 'op'], tensors.map((t) => [t.name, t.type, t.shape ? formatShape(t.shape) : 'unknown', t.op])),
+  ].join('\n');
+}
+
 function header(r: RunInfo, modelName: string, settings: string): string[] {
   return [
     `model      ${modelName} (sha256 ${r.model.slice(0, 12)})`,

@@ -18,6 +18,7 @@ import { outputValues } from '../runtime/tensors.js';
 import { type FillRows, rowFeeds, unitFeeds } from './feeds.js';
 import { planUnits, type UnitPlan } from './plan.js';
 import { type LayerShape, type Probe, preflight } from './preflight.js';
+import { type CutInfo, isCut, openCut } from './cut.js';
 import { resolveRequest, type ResolvedRequest } from './resolve.js';
 
 /** Progress of one stage of a long run: chunks done out of the total. */
@@ -72,19 +73,25 @@ export class Run {
     readonly context: RunContext,
     /** Milliseconds spent inside onnxruntime so far. */
     public forwardMs: number,
+    /** When wrt named an intermediate tensor: the cut, and where its values came from. */
+    readonly cut: CutInfo | null = null,
   ) {}
 
   /** Validate against the model, refuse random ops, open the cached session and probe it. */
-  static async open(model: LoadedModel, request: MetricRequest, context: RunContext): Promise<Run> {
+  static async open(whole: LoadedModel, asked: MetricRequest, context: RunContext): Promise<Run> {
     const limits = context.limits ?? DEFAULT_LIMITS;
+    // wrt naming an intermediate tensor: the Run audits the suffix tensor → layers (run/cut.ts).
+    const cut = isCut(whole, asked) ? await openCut(whole, asked, context.sessions, context.device, limits) : null;
+    const model = cut?.model ?? whole;
+    const request = cut?.request ?? asked;
     const resolved = resolveRequest(model.description, request, limits);
     const warnings: Warning[] = [...resolved.warnings];
     refuseRandomOps(model, request.allowNondeterministic === true, warnings);
-    const open = await context.sessions.get(model.id, model.bytes, resolved.expose, context.device);
+    const open = await context.sessions.get(cut?.sessionKey ?? model.id, model.bytes, resolved.expose, context.device);
     if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
     const timing = { forwardMs: 0 };
     const probed = await probeOnce(open, resolved, (rows) => timedRun(open, resolved.layers, rowFeeds(resolved, rows), timing));
-    const run = new Run(model, resolved, open, probed, limits, context, timing.forwardMs);
+    const run = new Run(model, resolved, open, probed, limits, context, timing.forwardMs, cut?.info ?? null);
     for (const w of warnings) run.warn(w);
     return run;
   }
