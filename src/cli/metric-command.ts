@@ -33,6 +33,7 @@ export function registerMetricCommand(program: Command, io: Io, name: MetricName
       const context = { device: parseDevice(options.device as string), sessions, limits: localLimits(options), previews: options.report !== undefined };
       const result = await evaluateMetric(name, model, request, { ...context, ...(onProgress ? { onProgress } : {}) });
       if (options.report !== undefined) await writeReport(options.report as string, renderReport({ modelName: basename(path), ...metric.report(result) }));
+      if (options.out !== undefined && metric.media) await writeOut(options.out as string, metric.media.body(result), metric.media.type);
       io.stdout(options.json ? toJson(result) : metric.format(result, basename(path)));
     } finally {
       await sessions.clear();
@@ -66,6 +67,7 @@ function metricOptions(command: Command, flags: FlagSet): Command {
       .option('--groups <spec>', 'coordinates of the wrt tensor sharing one sign: rows (W+ styles), blocks:N, or 0-3,4-7,8+10-11');
   }
   if (flags.sweep) command.option('--epsilons <list>', 'ε sweep on the same latents and directions, e.g. 0.05,0.1,0.2');
+  if (flags.out) command.option('--out <file>', 'write the PNG grid to this file');
   if (flags.element) command.option('--element <e>', 'also print the full Hessian of this element (flat index within a sample)', num('--element'));
   if (flags.activeness) {
     command
@@ -128,5 +130,14 @@ async function writeReport(file: string, html: string): Promise<void> {
   }
 }
 
-/** One JSON document; the report's preview images stay out of it. */
-export const toJson = (result: unknown): string => JSON.stringify(result, (key, value) => (key === 'previews' ? undefined : value), 2);
+async function writeOut(file: string, bytes: Buffer, type: string): Promise<void> {
+  try {
+    await writeFile(file, bytes);
+  } catch (err) {
+    throw new AuditError('file_not_written', `cannot write the ${type} to ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/** One JSON document; the report's preview images and the traversal's PNG (--out writes it) stay out of it. */
+export const toJson = (result: unknown): string =>
+  JSON.stringify(result, (key, value) => (key === 'previews' || (key === 'png' && typeof value === 'string') ? undefined : value), 2);

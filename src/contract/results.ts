@@ -149,6 +149,25 @@ export const OrthogonalityResultSchema = z
   })
   .meta({ id: 'OrthogonalityResult' });
 
+export const TraversalResultSchema = z
+  .object({
+    metric: z.literal('traversal'),
+    ...RunInfo,
+    layer: z.string().meta({ description: 'The image-shaped layer shown' }),
+    imageShape: z.array(z.number()).meta({ description: 'C × H × W of one image' }),
+    directions: z.enum(['latents', 'groups', 'basis']).meta({ description: 'What each row moves: one latent, one group, one basis direction' }),
+    labels: z.array(z.string()).meta({ description: 'One label per direction, by direction index' }),
+    values: z.array(z.number()).meta({ description: 'The values a row moves its direction to (latents: z_i set to them; groups and basis: z plus them along the direction)' }),
+    extent: z.number(),
+    samplesShown: z.number(),
+    order: z.array(z.number()).meta({ description: 'Directions from the top row down' }),
+    orderedBy: z.enum(['activeness']).nullable().meta({ description: 'activeness (highest first) for latents; null: direction order' }),
+    scores: z.array(nullable).nullable().meta({ description: "The image layer's activeness per direction, when ordered by it" }),
+    grid: z.object({ width: z.number(), height: z.number(), cellWidth: z.number(), cellHeight: z.number(), range: z.array(z.number()) }),
+    png: z.string().meta({ description: 'The PNG grid, base64 (Accept: image/png returns it as the body)' }),
+  })
+  .meta({ id: 'TraversalResult' });
+
 export const AuditResultSchema = z
   .object({
     metric: z.literal('audit'),
@@ -180,7 +199,8 @@ export type ActivenessResult = z.infer<typeof ActivenessResultSchema>;
 export type ActivenessLayer = ActivenessResult['layers'][number];
 export type OrthogonalityResult = z.infer<typeof OrthogonalityResultSchema>;
 export type OrthogonalityLayer = OrthogonalityResult['layers'][number];
-export type AuditResult = Omit<z.infer<typeof AuditResultSchema>, 'hessian'> & { hessian: HessianResult | null; previews?: Preview[] };
+export type TraversalResult = z.infer<typeof TraversalResultSchema>;
+export type AuditResult = Omit<z.infer<typeof AuditResultSchema>, 'hessian'> & { hessian: HessianResult | null; previews?: Preview[]; traversal?: TraversalResult };
 /** What every audit metric's result says about how it ran. */
 export type RunInfo = z.infer<z.ZodObject<typeof RunInfo>>;
 

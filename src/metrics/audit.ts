@@ -5,7 +5,7 @@
  */
 import { AuditError } from '../contract/errors.js';
 import { AuditRequestSchema, type MetricRequest } from '../contract/request.js';
-import { type AuditResult, AuditResultSchema, type HessianResult, type Warning } from '../contract/results.js';
+import { type ActivenessResult, type AuditResult, AuditResultSchema, type HessianResult, type TraversalResult, type Warning } from '../contract/results.js';
 import { formatAudit } from '../report/text.js';
 import { type Run, timings } from '../run/run.js';
 import { runActiveness } from './activeness.js';
@@ -13,6 +13,7 @@ import { cutAndGroups, latentCount } from './common.js';
 import { previews, runHessian } from './hessian.js';
 import { runOrthogonality } from './orthogonality.js';
 import { penalty } from './penalty.js';
+import { runTraversal } from './traversal.js';
 import { defineMetric } from './types.js';
 
 export const audit = defineMetric<AuditResult>({
@@ -45,6 +46,7 @@ async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditRes
     });
   }
   const orthogonality = await runOrthogonality(run, request);
+  const traversal = run.context.previews ? await reportTraversal(run, request, activeness, warnings) : undefined;
   for (const w of [...penaltyResult.warnings, ...(hessian?.warnings ?? []), ...activeness.warnings, ...orthogonality.warnings]) {
     if (!warnings.some((x) => x.code === w.code && x.message === w.message)) warnings.push(w);
   }
@@ -65,5 +67,17 @@ async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditRes
     warnings,
     timings: { totalMs: timings(started, 0).totalMs },
     ...(run.context.previews ? { previews: await previews(run) } : {}),
+    ...(traversal ? { traversal } : {}),
   };
+}
+
+/** The report's traversal (sorted by the audit's activeness); skipped with a warning when there is no image layer or it is too large. */
+async function reportTraversal(run: Run, request: MetricRequest, activeness: ActivenessResult, warnings: Warning[]): Promise<TraversalResult | undefined> {
+  try {
+    return await runTraversal(run, request, activeness);
+  } catch (err) {
+    if (!(err instanceof AuditError) || !['no_image_layer', 'limit_exceeded'].includes(err.code)) throw err;
+    if (err.code === 'limit_exceeded') warnings.push({ code: 'traversal_skipped', message: err.message });
+    return undefined;
+  }
 }

@@ -49,6 +49,8 @@ export interface UnitWork {
   tooMany: (rows: number) => AuditError;
   fill: FillRows;
   consumers: Record<string, UnitConsumer>;
+  /** Run only the first this many samples (a traversal shows a few); default all. */
+  samples?: number;
 }
 
 export interface UnitsDone {
@@ -130,10 +132,11 @@ export class Run {
   async units(work: UnitWork): Promise<UnitsDone> {
     const { resolved } = this;
     const perSample = work.unitSizes.reduce((a, b) => a + b, 0);
-    if (perSample * resolved.samples > this.limits.maxRows) throw work.tooMany(perSample * resolved.samples);
+    const samples = Math.min(work.samples ?? resolved.samples, resolved.samples);
+    if (perSample * samples > this.limits.maxRows) throw work.tooMany(perSample * samples);
     const modeWarnings: Warning[] = [];
     const mode = chooseMode(this.model, resolved, this.probed, modeWarnings, work.passes);
-    const plan = this.withinBudget((maxRows) => planUnits({ samples: resolved.samples, unitSizes: work.unitSizes, maxRows, mode }));
+    const plan = this.withinBudget((maxRows) => planUnits({ samples, unitSizes: work.unitSizes, maxRows, mode }));
     const forwardBefore = this.forwardMs;
     let done = 0;
     let batches = 0;
