@@ -47,8 +47,15 @@ export const isCut = (model: LoadedModel, request: MetricRequest): boolean =>
 
 export async function openCut(model: LoadedModel, request: MetricRequest, sessions: SessionCache, device: Device, limits: Limits): Promise<OpenedCut> {
   const tensor = request.wrt as string;
-  refuseUnknown(model, tensor);
-  const prefix = sessions.derived(`${model.id}|prefix|${tensor}`, () => cutPrefix(model.bytes, tensor));
+  const prefix = sessions.derived(`${model.id}|prefix|${tensor}`, () => {
+    try {
+      return cutPrefix(model.bytes, tensor);
+    } catch (err) {
+      // Not a tensor at all (rather than a weight): name the inputs and the tensors that wrt can name.
+      if (err instanceof AuditError && err.code === 'unknown_tensor' && !err.message.includes('weight')) refuseUnknown(model, tensor);
+      throw err;
+    }
+  });
   const given = request.inputs ?? {};
   const suffixOnly = (inputs: Record<string, NDArray>, suffix: SuffixModel): Record<string, NDArray> =>
     Object.fromEntries(Object.entries(inputs).filter(([name]) => suffix.extraInputs.includes(name)));
@@ -100,12 +107,9 @@ export async function openCut(model: LoadedModel, request: MetricRequest, sessio
   };
 }
 
-/** A name that is neither an input nor any tensor gets the words of an unknown input (as before cuts). */
-function refuseUnknown(model: LoadedModel, tensor: string): void {
-  const known = model.description.layers.some((l) => l.name === tensor) || model.description.outputs.some((o) => o.name === tensor);
-  if (known) return;
+/** A name that is neither an input nor a tensor: the inputs, and a few tensors wrt can name (named ones first). */
+function refuseUnknown(model: LoadedModel, tensor: string): never {
   const candidates = wrtCandidates(model.bytes);
-  if (candidates.some((c) => c.name === tensor)) return;
   // Named tensors first (w, ws): exporters call the anonymous ones /module/Op_output_0.
   const named = [...candidates].sort((a, b) => Number(a.name.includes('/')) - Number(b.name.includes('/')));
   const some = named.slice(0, 6).map((c) => `'${c.name}'`).join(', ');
