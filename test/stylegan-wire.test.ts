@@ -4,11 +4,12 @@
  * directions against the same directions given explicitly, the traversal metric against direct
  * runs of G at its points, and the errors, worded the same by both front ends.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { PNG } from 'pngjs';
+import { chromium } from 'playwright-core';
 import t from 'tap';
 import { groupedDirections, resolveGroups } from '../dist/math/groups.js';
 import { standardNormal } from '../dist/math/index.js';
@@ -192,4 +193,49 @@ t.test('traversal: the grid equals direct runs of G at the traversal points; CLI
   t.match(tooMany.json().error.message, /the traversal needs 352 directions, above the limit of 128/);
   const html = await post(dcganId, 'audit', { latents: { samples: 2 }, seed }, { accept: 'text/html' });
   t.match(html.body, /<section id="activeness">[\s\S]*<section id="traversal">[\s\S]*<section id="orthogonality">/, 'the report’s traversal sits after activeness');
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = new URL('./artifacts/', import.meta.url).pathname;
+
+t.test('the audit report of StyleGAN2 in W: the traversal section in headless Chromium, after activeness, rows by activeness', async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.fail(`this test needs Debian's chromium at ${CHROMIUM}: apt-get install -y chromium`);
+    return;
+  }
+  const report = join(dir, 'report.html');
+  const r = await json('audit', whole, '--wrt', 'w', '--samples', '2', '--seed', '1', '--epsilon', '0.3', '--report', report);
+  t.equal(r.cut.tensor, 'w');
+  t.notOk('traversal' in r && 'png' in r.traversal, 'the JSON keeps the PNG out');
+  const activeness: number[] = r.activeness.layers[0].activeness;
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const userDataDir = mkdtempSync(join(tmpdir(), 'audit-chromium-'));
+  const browser = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1200, height: 900 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  t.teardown(async () => {
+    await browser.close();
+    rmSync(userDataDir, { recursive: true, force: true });
+  });
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`file://${report}`);
+  await page.waitForLoadState('load');
+  const ids = await page.locator('main > section').evaluateAll((els) => els.map((e) => e.id));
+  t.equal(ids.indexOf('traversal'), ids.indexOf('activeness') + 1, `next to activeness: ${ids.join(', ')}`);
+  t.equal(await page.locator('section#traversal img').count(), 1, 'the grid is one image');
+  const natural = await page.locator('section#traversal img').evaluate((img) => [(img as HTMLImageElement).naturalWidth, (img as HTMLImageElement).naturalHeight]);
+  t.same(natural, [r.traversal.grid.width, r.traversal.grid.height], 'decoded at the grid’s size');
+  t.equal(r.traversal.grid.height, 32 * (32 + 2) + 2, '32 rows of 32-pixel images');
+  const labels = await page.locator('.traversal-label').allTextContents();
+  const order = orderByScore(activeness);
+  t.same(labels.map((l) => l.split(' · ')[0]), order.map((i) => `w[${i}]`), 'rows sorted by the audit’s activeness, highest first');
+  t.match(await page.locator('section#traversal .note').textContent(), /−2, −1, 0, \+1, \+2/);
+  t.same(errors, [], 'no console errors');
+  await page.locator('section#traversal').screenshot({ path: join(ARTIFACTS, 'traversal-stylegan2-w.png') });
 });

@@ -101,7 +101,8 @@ export async function runTraversal(run: Run, request: MetricRequest, activeness?
     layer,
     imageShape: [...imageShape],
     directions: kind,
-    labels: plan.labels,
+    // In a cut tensor the coordinates are w's, not z's: label them so (w[3]).
+    labels: run.cut ? plan.labels.map((l) => (/^z\d+$/.test(l) ? `${run.cut!.tensor}[${l.slice(1)}]` : l)) : plan.labels,
     values: plan.steps.map((s) => s * extent),
     extent,
     samplesShown: samples,
