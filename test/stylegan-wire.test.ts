@@ -239,3 +239,42 @@ t.test('the audit report of StyleGAN2 in W: the traversal section in headless Ch
   t.same(errors, [], 'no console errors');
   await page.locator('section#traversal').screenshot({ path: join(ARTIFACTS, 'traversal-stylegan2-w.png') });
 });
+
+t.test('a cut that keeps an extra input past it, and inputs that cannot be drawn (conditional model)', async (t) => {
+  const model = modelPath('conditional.onnx');
+  const truncation = file('trunc.json', [1], [1]);
+  const label = file('label.json', [0, 1], [2]);
+  // /Mul_output_0 = z · truncation: at truncation 1 the suffix is the whole model as a function of z.
+  const cut = await json('penalty', model, '--wrt', '/Mul_output_0', '--samples', '2', '--seed', '3', '--input', `truncation=${truncation}`, '--input', `label=${label}`);
+  const plain = await json('penalty', model, '--wrt', 'z', '--samples', '2', '--seed', '3', '--input', `truncation=${truncation}`, '--input', `label=${label}`);
+  t.equal(cut.penalty, plain.penalty, 'the same function, the same drawn z: the same number');
+  t.same(cut.cut, { tensor: '/Mul_output_0', shape: [2, 8], source: 'drawn', inputs: ['z', 'truncation'], drawn: ['z'] });
+  // Given latents of the tensor: the shape is learnt by one run of the prefix on zeros (the int label included).
+  const latents = file('mul.json', standardNormal(16, 9), [2, 8]);
+  const given = await json('orthogonality', model, '--wrt', '/Mul_output_0', '--latents', latents, '--input', `label=${label}`, '--seed', '1');
+  t.same(given.cut, { tensor: '/Mul_output_0', shape: [2, 8], source: 'latents', inputs: [], drawn: [] });
+  const errors: [string, string[], RegExp][] = [
+    ['a fixed input is not drawn', ['--wrt', '/Mul_output_0', '--samples', '2', '--input', `label=${label}`], /tensor '\/Mul_output_0' is computed from input 'truncation' of shape \[1\], which is not one entry per sample, so it is not drawn; pass it with --input truncation=FILE/],
+    ['an int input cannot be drawn', ['--wrt', '/Concat_output_0', '--samples', '2', '--input', `truncation=${truncation}`], /tensor '\/Concat_output_0' is computed from input 'label' \(int64\), which cannot be drawn; pass it with --input label=FILE/],
+    ['samples against the inputs given', ['--wrt', '/Concat_output_0', '--samples', '3', '--input', `truncation=${truncation}`, '--input', `label=${label}`, '--input', `z=${latents}`], /latents asks for 3 samples, but the inputs given have 2; give one or the other/],
+    ['a wrong latents shape', ['--wrt', '/Mul_output_0', '--latents', file('bad.json', [1, 2, 3], [1, 3]), '--input', `label=${file('l1.json', [0], [1])}`], /latents have shape \[1, 3\] but input '\/Mul_output_0' expects \[batch, 8\]/],
+  ];
+  for (const [what, argv, message] of errors) {
+    const r = await cli('penalty', model, ...argv);
+    t.equal(r.code, 2, `${what}: exit 2`);
+    t.match(r.stderr, message, what);
+  }
+});
+
+t.test('inspect lists the tensors wrt can name, with shapes learnt by one run', async (t) => {
+  const r = await cli('inspect', whole);
+  t.equal(r.code, 0);
+  t.match(r.stdout, /tensors wrt can name/);
+  t.match(r.stdout, /\nws\s+float32\s+\[batch, 11, 32\]\s+Tile/);
+  const described = await json('inspect', whole);
+  const w = described.wrt.find((c: { name: string }) => c.name === 'w');
+  t.same(w, { name: 'w', type: 'float32', shape: ['batch', 32], op: 'LeakyRelu' });
+  t.notOk(described.wrt.some((c: { name: string }) => c.name === 'image'), 'outputs are not cut points');
+  const none = await cli('inspect', modelPath('quadratic.onnx'));
+  t.match(none.stdout, /tensors wrt can name/);
+});

@@ -134,7 +134,9 @@ async function runPrefix(
 ): Promise<{ values: NDArray; drawn: string[] }> {
   const given = request.inputs ?? {};
   const infos = prefix.inputs.map((name) => model.description.inputs.find((i) => i.name === name) as TensorInfo);
-  const batches = infos.filter((i) => given[i.name] !== undefined && given[i.name].shape.length > 0).map((i) => given[i.name].shape[0]);
+  // Only batch-first inputs say how many samples there are (a truncation [1] does not).
+  const batched = (i: TensorInfo): boolean => i.shape !== null && i.shape.length > 0 && !(typeof i.shape[0] === 'number' && i.shape[0] > 0);
+  const batches = infos.filter((i) => given[i.name] !== undefined && given[i.name].shape.length > 0 && batched(i)).map((i) => given[i.name].shape[0]);
   const spec = request.latents as { samples: number; seed?: number } | undefined;
   const samples = spec?.samples ?? batches[0] ?? DEFAULTS.samples;
   checkSamples(samples, limits);
@@ -153,6 +155,10 @@ async function runPrefix(
     const perSample = input.shape?.slice(1) ?? null;
     if (input.type !== 'float32' && input.type !== 'float64') {
       throw new AuditError('missing_input', `tensor '${tensor}' is computed from input '${input.name}' (${input.type}), which cannot be drawn; pass it with --input ${input.name}=FILE or "inputs"`);
+    }
+    const first = input.shape?.[0];
+    if (typeof first === 'number' && first > 0 && first !== samples) {
+      throw new AuditError('missing_input', `tensor '${tensor}' is computed from input '${input.name}' of shape ${formatShape(input.shape!)}, which is not one entry per sample, so it is not drawn; pass it with --input ${input.name}=FILE or "inputs"`);
     }
     if (perSample === null || perSample.some((d) => typeof d !== 'number')) {
       throw new AuditError('latents_required', `input '${input.name}' has shape ${input.shape ? formatShape(input.shape) : 'unknown'}, so it cannot be drawn to compute tensor '${tensor}'; pass it with --input or give the latents of '${tensor}'`);
