@@ -278,3 +278,22 @@ t.test('inspect lists the tensors wrt can name, with shapes learnt by one run', 
   const none = await cli('inspect', modelPath('quadratic.onnx'));
   t.match(none.stdout, /tensors wrt can name/);
 });
+
+t.test('traversal along groups, and a model without an image layer', async (t) => {
+  const r = await json('traversal', whole, '--wrt', 'ws', '--groups', 'rows', '--samples', '2', '--seed', '1', '--extent', '0.5');
+  t.equal(r.directions, 'groups');
+  t.same(r.labels, Array.from({ length: 11 }, (_, g) => `group ${g}`));
+  t.equal(r.orderedBy, null, 'activeness is per coordinate: groups keep their order');
+  t.same(r.order, Array.from({ length: 11 }, (_, g) => g));
+  t.same(r.values, [-0.5, -0.25, 0, 0.25, 0.5]);
+  t.equal(r.samplesShown, 2);
+  t.equal(r.rows, 11 * 2 * 5, 'one forward row per image');
+  const quadratic = await upload('quadratic.onnx');
+  const res = await post(quadratic, 'traversal', { latents: { samples: 2 } });
+  t.equal(res.statusCode, 422);
+  t.equal(res.json().error.code, 'no_image_layer');
+  t.match(res.json().error.message, /no layer asked is image-shaped/);
+  const cliError = await cli('traversal', modelPath('quadratic.onnx'), '--samples', '2');
+  t.equal(cliError.code, 2);
+  t.equal(cliError.stderr.trim(), `error: ${res.json().error.message}`, 'the same words');
+});
