@@ -188,6 +188,9 @@ t.test('traversal: the grid equals direct runs of G at the traversal points; CLI
   t.same(png.rawPayload, readFileSync(out), 'HTTP returns the bytes the CLI wrote');
   const asJson = await post(dcganId, 'traversal', { latents: { samples: 3 }, seed });
   t.same(Buffer.from(asJson.json().png, 'base64'), readFileSync(out), 'JSON carries the same PNG, base64');
+  const report = await post(dcganId, 'traversal', { latents: { samples: 3 }, seed }, { accept: 'text/html' });
+  t.match(report.headers['content-type'], /^text\/html/);
+  t.match(report.body, /<section id="traversal">[\s\S]*<img src="data:image\/png;base64,/, 'Accept: text/html: the report with the grid');
   const tooMany = await post(wholeId, 'traversal', { wrt: 'ws', latents: { samples: 1 } });
   t.equal(tooMany.statusCode, 422);
   t.match(tooMany.json().error.message, /the traversal needs 352 directions, above the limit of 128/);
