@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # GPU check, for a session that has an NVIDIA GPU (none was reachable when this was written; see
-# bench/RESULTS.md). Installs nothing from the network.
+# bench/RESULTS.md). One prepared script: installs (from the working tree, no network), checks and
+# measures in a few minutes.
 #
 #   npm run build && bash bench/gpu-check.sh            # DEVICE=cuda:1 to pick another GPU
+#   # on a machine without Node or network: here `bash bench/gpu-bundle.sh`, carry `.gpu`, there
+#   bash bench/gpu-check.sh
 #
+# 0. Without `node`, node_modules or dist/ on the machine, unpacks .gpu/bundle.tar.xz (made by
+#    bench/gpu-bundle.sh: node, the production modules, dist/) into /tmp and uses that.
 # 1. Finds onnxruntime-node's CUDA provider. When `ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci` could
 #    not download it, takes libonnxruntime_providers_{cuda,shared}.so from a Python onnxruntime-gpu
 #    of the same version (1.30.x) and the CUDA 12 / cuDNN 9 libraries from its nvidia-* wheels.
@@ -14,6 +19,12 @@
 #    RandomNormalLike draws different noise on each provider.
 # 4. Throughput on the conv example, dcgan.onnx, N = 256, k = 8 (4352 rows): median of 3 runs,
 #    rows per second of the whole estimate and of the forward passes alone, GPU and CPU.
+# 5. The in-graph estimator (issue 13): bench/gpu-suffix.mjs runs the suffix on the GPU against the
+#    JavaScript reference on the CPU on every example generator (same tolerance, float64 and float32
+#    accumulation, chunks that split samples); bench/floor.mjs on the GPU gives the bare-CUDA floor
+#    over batch sizes for 4352 rows and, for k = 2, 8, 32, the suffix path's time over bare CUDA runs
+#    of the same rows (target ≥ 0.9× their throughput, i.e. overBare ≤ 1.11) and the bytes fetched.
+# Every stage runs under `timeout` (STAGE_TIMEOUT, default 240 s).
 # Prints a Markdown section for bench/RESULTS.md; exits 1 when a comparison fails.
 # DRY_RUN=1 lets the CPU stand in for the GPU, to check this script's plumbing on any machine.
 # WEBGPU=1 also runs every model on the webgpu provider (built into onnxruntime-node's Linux
@@ -22,6 +33,17 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+STAGE_TIMEOUT=${STAGE_TIMEOUT:-240}
+# --- 0. Node, modules and dist from the bundle when the machine has none ----------------------
+if ! command -v node >/dev/null || [ ! -d node_modules/onnxruntime-node ] || [ ! -f dist/cli/main.js ]; then
+  [ -f .gpu/bundle.tar.xz ] || { echo "gpu-check: ERROR: no node, node_modules or dist here, and no .gpu/bundle.tar.xz (run bench/gpu-bundle.sh where they are, and carry .gpu)" >&2; exit 1; }
+  BUNDLE=/tmp/hessian-audit-bundle
+  rm -rf "$BUNDLE" && mkdir -p "$BUNDLE" && tar -xJf .gpu/bundle.tar.xz -C "$BUNDLE"
+  export PATH="$BUNDLE/bin:$PATH"
+  [ -d node_modules ] || ln -s "$BUNDLE/node_modules" node_modules
+  [ -f dist/cli/main.js ] || { rm -rf dist; ln -s "$BUNDLE/dist" dist; }
+  echo "gpu-check: unpacked .gpu/bundle.tar.xz ($(tr '\n' ' ' <.gpu/bundle.txt)): $(node --version)" >&2
+fi
 DEVICE=${DEVICE:-cuda:0}
 RTOL=${RTOL:-1e-3}
 ATOL=${ATOL:-1e-6}
@@ -50,14 +72,19 @@ GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohea
 say "GPU: $GPU; onnxruntime-node $ORT_VERSION"
 
 # --- 1. the CUDA provider ----------------------------------------------------------------------
+if [ ! -f "$ORT/libonnxruntime_providers_cuda.so" ] && [ -f .gpu/cuda/libonnxruntime_providers_cuda.so ]; then
+  for lib in .gpu/cuda/libonnxruntime_providers_*.so; do cp "$lib" "$ORT/"; COPIED+=("$ORT/$(basename "$lib")"); done
+  [ -d .gpu/cuda/lib ] && export LD_LIBRARY_PATH="$ROOT/.gpu/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  say "took the CUDA provider from .gpu/cuda"
+fi
 if [ ! -f "$ORT/libonnxruntime_providers_cuda.so" ]; then
   PY=${PYTHON:-python3}
   PYORT=$("$PY" -c 'import onnxruntime, os; print(onnxruntime.__version__, os.path.dirname(onnxruntime.__file__))' 2>/dev/null || true)
-  [ -n "$PYORT" ] || die "no CUDA provider in $ORT and no Python onnxruntime-gpu to take it from"
+  [ -n "$PYORT" ] || die "no CUDA provider in $ORT, .gpu/cuda or a Python onnxruntime-gpu (onnxruntime-node $ORT_VERSION needs libonnxruntime_providers_cuda.so built for CUDA 12 and cuDNN 9)"
   read -r PYVER PYDIR <<<"$PYORT"
   [ "${PYVER%.*}" = "${ORT_VERSION%.*}" ] || die "Python onnxruntime is $PYVER, onnxruntime-node is $ORT_VERSION: the provider must match"
   for lib in libonnxruntime_providers_cuda.so libonnxruntime_providers_shared.so; do
-    [ -f "$PYDIR/capi/$lib" ] || die "$PYDIR/capi/$lib not found (is it onnxruntime-gpu?)"
+    [ -f "$PYDIR/capi/$lib" ] || die "$PYDIR/capi/$lib not found: Python's onnxruntime $PYVER is the CPU build, not onnxruntime-gpu; bring the CUDA 12 provider in .gpu/cuda"
     cp "$PYDIR/capi/$lib" "$ORT/$lib"
     COPIED+=("$ORT/$lib")
   done
@@ -89,7 +116,7 @@ for model in models/*.onnx; do
   roles=(cpu cuda); [ "${WEBGPU:-0}" = 1 ] && roles+=(webgpu)
   for role in "${roles[@]}"; do
     device=cpu; [ "$role" = cuda ] && device=$RUN_ON; [ "$role" = webgpu ] && [ "${DRY_RUN:-0}" != 1 ] && device=webgpu
-    node "$CLI" penalty "$model" --samples 16 --seed 7 --k 4 --device "$device" "${extra[@]+"${extra[@]}"}" --json \
+    timeout "$STAGE_TIMEOUT" node "$CLI" penalty "$model" --samples 16 --seed 7 --k 4 --device "$device" "${extra[@]+"${extra[@]}"}" --json \
       >"$WORK/$(basename "$model" .onnx).$role.json" || die "penalty $model --device $device failed"
   done
 done
@@ -98,10 +125,19 @@ done
 for role in cuda cpu; do
   device=cpu; [ "$role" = cuda ] && device=$RUN_ON
   for run in 1 2 3; do
-    node "$CLI" penalty models/dcgan.onnx --samples 256 --k 8 --seed "$run" --device "$device" --json \
+    timeout "$STAGE_TIMEOUT" node "$CLI" penalty models/dcgan.onnx --samples 256 --k 8 --seed "$run" --device "$device" --json \
       >"$WORK/throughput.$role.$run.json" || die "throughput run on $device failed"
   done
 done
+
+# --- 5. the in-graph estimator on the GPU: against the CPU reference, and against bare runs -----
+timeout "$STAGE_TIMEOUT" env DEVICE="$RUN_ON" RTOL="$RTOL" ATOL="$ATOL" node bench/gpu-suffix.mjs >"$WORK/suffix.json" \
+  || say "the in-graph estimator disagrees with the CPU reference (or failed); see the table"
+[ -s "$WORK/suffix.json" ] || die "bench/gpu-suffix.mjs printed nothing"
+FLOOR_SAMPLES=256; FLOOR_ROWS=4352; FLOOR_REPEATS=${REPEATS:-5}
+[ "${DRY_RUN:-0}" = 1 ] && { FLOOR_SAMPLES=8; FLOOR_ROWS=136; FLOOR_REPEATS=1; }  # the CPU stands in: plumbing only
+timeout "$STAGE_TIMEOUT" env DEVICE="$RUN_ON" REPEATS="$FLOOR_REPEATS" SAMPLES="$FLOOR_SAMPLES" node bench/floor.mjs models/dcgan.onnx "$FLOOR_ROWS" >"$WORK/floor.json" \
+  || die "bench/floor.mjs on $RUN_ON failed"
 
 node --input-type=module - "$WORK" "$RTOL" "$ATOL" "$GPU" "${DRY_RUN:-0}" "$ORT_VERSION" "${WEBGPU:-0}" "${MODELS[@]}" <<'JS'
 import { readFileSync } from 'node:fs';
@@ -125,13 +161,20 @@ for (const model of models) {
   for (const layer of cpu.layers) {
     const cells = others.map((o) => {
       const other = runs[o].layers.find((l) => l.name === layer.name);
+      // null: a non-finite penalty (log.onnx on negative latents); both providers must agree on it.
+      const show = (x) => (x === null ? 'null' : x.toPrecision(7));
+      if (layer.penalty === null || other.penalty === null) {
+        const ok = layer.penalty === other.penalty;
+        if (!ok) failed++;
+        return `${show(other.penalty)} | | ${ok ? 'yes' : 'NO'}`;
+      }
       const diff = Math.abs(other.penalty - layer.penalty);
       const ok = diff <= rtol * Math.abs(layer.penalty) + atol;
       if (!ok) failed++;
       const rel = layer.penalty === 0 ? diff : diff / Math.abs(layer.penalty);
-      return `${other.penalty.toPrecision(7)} | ${rel.toExponential(2)} | ${ok ? 'yes' : 'NO'}`;
+      return `${show(other.penalty)} | ${rel.toExponential(2)} | ${ok ? 'yes' : 'NO'}`;
     });
-    lines.push(`| ${name} | ${layer.name} | ${layer.penalty.toPrecision(7)} | ${cells.join(' | ')} |`);
+    lines.push(`| ${name} | ${layer.name} | ${layer.penalty === null ? 'null' : layer.penalty.toPrecision(7)} | ${cells.join(' | ')} |`);
   }
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -141,6 +184,19 @@ for (const dev of ['cuda', 'cpu']) {
   const rows = runs[0].rows;
   lines.push(`| ${runs[0].executionProvider} | ${rows} | ${Math.round(median(runs.map((r) => rows / (r.timings.totalMs / 1000))))} | ${Math.round(median(runs.map((r) => rows / (r.timings.forwardMs / 1000))))} |`);
 }
+const suffix = read('suffix');
+lines.push('', `In-graph estimator on ${suffix.device} against the JavaScript reference on the CPU (bench/gpu-suffix.mjs):`, '', '| model | layer | maxRows | accumulation | cpu | device | relative difference | within tolerance |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
+for (const r of suffix.report) {
+  if (!r.ok) failed++;
+  lines.push(`| ${r.model} | ${r.layer} | ${r.maxRows} | ${r.accumulation} | ${r.cpu.toPrecision(7)} | ${r.device === null ? 'null' : r.device.toPrecision(7)} | ${r.relative.toExponential(2)} | ${r.ok ? 'yes' : 'NO'} |`);
+}
+const floor = read('floor');
+lines.push('', `Floor on ${floor.device}, dcgan.onnx, ${floor.floor.rows} rows: ${floor.floor.floorMs} ms at batches of ${floor.floor.bestBatchRows} rows (${floor.floor.rowsPerSecond} rows/s); by batch rows ${JSON.stringify(floor.floor.msByBatchRows)}.`, '');
+lines.push('| k | batches | rows | ms bare | ms host | ms suffix64 | ms suffix32 | host / bare | suffix64 / bare | suffix32 / bare | bytes host | bytes suffix64 | bytes suffix32 |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+for (const p of floor.penalty) {
+  lines.push(`| ${p.k} | ${p.batches} | ${p.rows} | ${p.ms.bare} | ${p.ms.host} | ${p.ms.suffix64} | ${p.ms.suffix32} | ${p.overBare.host} | ${p.overBare.suffix64} | ${p.overBare.suffix32} | ${p.bytesFetched.host} | ${p.bytesFetched.suffix64} | ${p.bytesFetched.suffix32} |`);
+}
+lines.push('', 'Target: the suffix path ≥ 0.9× the throughput of bare runs of the same rows (suffix / bare ≤ 1.11).');
 lines.push('', `Tolerance: |cuda − cpu| ≤ ${rtol}·|cpu| + ${atol}. ${failed ? `${failed} comparison(s) FAILED.` : 'All comparisons within tolerance.'}`);
 console.log(lines.join('\n'));
 process.exit(failed ? 1 : 0);

@@ -37,6 +37,8 @@ const BIN = new URL('../dist/cli/main.js', import.meta.url).pathname;
 async function startServer(dir) {
   const args = [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--model-dir', dir, '--device', 'cpu', '--log-level', 'silent'];
   args.push('--workers', String(opt.workers), '--threads', String(opt.threads), '--max-queue', String(opt['max-queue']));
+  // Every load client shares one address: the per-client limit would turn this into a test of it.
+  args.push('--max-per-client', '0');
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   const url = await new Promise((resolve, reject) => {

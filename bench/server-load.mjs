@@ -49,6 +49,8 @@ async function startServer() {
   const dir = mkdtempSync(join(tmpdir(), 'ha-bench-'));
   const args = ['dist/cli/main.js', 'serve', '--host', '127.0.0.1', '--port', '0', '--model-dir', dir, '--preload', opts.model, '--log-level', 'warn'];
   args.push('--workers', opts.workers, '--threads', opts.threads);
+  // Every load client shares one address: the per-client limit would turn this into a test of it.
+  args.push('--max-per-client', '0');
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'] });
   let err = '';
   proc.stderr.on('data', (d) => (err += d));

@@ -15,7 +15,9 @@ for (const file of files) {
     if (ts.isNewExpression(node) && node.expression.getText(source) === 'AuditError' && node.arguments && node.arguments.length >= 3) {
       const [code, , status] = node.arguments;
       const name = ts.isStringLiteral(code) ? code.text : code.getText(source);
-      if (ts.isNumericLiteral(status) || ts.isAsExpression(status) || ts.isIdentifier(status) || ts.isPropertyAccessExpression(status)) {
+      // Only an old-style status: a number literal, or a cast to a status type (never a details value).
+      const text = status.getText(source);
+      if (ts.isNumericLiteral(status) || /as (AuditError\['status'\]|ErrorStatus)$/.test(text) || /^(err|e|error)\.status$/.test(text)) {
         const list = seen.get(name) ?? new Set();
         list.add(status.getText(source));
         seen.set(name, list);

@@ -13,7 +13,7 @@ import { readArrayFile } from '../io/files.js';
 import type { NDArray } from '../io/ndarray.js';
 import { DEFAULT_EXTENT, DEFAULT_THRESHOLD } from '../math/index.js';
 import { evaluateMetric } from '../metrics/evaluate.js';
-import { type MetricName, METRICS } from '../metrics/registry.js';
+import { metric as registryMetric, type MetricName } from '../metrics/registry.js';
 import type { FlagSet, Metric } from '../metrics/types.js';
 import { renderReport } from '../report/index.js';
 import { parseDevice } from '../runtime/device.js';
@@ -22,7 +22,7 @@ import { collect, type Io, localLimits, num, readModelFile } from './common.js';
 import { progressBar } from './progress.js';
 
 export function registerMetricCommand(program: Command, io: Io, name: MetricName): void {
-  const metric = METRICS[name] as unknown as Metric;
+  const metric = registryMetric(name);
   const command = program.command(name).description(metric.summary);
   metricOptions(command, metric.flags).action(async (path: string, options: Record<string, unknown>) => {
     const request = await requestFromFlags(options, metric);

@@ -15,6 +15,7 @@ export const ERROR_CATALOGUE = {
   invalid_array: 400,
   invalid_config: 400,
   malformed_json: 400,
+  malformed_multipart: 400,
   missing_model: 400,
   unsupported_media_type: 400,
   file_not_found: 400,
@@ -31,8 +32,10 @@ export const ERROR_CATALOGUE = {
   too_many_nodes: 413,
   // 422: valid, but does not fit the model or the deployment's limits
   ambiguous_encoding: 422,
+  bootstrap_too_large: 422,
   custom_op_domain: 422,
   device_unavailable: 422,
+  epsilon_out_of_range: 422,
   external_data_not_allowed: 422,
   hessian_too_large: 422,
   incompatible_models: 422,
@@ -52,6 +55,7 @@ export const ERROR_CATALOGUE = {
   no_image_layer: 422,
   non_finite_input: 422,
   nondeterministic_model: 422,
+  output_shape_changed: 422,
   shape_mismatch: 422,
   tensor_data_mismatch: 422,
   uncuttable: 422,
@@ -68,6 +72,8 @@ export const ERROR_CATALOGUE = {
   worker_crashed: 500,
   bad_response: 500,
   overloaded: 503,
+  client_limit: 503,
+  too_many_large_bodies: 503,
   server_unreachable: 503,
   shutting_down: 503,
   timeout: 503,
@@ -98,7 +104,7 @@ export class AuditError extends Error {
    */
   static relayed(error: { code: string; message: string; status: number; details?: unknown }): AuditError {
     const known = (ERROR_CATALOGUE as Record<string, ErrorStatus>)[error.code];
-    const relayed = new AuditError('internal', error.message);
+    const relayed = new AuditError('internal', error.message, error.details as ErrorDetails | undefined);
     Object.assign(relayed, { code: error.code, status: known ?? validStatus(error.status) });
     return relayed;
   }
@@ -120,3 +126,8 @@ const validStatus = (status: number): ErrorStatus => (STATUSES.has(status) ? (st
 
 /** Malformed request: a value outside its allowed range, whatever the model. */
 export const invalid = (message: string, details?: ErrorDetails): AuditError => new AuditError('invalid_argument', message);
+
+/** A client-supplied string as it may appear inside a message: at most `max` characters. */
+export function clip(text: string, max = 200): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}

@@ -136,6 +136,14 @@ export const DEFAULTS = {
   samples: 8,
 };
 
+/**
+ * The finite-difference steps accepted. Below 1e-12 the step is under float64's resolution for
+ * any latent of size 1e-4 or more (and under float32's far earlier), so every difference is
+ * rounding; ε² underflows near 1e-162 and the figures become 0/0. Above 1e6 nothing about the
+ * step is local, and z ± ε·v leaves float32's range near 1e38. Outside this range: 422.
+ */
+export const EPSILON_RANGE = { min: 1e-12, max: 1e6 } as const;
+
 /** Limits a deployment sets; each one is a documented setting. */
 export interface Limits {
   maxSamples: number;
@@ -143,6 +151,8 @@ export interface Limits {
   maxRows: number;
   /** Bytes of layer outputs one batch may hold. */
   memoryBudget: number;
+  /** Release gate: most samples × resamples bootstrap draws (gate.ts DEFAULT_MAX_BOOTSTRAP_DRAWS when absent). */
+  maxBootstrapDraws?: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {

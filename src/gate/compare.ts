@@ -2,7 +2,7 @@
  * Paired comparison of two models' per-sample penalties (pure functions, no I/O): per layer and for
  * the total over layers, the candidate/baseline ratio of mean penalties with its bootstrap interval.
  */
-import { type Interval, pairedRatioInterval } from './bootstrap.js';
+import { type Interval, pairedRatioInterval, resampleIndices } from './bootstrap.js';
 
 /** One model's figures for one layer (or the total). */
 export interface SideFigures {
@@ -36,6 +36,33 @@ export interface LayerPair {
 }
 
 export const TOTAL = 'total';
+
+/** Everything the bootstrap of one gate needs: small (n numbers per layer and side), so it can travel to a worker. */
+export interface CompareInput {
+  pairs: LayerPair[];
+  /** Samples per side. */
+  samples: number;
+  resamples: number;
+  seed: number;
+  confidence: number;
+}
+
+export interface CompareOutput {
+  layers: Comparison[];
+  total: Comparison;
+}
+
+/**
+ * Every layer and the total, on one set of resamples. This is the CPU-heavy part of a gate
+ * (samples × resamples index draws per layer): the server runs it in a worker.
+ */
+export function compareAll(input: CompareInput): CompareOutput {
+  const indices = resampleIndices(input.samples, input.resamples, input.seed);
+  return {
+    layers: input.pairs.map((p) => compareLayer(p, indices, input.confidence)),
+    total: compareLayer(totalPair(input.pairs), indices, input.confidence),
+  };
+}
 
 export function compareLayer(pair: LayerPair, indices: Uint32Array, confidence: number): Comparison {
   const c = finiteValues(pair.candidate.perSample);

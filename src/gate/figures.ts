@@ -8,13 +8,14 @@
 import type { MetricRequest } from '../contract/request.js';
 import { evaluateMetric } from '../metrics/evaluate.js';
 import { metric, METRIC_NAMES, type MetricName } from '../metrics/registry.js';
+import type { MetricResult } from '../metrics/types.js';
 import type { LoadedModel } from '../runtime/model.js';
 import type { RunContext } from '../run/run.js';
 import type { FigureProvider, GateModel } from './gate.js';
 import { FIGURE_RULES, type Thresholds } from './rules.js';
 
 /** Runs one metric on one model and returns its JSON result. */
-export type MetricEvaluator<M extends GateModel> = (name: MetricName, model: M, request: MetricRequest) => Promise<unknown>;
+export type MetricEvaluator<M extends GateModel> = (name: MetricName, model: M, request: MetricRequest) => Promise<MetricResult>;
 
 export const inProcessMetrics = (context: RunContext): MetricEvaluator<LoadedModel> => (name, model, request) => evaluateMetric(name, model, request, context);
 
@@ -42,7 +43,7 @@ export function auditFigures<M extends GateModel>(evaluate: MetricEvaluator<M>, 
     for (const [name, wanted] of bySource) {
       const result = await evaluate(name, model, request);
       for (const figure of wanted) {
-        for (const [layer, value] of Object.entries(metric(name).figures![figure](result as never))) (figures[layer] ??= {})[figure] = value;
+        for (const [layer, value] of Object.entries(metric(name).figures![figure].perLayer(result))) (figures[layer] ??= {})[figure] = value;
       }
     }
     return figures;

@@ -10,8 +10,7 @@ import type { LoadedModel } from '../runtime/model.js';
 import type { RunContext } from '../run/run.js';
 import { AuditError } from '../contract/errors.js';
 import type { ModelDescription } from '../onnx/describe.js';
-import { resampleIndices } from './bootstrap.js';
-import { compareLayer, type Comparison, type LayerPair, totalPair } from './compare.js';
+import { compareAll, type CompareInput, type CompareOutput, type Comparison, type LayerPair } from './compare.js';
 import { formatPath, type GateSpec } from './config.js';
 import { checkCompatible, type LayerMatch, matchLayers } from './match.js';
 import { applyRules, layerVerdict, RULES, type RuleDefinition, type RuleOutcome, type Verdict } from './rules.js';
@@ -66,9 +65,16 @@ export type FigureProvider<M extends GateModel> = (
   request: MetricRequest,
 ) => Promise<Record<string, Record<string, number | null>>>;
 
+/** Most bootstrap index draws (samples × resamples) one gate may ask for: its memory and CPU time grow with it. */
+export const DEFAULT_MAX_BOOTSTRAP_DRAWS = 4096 * 4096;
+
 export interface GateContext<M extends GateModel> {
   evaluate: Evaluator<M>;
   figures?: FigureProvider<M>;
+  /** The bootstrap; in process by default, in a worker on the server (it is the gate's heavy arithmetic). */
+  compare?: (input: CompareInput) => Promise<CompareOutput>;
+  /** Cap on samples × resamples, checked before any model runs; DEFAULT_MAX_BOOTSTRAP_DRAWS when absent. */
+  maxBootstrapDraws?: number;
   /** The rule registry (tests and future audit rules extend it). */
   rules?: readonly RuleDefinition[];
 }
@@ -94,6 +100,7 @@ export async function runGate<M extends GateModel>(candidate: M, baseline: M, sp
   if (samples < 2) {
     throw new AuditError('invalid_argument', `the gate needs at least 2 samples to put an interval on the ratio, got ${samples}`);
   }
+  checkBootstrapSize(samples, spec.resamples, context.maxBootstrapDraws ?? DEFAULT_MAX_BOOTSTRAP_DRAWS);
   const base = await evaluate('baseline', baseline, requests.baseline, context);
   const cand = await evaluate('candidate', candidate, requests.candidate, context);
 
@@ -103,9 +110,8 @@ export async function runGate<M extends GateModel>(candidate: M, baseline: M, sp
     baseline: base.layers[i],
     candidate: cand.layers[i],
   }));
-  const indices = resampleIndices(base.samples, spec.resamples, spec.penalty.seed);
-  const comparisons = pairs.map((p) => compareLayer(p, indices, spec.confidence));
-  const total = compareLayer(totalPair(pairs), indices, spec.confidence);
+  const input: CompareInput = { pairs, samples: base.samples, resamples: spec.resamples, seed: spec.penalty.seed, confidence: spec.confidence };
+  const { layers: comparisons, total } = context.compare ? await context.compare(input) : compareAll(input);
   if (context.figures) await addFigures(comparisons, matches, context.figures, { candidate, baseline }, requests);
 
   const rules = context.rules ?? RULES;
@@ -141,6 +147,16 @@ export async function runGate<M extends GateModel>(candidate: M, baseline: M, sp
     ],
     timings: { totalMs: Math.round((performance.now() - started) * 100) / 100 },
   };
+}
+
+/** The bootstrap holds samples × resamples indices and visits each once per layer: refuse a gate past the cap before any work. */
+function checkBootstrapSize(samples: number, resamples: number, max: number): void {
+  if (samples * resamples <= max) return;
+  throw new AuditError(
+    'bootstrap_too_large',
+    `samples × resamples = ${samples} × ${resamples} = ${samples * resamples} bootstrap draws, over this server's limit of ${max} (--max-bootstrap-draws); ask for fewer resamples or samples`,
+    { samples, resamples, limit: max },
+  );
 }
 
 /** Same request, same seed: the engine draws identical latents and directions for both models. */

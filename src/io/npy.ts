@@ -17,10 +17,23 @@ export function isNpy(bytes: Uint8Array): boolean {
   return bytes.length >= 6 && MAGIC.every((b, i) => bytes[i] === b);
 }
 
-export function readNpy(bytes: Uint8Array, what = 'the array'): NDArray {
+export interface NpyHeader {
+  type: NumericType;
+  shape: number[];
+  /** Where the data starts. */
+  offset: number;
+}
+
+/**
+ * The header of a .npy file from its first bytes: null while more bytes are needed, so a stream
+ * can be checked (shape, dtype) before its data is buffered.
+ */
+export function readNpyHeader(bytes: Uint8Array, what = 'the array'): NpyHeader | null {
+  if (bytes.length < 6) return null;
   if (!isNpy(bytes)) throw bad(what, 'it does not start with the .npy magic string');
-  if (bytes.length < 10) throw bad(what, 'the file is truncated');
+  if (bytes.length < 10) return null;
   const major = bytes[6];
+  if ((major === 2 || major === 3) && bytes.length < 12) return null;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let headerLength: number;
   let start: number;
@@ -28,13 +41,12 @@ export function readNpy(bytes: Uint8Array, what = 'the array'): NDArray {
     headerLength = view.getUint16(8, true);
     start = 10;
   } else if (major === 2 || major === 3) {
-    if (bytes.length < 12) throw bad(what, 'the file is truncated');
     headerLength = view.getUint32(8, true);
     start = 12;
   } else {
     throw bad(what, `format version ${major} is unknown`);
   }
-  if (start + headerLength > bytes.length) throw bad(what, 'the header is truncated');
+  if (start + headerLength > bytes.length) return null;
   const header = new TextDecoder().decode(bytes.subarray(start, start + headerLength));
   const descr = /'descr':\s*'([^']*)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*(True|False)/.exec(header)?.[1];
@@ -52,9 +64,19 @@ export function readNpy(bytes: Uint8Array, what = 'the array'): NDArray {
     .filter((s) => s.length > 0)
     .map(Number);
   if (shape.some((d) => !Number.isSafeInteger(d) || d < 0)) throw bad(what, `its shape (${shapeText}) is invalid`);
+  return { type, shape, offset: start + headerLength };
+}
+
+export function readNpy(bytes: Uint8Array, what = 'the array'): NDArray {
+  if (!isNpy(bytes)) throw bad(what, 'it does not start with the .npy magic string');
+  if (bytes.length < 10) throw bad(what, 'the file is truncated');
+  const major = bytes[6];
+  if ((major === 2 || major === 3) && bytes.length < 12) throw bad(what, 'the file is truncated');
+  const header = readNpyHeader(bytes, what);
+  if (!header) throw bad(what, 'the header is truncated');
+  const { type, shape, offset } = header;
   const count = product(shape);
   const itemSize = type === 'float64' || type === 'int64' ? 8 : 4;
-  const offset = start + headerLength;
   if (bytes.length - offset !== count * itemSize) {
     throw bad(what, `its shape (${shape.join(', ')}) needs ${count * itemSize} data bytes but ${bytes.length - offset} are present`);
   }

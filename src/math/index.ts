@@ -14,3 +14,5 @@ export * from './orthogonality.js';
 export * from './groups.js';
 export * from './ecnoise.js';
 export * from './noise-floor.js';
+export * from './moments.js';
+export * from './hessian-compact.js';

@@ -26,7 +26,9 @@ export const activeness = defineMetric<ActivenessResult>({
   format: formatActiveness,
   report: (activeness) => ({ activeness }),
   figures: {
-    unusedLatents: (result) => Object.fromEntries(result.layers.map((l) => [l.name, l.activeness.some((a) => a === null) ? null : l.unused.length])),
+    unusedLatents: {
+      perLayer: (result) => Object.fromEntries(result.layers.map((l) => [l.name, l.activeness.some((a) => a === null) ? null : l.unused.length])),
+    },
   },
 });
 

@@ -41,7 +41,7 @@ export const hessian = defineMetric<HessianResult>({
   format: formatHessian,
   report: (hessian) => ({ hessian, ...(hessian.previews ? { previews: hessian.previews } : {}) }),
   figures: {
-    diagonalFraction: (result) => Object.fromEntries(result.layers.map((l) => [l.name, l.penalty === null ? null : l.diagonalFraction])),
+    diagonalFraction: { perLayer: (result) => Object.fromEntries(result.layers.map((l) => [l.name, l.penalty === null ? null : l.diagonalFraction])) },
   },
 });
 

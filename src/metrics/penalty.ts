@@ -40,14 +40,15 @@ export async function runPenalty(run: Run, _request: MetricRequest): Promise<Pen
   const warnings: Warning[] = [...run.warnings];
   const passes = (resolved.epsilons?.length ?? 0) + 1;
   const perSample = rowsPerSample(resolved.k);
-  const tooMany = (rows: number): AuditError =>
-    new AuditError(
+  // Each ε of a sweep runs every pass again, so its rows count against the same limit.
+  const tooMany = (rows: number): AuditError => {
+    const sweep = passes > 1 ? ` for each of ${passes} ε (epsilon and ${passes - 1} of epsilons)` : '';
+    return new AuditError(
       'limit_exceeded',
-      passes === 1
-        ? `the request needs ${rows} forward rows (N·(2k+1) = ${resolved.samples}·${perSample}), above the limit of ${run.limits.maxRows}; use fewer samples or a smaller k`
-        : `the request needs ${rows * passes} forward rows (N·(2k+1) = ${resolved.samples}·${perSample} at each of ${passes} epsilons), above the limit of ${run.limits.maxRows}; use fewer samples, a smaller k or fewer epsilons`,
+      `the request needs ${rows * passes} forward rows (N·(2k+1) = ${resolved.samples}·${perSample}${sweep}), above the limit of ${run.limits.maxRows}; use fewer samples, a smaller k${passes > 1 ? ' or fewer epsilons' : ''}`,
       { rows: rows * passes, limit: run.limits.maxRows },
     );
+  };
   if (passes > 1 && resolved.samples * perSample * passes > run.limits.maxRows) throw tooMany(resolved.samples * perSample);
 
   const estimate = async (epsilon: number): Promise<{ penalties: Record<string, LayerPenalty>; done: UnitsDone }> => {

@@ -27,4 +27,4 @@ export const METRIC_NAMES = Object.keys(METRICS) as MetricName[];
 export const isMetric = (name: string): name is MetricName => Object.hasOwn(METRICS, name);
 
 /** The metric of this name, typed loosely for callers that treat every metric alike. */
-export const metric = (name: MetricName): Metric => METRICS[name] as unknown as Metric;
+export const metric = (name: MetricName): Metric => METRICS[name];

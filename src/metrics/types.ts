@@ -29,7 +29,12 @@ export interface FlagSet {
   out?: boolean;
 }
 
-export interface Metric<R extends { warnings: { code: string; message: string }[] } = { warnings: { code: string; message: string }[] }> {
+/** What every metric's result has: its warnings. */
+export interface MetricResult {
+  warnings: { code: string; message: string }[];
+}
+
+export interface Metric<R extends MetricResult = MetricResult> {
   name: string;
   /** One line: the route's summary and the command's description. */
   summary: string;
@@ -46,8 +51,13 @@ export interface Metric<R extends { warnings: { code: string; message: string }[
   /** A second representation of the result (the traversal's PNG): HTTP on Accept, the CLI's --out. */
   media?: { type: string; body(result: R): Buffer };
   /** Per-layer figures the gate's figure rules read, by figure name. */
-  figures?: Record<string, (result: R) => Record<string, number | null>>;
+  figures?: Record<string, GateFigure<R>>;
+}
+
+/** One figure a gate rule can read: its value per layer of a result (null: not defined there). */
+export interface GateFigure<R> {
+  perLayer(result: R): Record<string, number | null>;
 }
 
 /** Identity with the type checked: `defineMetric({...})` keeps R inferred. */
-export const defineMetric = <R extends { warnings: { code: string; message: string }[] }>(metric: Metric<R>): Metric<R> => metric;
+export const defineMetric = <R extends MetricResult>(metric: Metric<R>): Metric<R> => metric;

@@ -4,3 +4,4 @@ export * from './types.js';
 export * from './safety.js';
 export * from './risks.js';
 export * from './cut.js';
+export * from './suffix.js';

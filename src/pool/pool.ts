@@ -5,6 +5,11 @@
  * one of its workers is free, so the one queue is here, shared by all lanes and bounded (503
  * beyond it), and a task's time limit counts from when a worker takes it: past it, the task is
  * cancelled and its worker replaced.
+ *
+ * Fair share: each task belongs to a client (its address). A client may have at most
+ * `maxPerClient` tasks queued or running (503 client_limit beyond), and a freed worker goes to the
+ * waiting task whose client has the fewest running, so one client's backlog of slow requests
+ * does not hold the workers for everyone (first come first served among equals).
  */
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -12,9 +17,10 @@ import Tinypool from 'tinypool';
 import { AuditError } from '../contract/errors.js';
 import type { ModelDescription } from '../onnx/describe.js';
 import type { SafetySettings } from '../onnx/safety.js';
-import { type Device, deviceName } from '../runtime/device.js';
+import type { CompareInput, CompareOutput } from '../gate/compare.js';
 import type { MetricResults } from '../metrics/evaluate.js';
 import type { MetricName } from '../metrics/registry.js';
+import { type Device, deviceName } from '../runtime/device.js';
 import { type MetricTask, type MetricValue, type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 
 export interface PoolOptions {
@@ -24,6 +30,10 @@ export interface PoolOptions {
   workersPerDevice: number;
   /** Tasks that may wait for a worker, over all lanes; one more gets 503. */
   maxQueue: number;
+  /** Tasks one client may have queued or running at once; 0: no limit. */
+  maxPerClient?: number;
+  /** A worker whose resident memory passes this after a task is replaced (bytes; 0: never). */
+  maxWorkerRss?: number;
   /** Milliseconds a task may run once a worker has it. */
   taskTimeoutMs: number;
   /** Sessions each worker keeps open. */
@@ -67,6 +77,8 @@ interface Lane {
   sessions: Map<number, number>;
   /** Every worker pid this lane has had: more pids than workers means replacements. */
   seen: Set<number>;
+  /** A worker is being replaced for its memory: its exit is no crash. */
+  recycling?: boolean;
 }
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -84,11 +96,17 @@ export class WorkerPool {
   /** Moving average of task time, for Retry-After. */
   private averageMs = 1000;
   private closed = false;
-  /** Tasks waiting for a free worker, first come first served. */
-  private readonly waiting: ((lane: Lane) => void)[] = [];
+  /** Tasks waiting for a free worker, in arrival order; release() picks among them fairly. */
+  private readonly waiting: { client: string; take: (lane: Lane) => void }[] = [];
+  /** Tasks queued or running, and running only, per client. */
+  private readonly inFlight = new Map<string, number>();
+  private readonly runningBy = new Map<string, number>();
+  /** When each client last got a worker (a counter), to break ties in its disfavour. */
+  private readonly servedAt = new Map<string, number>();
+  private served = 0;
   /** Called after each finished task (metrics). */
   onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number }) => void;
-  onRestart?: (reason: 'crash' | 'timeout' | 'cancelled') => void;
+  onRestart?: (reason: 'crash' | 'timeout' | 'cancelled' | 'memory') => void;
 
   constructor(readonly options: PoolOptions) {
     if (options.devices.length === 0) throw new Error('the pool needs at least one device');
@@ -114,7 +132,7 @@ export class WorkerPool {
       });
       const lane: Lane = { device, pool, workers, running: 0, executionProvider: null, sessions: new Map(), seen: new Set() };
       // A worker that dies while idle is replaced by tinypool; without a listener the event would throw.
-      pool.on('error', () => this.countRestarts(lane, 'crash'));
+      pool.on('error', () => this.countRestarts(lane, lane.recycling ? 'memory' : 'crash'));
       this.countRestarts(lane, 'crash');
       return lane;
     });
@@ -141,24 +159,56 @@ export class WorkerPool {
     return this.run({ kind: 'describe', path }) as Promise<ModelDescription>;
   }
 
-  /** A metric of the registry: its result, or with format 'html' its report. */
-  evaluate<N extends MetricName>(task: MetricTask & { kind: N; format?: 'json' }, cancel?: AbortSignal): Promise<MetricResults[N]>;
-  evaluate(task: MetricTask, cancel?: AbortSignal): Promise<MetricValue>;
-  evaluate(task: MetricTask, cancel?: AbortSignal): Promise<MetricValue> {
+  /** A metric of the registry: its result, or with format 'html' its report. `client` is the fair-share key. */
+  evaluate<N extends MetricName>(task: MetricTask & { kind: N; format?: 'json' }, cancel?: AbortSignal, client?: string): Promise<MetricResults[N]>;
+  evaluate(task: MetricTask, cancel?: AbortSignal, client?: string): Promise<MetricValue>;
+  evaluate(task: MetricTask, cancel?: AbortSignal, client?: string): Promise<MetricValue> {
     // The worker's outcome crosses the process boundary as data: its shape is the metric's result.
-    return this.run(task, cancel) as Promise<MetricValue>;
+    return this.run(task, cancel, client) as Promise<MetricValue>;
+  }
+
+  /** A release gate's bootstrap, off the event loop. */
+  compare(modelId: string, input: CompareInput, cancel?: AbortSignal, client?: string): Promise<CompareOutput> {
+    return this.run({ kind: 'compare', modelId, input }, cancel, client) as Promise<CompareOutput>;
   }
 
   /**
    * Run a task on the first free worker; AuditError 503 when the queue is full. `cancel` (the
    * client went away) drops a waiting task, or stops a running one and replaces its worker.
+   * `client` (an address) gets a fair share of the workers; tasks without one share a client.
    */
-  async run(task: Task, cancel?: AbortSignal): Promise<TaskValue> {
+  async run(task: Task, cancel?: AbortSignal, client = ''): Promise<TaskValue> {
     if (cancel?.aborted) throw cancelled(task);
-    return this.runOn(await this.acquire(task, cancel), task, cancel);
+    this.admit(client);
+    try {
+      const lane = await this.acquire(task, client, cancel);
+      bump(this.runningBy, client, 1);
+      this.servedAt.set(client, ++this.served);
+      try {
+        return await this.runOn(lane, task, cancel);
+      } finally {
+        bump(this.runningBy, client, -1);
+      }
+    } finally {
+      if (bump(this.inFlight, client, -1) === 0) this.servedAt.delete(client);
+    }
   }
 
-  private acquire(task: Task, cancel?: AbortSignal): Promise<Lane> {
+  /** The per-client limit: counted from admission to the end of the task, queued or running. */
+  private admit(client: string): void {
+    const limit = this.options.maxPerClient ?? 0;
+    const mine = this.inFlight.get(client) ?? 0;
+    if (limit > 0 && client !== '' && mine >= limit) {
+      throw new AuditError(
+        'client_limit',
+        `this client (${client}) already has ${mine} requests queued or running, the most one client may have (per-client limit ${limit}, --max-per-client); wait for one to finish`,
+        { retryAfter: this.retryAfterSeconds(), limit },
+      );
+    }
+    bump(this.inFlight, client, 1);
+  }
+
+  private acquire(task: Task, client: string, cancel?: AbortSignal): Promise<Lane> {
     if (this.closed) throw new AuditError('shutting_down', 'the server is shutting down');
     const free = this.lanes.filter((l) => l.running < l.workers).sort((a, b) => a.running / a.workers - b.running / b.workers)[0];
     if (free) {
@@ -175,23 +225,39 @@ export class WorkerPool {
     }
     return new Promise((resolve, reject) => {
       const leave = (): void => {
-        this.waiting.splice(this.waiting.indexOf(take), 1);
+        this.waiting.splice(this.waiting.indexOf(entry), 1);
         reject(cancelled(task));
       };
-      const take = (lane: Lane): void => {
-        cancel?.removeEventListener('abort', leave);
-        resolve(lane);
+      const entry = {
+        client,
+        take: (lane: Lane): void => {
+          cancel?.removeEventListener('abort', leave);
+          resolve(lane);
+        },
       };
       cancel?.addEventListener('abort', leave, { once: true });
-      this.waiting.push(take);
+      this.waiting.push(entry);
     });
   }
 
-  /** A worker is free again: hand it to the next waiting task. */
+  /**
+   * A worker is free again: hand it to the waiting task whose client has the fewest running; among
+   * those, the client served longest ago; among its tasks, the earliest.
+   */
   private release(lane: Lane): void {
-    const next = this.waiting.shift();
-    if (next) next(lane);
-    else lane.running--;
+    if (this.waiting.length === 0) {
+      lane.running--;
+      return;
+    }
+    const rank = (client: string): [number, number] => [this.runningBy.get(client) ?? 0, this.servedAt.get(client) ?? 0];
+    let best = 0;
+    for (let i = 1; i < this.waiting.length; i++) {
+      const [running, served] = rank(this.waiting[i].client);
+      const [bestRunning, bestServed] = rank(this.waiting[best].client);
+      if (running < bestRunning || (running === bestRunning && served < bestServed)) best = i;
+    }
+    const [next] = this.waiting.splice(best, 1);
+    next.take(lane);
   }
 
   /** Runs on a lane whose `running` count already includes this task. */
@@ -203,14 +269,19 @@ export class WorkerPool {
       const signal = cancel ? AbortSignal.any([timeout, cancel]) : timeout;
       outcome = (await lane.pool.run(task, { signal })) as Outcome<TaskValue>;
     } catch (err) {
+      let error: AuditError;
       if (cancel?.aborted && !timeout.aborted) {
         this.countRestarts(lane, 'cancelled');
-        throw cancelled(task);
+        error = cancelled(task);
+      } else {
+        error = this.failure(lane, task, err as Error);
       }
-      throw this.failure(lane, task, err as Error);
-    } finally {
       this.release(lane);
+      throw error;
     }
+    // Before the worker takes another task: onnxruntime's native memory does not always go back.
+    if (this.options.maxWorkerRss && outcome.worker.rss > this.options.maxWorkerRss) await this.recycle(lane, outcome.worker.pid);
+    this.release(lane);
     const ms = performance.now() - started;
     this.completedCount++;
     this.averageMs = 0.8 * this.averageMs + 0.2 * ms;
@@ -224,8 +295,24 @@ export class WorkerPool {
     return outcome.value;
   }
 
+  /** Replace one idle worker (its slot is still held, so no task can reach it meanwhile). */
+  private async recycle(lane: Lane, pid: number): Promise<void> {
+    const pids = (): number[] => lane.pool.threads.map((t) => (t as unknown as { threadId: number }).threadId);
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      return; // already gone
+    }
+    lane.recycling = true;
+    const started = Date.now();
+    // Bounded: tinypool replaces a dead idle worker within milliseconds.
+    while ((pids().includes(pid) || pids().length < lane.workers) && Date.now() - started < 10_000) await new Promise((r) => setTimeout(r, 10));
+    this.countRestarts(lane, 'memory');
+    lane.recycling = false;
+  }
+
   /** New pids replace workers that died or were killed; the first `workers` pids are the originals. */
-  private countRestarts(lane: Lane, reason: 'crash' | 'timeout' | 'cancelled'): void {
+  private countRestarts(lane: Lane, reason: 'crash' | 'timeout' | 'cancelled' | 'memory'): void {
     for (const thread of lane.pool.threads) {
       const pid = (thread as unknown as { threadId: number }).threadId;
       if (lane.seen.has(pid)) continue;
@@ -300,3 +387,10 @@ export class WorkerPool {
 }
 
 export type { WorkerState };
+
+function bump(counts: Map<string, number>, key: string, by: number): number {
+  const n = (counts.get(key) ?? 0) + by;
+  if (n > 0) counts.set(key, n);
+  else counts.delete(key);
+  return n;
+}

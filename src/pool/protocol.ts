@@ -4,6 +4,7 @@
  */
 import type { Limits, MetricRequest } from '../contract/request.js';
 import type { MetricName } from '../metrics/registry.js';
+import type { CompareInput, CompareOutput } from '../gate/compare.js';
 import type { ModelDescription } from '../onnx/describe.js';
 
 /** Environment variables a pool sets for its workers. */
@@ -13,7 +14,7 @@ export const WORKER_ENV = {
   sessionCache: 'HESSIAN_AUDIT_WORKER_SESSIONS',
   /** The upload checks' limits (onnx/safety.ts), as JSON. */
   safety: 'HESSIAN_AUDIT_WORKER_SAFETY',
-  /** Test-only fault injection: `abort=<model id>,hang=<model id>,delay=<model id>`; unset in production. */
+  /** Test-only fault injection: `abort=<model id>,hang=<model id>,delay=<model id>` (`compare:<candidate id>` for a gate's bootstrap); unset in production. */
   faults: 'HESSIAN_AUDIT_TEST_FAULTS',
 } as const;
 
@@ -29,12 +30,19 @@ export interface MetricTask {
   modelName?: string;
 }
 
-export type Task = { kind: 'probe' } | { kind: 'describe'; path: string } | MetricTask;
+export type Task =
+  | { kind: 'probe' }
+  | { kind: 'describe'; path: string }
+  | MetricTask
+  /** The release gate's bootstrap; modelId (the candidate's) only names it for test fault injection. */
+  | { kind: 'compare'; modelId: string; input: CompareInput };
 
 export interface WorkerState {
   pid: number;
   device: string;
   sessions: number;
+  /** Resident set size after the task, bytes: the pool recycles a worker past its limit. */
+  rss: number;
 }
 
 export interface ErrorData {
@@ -54,5 +62,5 @@ export interface ProbeValue {
 /** A metric's JSON result (typed by the caller), or `{html}` for the report. */
 export type MetricValue = { html: string } | Record<string, unknown>;
 
-export type TaskValue = ProbeValue | ModelDescription | MetricValue;
+export type TaskValue = ProbeValue | ModelDescription | MetricValue | CompareOutput;
 

@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import { AuditError } from '../contract/errors.js';
+import { compareAll } from '../gate/compare.js';
 import { describeModel } from '../onnx/describe.js';
 import type { SafetySettings } from '../onnx/safety.js';
 import { type Device, parseDevice } from '../runtime/device.js';
@@ -17,9 +18,14 @@ import { renderReport } from '../report/index.js';
 import { probeModel } from '../runtime/probe.js';
 import { type ErrorData, type Outcome, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 import { type OpenSession, SessionCache, type SessionSettings } from '../runtime/session.js';
+import { watchParent } from '../runtime/watchdog.js';
+
+// Exit with the server, even in the middle of a blocking session.run (watchdog.ts).
+watchParent();
 
 const device: Device = parseDevice(process.env[WORKER_ENV.device] ?? 'cpu');
-const settings: SessionSettings = { intraOpThreads: Number(process.env[WORKER_ENV.intraOpThreads] ?? 0) };
+// No CPU memory arena: memory a large run took goes back after it, instead of staying with the worker.
+const settings: SessionSettings = { intraOpThreads: Number(process.env[WORKER_ENV.intraOpThreads] ?? 0), cpuMemArena: false };
 
 /** SessionCache with this worker's settings (a Run does not pass any). */
 class WorkerSessions extends SessionCache {
@@ -39,7 +45,11 @@ async function loaded(id: string, path: string): Promise<LoadedModel> {
   if (model) {
     models.delete(id);
   } else {
-    const bytes = new Uint8Array(await readFile(path));
+    const bytes = new Uint8Array(await readFile(path).catch((err: NodeJS.ErrnoException) => {
+      // Deleted while the request waited in the queue: the model is gone, which is the client's 404.
+      if (err.code === 'ENOENT') throw new AuditError('unknown_model', `model '${id}' was deleted before its request ran; upload it again with POST /v1/models`);
+      throw err;
+    }));
     model = { id, bytes, description: describeModel(bytes, safety) };
   }
   models.set(id, model);
@@ -71,6 +81,9 @@ async function execute(task: Task): Promise<TaskValue> {
     }
     case 'describe':
       return describeModel(new Uint8Array(await readFile(task.path)), safety);
+    case 'compare':
+      injectFault(`compare:${task.modelId}`);
+      return compareAll(task.input);
     default: {
       injectFault(task.modelId);
       const model = await loaded(task.modelId, task.modelPath);
@@ -84,7 +97,12 @@ async function execute(task: Task): Promise<TaskValue> {
 }
 
 export default async function handle(task: Task): Promise<Outcome<TaskValue>> {
-  const worker = (): WorkerState => ({ pid: process.pid, device: process.env[WORKER_ENV.device] ?? 'cpu', sessions: sessions.size });
+  const worker = (): WorkerState => ({
+    pid: process.pid,
+    device: process.env[WORKER_ENV.device] ?? 'cpu',
+    sessions: sessions.size,
+    rss: process.memoryUsage.rss(),
+  });
   try {
     return { ok: true, value: await execute(task), worker: worker() };
   } catch (err) {

@@ -39,6 +39,12 @@ export interface UnitPlanOptions {
   /** Rows one batch may hold. */
   maxRows: number;
   mode?: ExecutionMode;
+  /**
+   * A sample continued in a new chunk runs its first unit (its center) again there: the in-graph
+   * penalty (onnx/suffix.ts) needs g(z) in the same batch as each direction. One extra row per
+   * split, and only when a sample does not fit a batch.
+   */
+  repeatCenter?: boolean;
 }
 
 /** First row number of each unit within a sample's row list. */
@@ -52,10 +58,10 @@ export function unitOffsets(unitSizes: readonly number[]): number[] {
   return offsets;
 }
 
-export function planUnits({ samples, unitSizes, maxRows, mode = 'stacked' }: UnitPlanOptions): UnitPlan {
+export function planUnits({ samples, unitSizes, maxRows, mode = 'stacked', repeatCenter = false }: UnitPlanOptions): UnitPlan {
   const offsets = unitOffsets(unitSizes);
   const rowsPerSample = unitSizes.reduce((a, b) => a + b, 0);
-  const chunks = mode === 'stacked' ? stacked(samples, unitSizes, offsets, maxRows) : perPass(samples, unitSizes, offsets, maxRows);
+  const chunks = mode === 'stacked' ? stacked(samples, unitSizes, offsets, maxRows, repeatCenter) : perPass(samples, unitSizes, offsets, maxRows);
   let rows = 0;
   let largestBatch = 0;
   for (const chunk of chunks) {
@@ -67,24 +73,29 @@ export function planUnits({ samples, unitSizes, maxRows, mode = 'stacked' }: Uni
   return { mode, samples, rowsPerSample, chunks, rows, largestBatch };
 }
 
-function stacked(samples: number, unitSizes: readonly number[], offsets: number[], maxRows: number): UnitChunk[] {
+function stacked(samples: number, unitSizes: readonly number[], offsets: number[], maxRows: number, repeatCenter: boolean): UnitChunk[] {
   const largest = Math.max(...unitSizes);
-  if (maxRows < largest) throw budgetTooSmall(maxRows, largest, `one unit of work (${largest} rows)`);
+  const smallest = repeatCenter ? unitSizes[0] + Math.max(...unitSizes.slice(1), 0) : largest;
+  if (maxRows < smallest) throw budgetTooSmall(maxRows, smallest, repeatCenter ? `a center and one unit of work (${smallest} rows)` : `one unit of work (${largest} rows)`);
   const chunks: UnitChunk[] = [];
   let chunk: UnitChunk = { batches: [[]], units: [] };
+  const add = (sample: number, unit: number): void => {
+    const batch = chunk.batches[0];
+    const rows: RowRef[] = [];
+    for (let r = 0; r < unitSizes[unit]; r++) {
+      rows.push({ batch: 0, row: batch.length });
+      batch.push({ sample, index: offsets[unit] + r });
+    }
+    chunk.units.push({ sample, unit, rows });
+  };
   for (let sample = 0; sample < samples; sample++) {
     unitSizes.forEach((size, unit) => {
       if (chunk.batches[0].length + size > maxRows) {
         chunks.push(chunk);
         chunk = { batches: [[]], units: [] };
+        if (repeatCenter && unit > 0) add(sample, 0);
       }
-      const batch = chunk.batches[0];
-      const rows: RowRef[] = [];
-      for (let r = 0; r < size; r++) {
-        rows.push({ batch: 0, row: batch.length });
-        batch.push({ sample, index: offsets[unit] + r });
-      }
-      chunk.units.push({ sample, unit, rows });
+      add(sample, unit);
     });
   }
   if (chunk.units.length > 0) chunks.push(chunk);

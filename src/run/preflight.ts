@@ -31,9 +31,15 @@ export interface Probe {
 
 export type RunRows = (rows: Row[]) => Promise<Record<string, ort.Tensor>>;
 
-export async function preflight(resolved: ResolvedRequest, run: RunRows): Promise<Probe> {
+/** The preflight's rows: a few center rows (the fixed batch size when the model has one). */
+export function preflightRows(resolved: ResolvedRequest): Row[] {
   const count = resolved.fixedBatch ?? Math.max(2, Math.min(resolved.samples, 4));
-  const centers: Row[] = Array.from({ length: count }, (_, r) => ({ sample: Math.min(r, resolved.samples - 1), direction: -1, sign: 0 }));
+  return Array.from({ length: count }, (_, r) => ({ sample: Math.min(r, resolved.samples - 1), direction: -1, sign: 0 }));
+}
+
+export async function preflight(resolved: ResolvedRequest, run: RunRows): Promise<Probe> {
+  const centers = preflightRows(resolved);
+  const count = centers.length;
   const first = await run(centers);
   const shapes = layerShapes(resolved, first, count);
   const second = await run(centers);

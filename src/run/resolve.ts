@@ -3,7 +3,7 @@
  * (contract/request.ts); what is checked here needs the model or the deployment's limits: names of
  * inputs and layers, shapes, types, finiteness, the limits. What comes out is fully resolved.
  */
-import { AuditError, invalid } from '../contract/errors.js';
+import { AuditError, clip, invalid } from '../contract/errors.js';
 import { allocate, convert, formatShape, type NDArray, type NumericType, product } from '../io/ndarray.js';
 import type { Dim, ModelDescription, TensorInfo } from '../onnx/describe.js';
 import { FLOAT_TYPES } from '../onnx/types.js';
@@ -15,7 +15,7 @@ import {
   standardNormal,
   type VarianceKind,
 } from '../math/index.js';
-import { DEFAULTS, type Limits, type MetricRequest } from '../contract/request.js';
+import { DEFAULTS, EPSILON_RANGE, type Limits, type MetricRequest } from '../contract/request.js';
 import { groupBasis, resolveGroups } from '../math/groups.js';
 import type { ExecutionMode } from '../contract/results.js';
 
@@ -65,9 +65,11 @@ const INT_TYPES = new Set(['int32', 'int64']);
 export function resolveRequest(model: ModelDescription, request: MetricRequest, limits: Limits): ResolvedRequest {
   const seed = request.seed ?? randomSeed();
   const epsilon = request.epsilon ?? DEFAULTS.epsilon;
+  checkEpsilonRange('epsilon', epsilon);
   const reduction = request.reduction ?? DEFAULTS.reduction;
   const variance = request.variance ?? DEFAULTS.variance;
   const epsilons = request.epsilons;
+  for (const e of epsilons ?? []) checkEpsilonRange('each of epsilons', e);
   const maxSamples = request.maxSamples;
   const warnings: ResolvedRequest['warnings'] = [];
 
@@ -165,6 +167,16 @@ function firstSamples(array: NDArray, count: number, axis = 0): NDArray {
   return { type: array.type, shape, data };
 }
 
+/** A step outside EPSILON_RANGE gives figures that are pure rounding, 0/0 or overflow: refused. */
+function checkEpsilonRange(name: string, epsilon: number): void {
+  if (epsilon >= EPSILON_RANGE.min && epsilon <= EPSILON_RANGE.max) return;
+  throw new AuditError(
+    'epsilon_out_of_range',
+    `${name} is ${epsilon}; it must be from ${EPSILON_RANGE.min} to ${EPSILON_RANGE.max} (below, every difference is float rounding or ε² underflows; above, the step is not local and leaves float32's range); the reference uses 0.1`,
+    { epsilon, min: EPSILON_RANGE.min, max: EPSILON_RANGE.max },
+  );
+}
+
 function invalidValue(name: string, value: unknown, expected: string): never {
   throw invalid(`${name} must be ${expected}, got ${typeof value === 'string' ? `'${value}'` : String(value)}`);
 }
@@ -193,7 +205,7 @@ function checkWrtType(input: TensorInfo): TensorInfo {
 const unknownInput = (model: ModelDescription, name: string, where: string): AuditError =>
   new AuditError(
     'unknown_input',
-    `${where} names input '${name}', which the model does not have; its inputs are ${model.inputs.map((i) => `'${i.name}'`).join(', ')}`,
+    `${where} names input '${clip(name)}', which the model does not have; its inputs are ${model.inputs.map((i) => `'${i.name}'`).join(', ')}`,
   );
 
 function resolveLatents(wrt: TensorInfo, request: MetricRequest, seed: number, limits: Limits): NDArray {
@@ -324,7 +336,7 @@ function resolveExtras(model: ModelDescription, wrt: TensorInfo, given: Record<s
   for (const name of Object.keys(given)) {
     if (!model.inputs.some((i) => i.name === name)) throw unknownInput(model, name, 'inputs');
     if (name === wrt.name) {
-      throw invalid(`inputs names '${name}', which is the input the penalty is taken with respect to; give it as latents`);
+      throw invalid(`inputs names '${clip(name)}', which is the input the penalty is taken with respect to; give it as latents`);
     }
   }
   return model.inputs
@@ -375,11 +387,12 @@ function resolveLayers(model: ModelDescription, asked: string[] | undefined): st
       const some = [...known].slice(0, 12).map((n) => `'${n}'`).join(', ');
       throw new AuditError(
         'unknown_layer',
-        `layer '${name}' is not an output or intermediate tensor of the model; auditable tensors include ${some} (see 'hessian-audit inspect')`,
-        { layer: name },
+        `layer '${clip(name)}' is not an output or intermediate tensor of the model; auditable tensors include ${some} (see 'hessian-audit inspect')`,
+        // The name once, in the message, however long it was.
+        name.length <= 200 ? { layer: name } : { layerLength: name.length },
       );
     }
-    if (seen.has(name)) throw invalid(`layer '${name}' is named twice`);
+    if (seen.has(name)) throw invalid(`layer '${clip(name)}' is named twice`);
     seen.add(name);
   }
   return asked;

@@ -10,14 +10,17 @@ import { AuditError } from '../contract/errors.js';
 import { DEFAULT_LIMITS, type Limits, type MetricRequest } from '../contract/request.js';
 import type { ExecutionMode, Warning } from '../contract/results.js';
 import type { Activations } from '../math/second-difference.js';
+import { withoutSourcePaths } from '../onnx/ort-message.js';
 import type { Row } from '../math/rows.js';
 import type { Device } from '../runtime/device.js';
 import type { LoadedModel } from '../runtime/model.js';
 import type { OpenSession, SessionCache } from '../runtime/session.js';
+import { formatShape } from '../io/ndarray.js';
+import { checkRunMemory } from '../runtime/memory-check.js';
 import { outputValues } from '../runtime/tensors.js';
 import { type FillRows, rowFeeds, unitFeeds } from './feeds.js';
 import { planUnits, type UnitPlan } from './plan.js';
-import { type LayerShape, type Probe, preflight } from './preflight.js';
+import { type LayerShape, type Probe, preflight, preflightRows } from './preflight.js';
 import { type CutInfo, isCut, openCut } from './cut.js';
 import { resolveRequest, type ResolvedRequest } from './resolve.js';
 
@@ -89,10 +92,16 @@ export class Run {
     const resolved = resolveRequest(model.description, request, limits);
     const warnings: Warning[] = [...resolved.warnings];
     refuseRandomOps(model, request.allowNondeterministic === true, warnings);
+    // Before the session opens: constant folding at creation allocates too.
+    checkRunMemory(model, rowFeeds(resolved, preflightRows(resolved)), limits.memoryBudget);
     const open = await context.sessions.get(cut?.sessionKey ?? model.id, model.bytes, resolved.expose, context.device);
     if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
     const timing = { forwardMs: 0 };
-    const probed = await probeOnce(open, resolved, (rows) => timedRun(open, resolved.layers, rowFeeds(resolved, rows), timing));
+    const probed = await probeOnce(open, resolved, (rows) => {
+      const feeds = rowFeeds(resolved, rows);
+      checkRunMemory(model, feeds, limits.memoryBudget);
+      return timedRun(open, resolved.layers, feeds, timing);
+    });
     const run = new Run(model, resolved, open, probed, limits, context, timing.forwardMs, cut?.info ?? null);
     for (const w of warnings) run.warn(w);
     return run;
@@ -113,8 +122,12 @@ export class Run {
     }
   }
 
-  /** One batch through G, counting the time spent inside onnxruntime. */
+  /**
+   * One batch through G, counting the time spent inside onnxruntime; refused before it runs when
+   * shape inference says a tensor would pass the memory budget (runtime/memory-check.ts).
+   */
   forward(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+    checkRunMemory(this.model, feeds, this.limits.memoryBudget);
     return timedRun(this.open, this.resolved.layers, feeds, this);
   }
 
@@ -172,13 +185,13 @@ export class Run {
     for (const name of this.resolved.layers) {
       const dims = outputs[name].dims.map(Number);
       const expected = [rows, ...this.shapes[name].shape];
-      if (dims.length !== expected.length || dims.some((d, i) => d !== expected[i])) {
-        throw new AuditError(
-          'layer_not_batched',
-          `layer '${name}' has shape [${dims.join(', ')}] for a batch of ${rows} rows, but [${expected.join(', ')}] was expected from the probe: its size per row depends on the batch size, so it cannot be audited per sample`,
-          { layer: name, expected, got: dims },
-        );
-      }
+      if (dims.length === expected.length && dims.every((d, i) => d === expected[i])) continue;
+      throw new AuditError(
+        'output_shape_changed',
+        `layer '${name}' has shape ${formatShape(dims)} for a batch of ${rows} rows, but ${formatShape(expected)} was expected from the preflight: ` +
+          'its per-row output depends on the batch size, so rows cannot be audited independently',
+        { layer: name, shape: dims, expected },
+      );
     }
   }
 
@@ -207,7 +220,7 @@ async function timedRun(
   try {
     return await open.session.run(feeds, layers as string[]);
   } catch (err) {
-    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${(err as Error).message.split('\n')[0]}`);
+    throw new AuditError('model_run_failed', `onnxruntime could not run the model: ${withoutSourcePaths((err as Error).message.split('\n')[0])}`);
   } finally {
     timing.forwardMs += performance.now() - t;
   }

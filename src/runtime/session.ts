@@ -21,6 +21,8 @@ export interface OpenSession {
 export interface SessionSettings {
   /** Threads inside one run; 0 lets onnxruntime choose. */
   intraOpThreads?: number;
+  /** onnxruntime's CPU memory arena (its default: on); the server's workers turn it off. */
+  cpuMemArena?: boolean;
   /** CUDA provider settings (cuda.ts); from HESSIAN_AUDIT_CUDA_* or the defaults when absent. */
   cuda?: CudaSettings;
 }
@@ -45,6 +47,7 @@ export async function openSession(
         executionProviders: choice.providers,
         graphOptimizationLevel: 'all',
         intraOpNumThreads: settings.intraOpThreads ?? 0,
+        ...(settings.cpuMemArena === false ? { enableCpuMemArena: false } : {}),
         // A provider that may fail (auto mode) must not spray native errors on stderr.
         logSeverityLevel: last ? 2 : 4,
       });

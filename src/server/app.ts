@@ -14,8 +14,11 @@ import { ModelStore } from '../store/index.js';
 import type { ServerConfig } from './config.js';
 import type { ServerContext } from './context.js';
 import { errorsPlugin } from './errors.js';
+import { arrayBoundsPlugin } from './plugins/array-bounds.js';
+import { bodyGatePlugin } from './plugins/body-gate.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
+import { timeoutsPlugin } from './plugins/timeouts.js';
 import { metricRoutes } from './routes/metrics.js';
 import { gateRoutes } from './routes/gate.js';
 import { healthRoutes } from './routes/health.js';
@@ -30,11 +33,16 @@ export interface BuiltApp {
 }
 
 export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
-  const store = await ModelStore.open(config.modelDir, { quotaBytes: config.storeQuotaBytes ?? 0 });
+  const store = await ModelStore.open(config.modelDir, {
+    quotaBytes: config.storeQuotaBytes ?? 0,
+    ...(config.storeBeforeWrite ? { beforeWrite: config.storeBeforeWrite } : {}),
+  });
   const pool = new WorkerPool({
     devices: config.devices,
     workersPerDevice: config.workers,
     maxQueue: config.maxQueue,
+    maxPerClient: config.maxPerClient,
+    maxWorkerRss: config.maxWorkerRssBytes,
     taskTimeoutMs: config.requestTimeoutMs,
     sessionCacheSize: config.sessionCacheSize,
     ...(config.safety ? { safety: config.safety } : {}),
@@ -50,6 +58,12 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     genReqId: () => randomUUID(),
     // In-flight requests finish on close; new ones get 503 (Fastify's return503OnClosing).
     return503OnClosing: true,
+    // Node answers 408 past these; it checks them every connectionsCheckingInterval.
+    requestTimeout: config.receiveTimeoutMs,
+    http: {
+      headersTimeout: config.headersTimeoutMs,
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, config.headersTimeoutMs, config.receiveTimeoutMs || Infinity)),
+    },
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -67,9 +81,14 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   });
   app.addHook('onClose', async () => {
     await pool.destroy();
+    // Every request has ended: any temporary file left is an upload the drain cut off.
+    await store.removeTemporaries();
   });
+  await app.register(timeoutsPlugin, { bodyIdleTimeoutMs: config.bodyIdleTimeoutMs });
 
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
+  await app.register(bodyGatePlugin, { maxLargeBodies: config.maxLargeBodies, largeBodyBytes: config.largeBodyBytes });
+  await app.register(arrayBoundsPlugin, { limits: config.limits });
   await app.register(multipart, {
     limits: { fileSize: config.maxUploadBytes, fieldSize: config.maxBodyBytes, files: 16, fields: 8, parts: 24 },
   });

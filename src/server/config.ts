@@ -5,6 +5,7 @@
 import type { Device } from '../runtime/device.js';
 import { DEFAULT_LIMITS, type Limits } from '../contract/request.js';
 import type { SafetySettings } from '../onnx/safety.js';
+import type { StoreOptions } from '../store/index.js';
 
 export interface ServerConfig {
   host: string;
@@ -19,8 +20,21 @@ export interface ServerConfig {
   workers: number;
   /** Requests that may wait for a worker; one more gets 503 with Retry-After. */
   maxQueue: number;
+  /** Requests one client (address) may have queued or running; one more gets 503 client_limit. 0: no limit. */
+  maxPerClient: number;
+  /** A worker whose resident memory passes this after a task is replaced, bytes; 0: never. */
+  maxWorkerRssBytes: number;
+  /** Request bodies over largeBodyBytes read and parsed at once; one more gets 503. 0: no limit. */
+  maxLargeBodies: number;
+  largeBodyBytes: number;
   /** Time one request may run on a worker before it is cancelled (the worker is replaced), ms. */
   requestTimeoutMs: number;
+  /** Time a client may take to send the request headers, ms (Node answers 408). */
+  headersTimeoutMs: number;
+  /** Time a client may take to send the whole request, body included, ms (408); 0: none. */
+  receiveTimeoutMs: number;
+  /** Longest silence while a request body is arriving, ms; then the connection is closed. 0: none. */
+  bodyIdleTimeoutMs: number;
   /** Largest model or .npy upload, bytes. */
   maxUploadBytes: number;
   /** Largest JSON body (and multipart "request" field), bytes. */
@@ -38,6 +52,8 @@ export interface ServerConfig {
   logLevel: string | false;
   /** Extra environment for workers (tests inject faults this way). */
   workerEnv?: Record<string, string>;
+  /** Test hook: called before each store write; throwing from it stands for that write failing. */
+  storeBeforeWrite?: StoreOptions['beforeWrite'];
 }
 
 export const SERVER_DEFAULTS = {
@@ -46,7 +62,16 @@ export const SERVER_DEFAULTS = {
   device: 'cpu',
   modelDir: 'store',
   maxQueue: 64,
+  maxPerClient: 16,
+  maxWorkerRssMiB: 2048,
+  maxLargeBodies: 2,
+  largeBodyMiB: 1,
   requestTimeoutMs: 120_000,
+  // A real deployment's figures: headers come in one packet; 30 s of silence mid-body is a dead or
+  // hostile client; 10 min moves the largest upload (256 MiB) at 3.5 Mbit/s.
+  headersTimeoutMs: 30_000,
+  receiveTimeoutMs: 600_000,
+  bodyIdleTimeoutMs: 30_000,
   maxUploadMiB: 256,
   maxBodyMiB: 64,
   sessionCacheSize: 8,
@@ -60,7 +85,14 @@ export function serverConfig(overrides: Partial<ServerConfig> & Pick<ServerConfi
     port: SERVER_DEFAULTS.port,
     workers: 1,
     maxQueue: SERVER_DEFAULTS.maxQueue,
+    maxPerClient: SERVER_DEFAULTS.maxPerClient,
+    maxWorkerRssBytes: SERVER_DEFAULTS.maxWorkerRssMiB * 1024 * 1024,
+    maxLargeBodies: SERVER_DEFAULTS.maxLargeBodies,
+    largeBodyBytes: SERVER_DEFAULTS.largeBodyMiB * 1024 * 1024,
     requestTimeoutMs: SERVER_DEFAULTS.requestTimeoutMs,
+    headersTimeoutMs: SERVER_DEFAULTS.headersTimeoutMs,
+    receiveTimeoutMs: SERVER_DEFAULTS.receiveTimeoutMs,
+    bodyIdleTimeoutMs: SERVER_DEFAULTS.bodyIdleTimeoutMs,
     maxUploadBytes: SERVER_DEFAULTS.maxUploadMiB * 1024 * 1024,
     maxBodyBytes: SERVER_DEFAULTS.maxBodyMiB * 1024 * 1024,
     limits: { ...DEFAULT_LIMITS },

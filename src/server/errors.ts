@@ -7,7 +7,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { AuditError } from '../contract/errors.js';
+import { AuditError, clip } from '../contract/errors.js';
 import { formatBytes } from './config.js';
 
 export const ErrorSchema = z
@@ -31,11 +31,28 @@ export interface ErrorLimits {
   maxUploadBytes: number;
 }
 
+/** Longest message an error body carries: a message that echoes client input (a layer name of 1 MB) is cut. */
+export const MAX_MESSAGE_CHARS = 2000;
+
 export function sendError(reply: FastifyReply, status: number, code: string, message: string, details?: unknown): FastifyReply {
   const retryAfter = (details as { retryAfter?: number } | undefined)?.retryAfter;
   if (status === 503 && retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
-  return reply.code(status).send({ error: { code, message, ...(details === undefined ? {} : { details }) } });
+  return reply.code(status).send({ error: { code, message: clip(message, MAX_MESSAGE_CHARS), ...(details === undefined ? {} : { details: boundedDetails(details) }) } });
 }
+
+/** Details are for machines: small numbers and codes. Any that grew past the message limit are dropped. */
+function boundedDetails(details: unknown): unknown {
+  const text = JSON.stringify(details);
+  return text !== undefined && text.length > MAX_MESSAGE_CHARS ? { truncated: true } : details;
+}
+
+/** busboy's own errors (plain Errors): a body that is not the multipart it says it is. */
+const MULTIPART_FAULTS = [/^Multipart: Boundary not found/, /^Boundary required/, /Unexpected end of (multipart data|form)/, /terminated early/, /Malformed part header/];
+const malformedMultipart = (reason: string): AuditError =>
+  new AuditError(
+    'malformed_multipart',
+    `the multipart body cannot be read (${reason}); send multipart/form-data with a boundary in Content-Type and the whole body (curl -F model=@generator.onnx)`,
+  );
 
 /** Fastify or plugin error → the contract's status, code and message. */
 export function translate(error: FastifyError, limits: ErrorLimits): AuditError {
@@ -76,12 +93,17 @@ export function translate(error: FastifyError, limits: ErrorLimits): AuditError 
       return new AuditError('payload_too_large', `the multipart request has too many parts (${error.message})`);
     case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
       return notMultipart();
+    case 'FST_MP_PREMATURE_CLOSE':
+      return malformedMultipart('the body ended before the multipart data was complete');
+    case 'FST_PROTO_VIOLATION':
+      return new AuditError('invalid_request', 'a multipart field name is not allowed (__proto__ or constructor)');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new AuditError('unsupported_media_type', `${error.message}; send application/json (or multipart/form-data for uploads)`);
   }
+  if (!error.code && MULTIPART_FAULTS.some((re) => re.test(error.message))) return malformedMultipart(error.message);
   if (error instanceof SyntaxError) return new AuditError('malformed_json', `the request is not valid JSON: ${error.message}`);
   const status = error.statusCode ?? 500;
-  if (status >= 400 && status < 500) return AuditError.relayed({ code: 'bad_request', message: error.message, status });
+  if (status >= 400 && status < 500) return new AuditError('bad_request', error.message);
   return new AuditError('internal', 'internal server error');
 }
 
@@ -96,13 +118,17 @@ export const notMultipart = (): AuditError =>
 export const errorsPlugin = fp<ErrorLimits>(async (app: FastifyInstance, limits) => {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const audit = translate(error, limits);
-    if (audit.status >= 500 && audit.code !== 'overloaded' && audit.code !== 'shutting_down') {
-      request.log.error({ err: error, code: audit.code }, `request failed: ${audit.message}`);
+    // A full store (507) is the operator's to fix, not a fault of the server: a warning.
+    if (audit.status === 507) request.log.warn({ code: audit.code }, `request refused: ${audit.message}`);
+    else if (audit.status >= 500 && audit.code !== 'overloaded' && audit.code !== 'shutting_down') {
+      request.log.error({ err: error, code: audit.code }, `request failed: ${clip(audit.message, MAX_MESSAGE_CHARS)}`);
     }
+    // A body refused before it was read to the end would wedge a keep-alive connection: end it.
+    if (!request.raw.complete) reply.header('connection', 'close');
     const message = audit.code === 'internal' ? `internal server error (request id ${request.id}); the server log has the details` : audit.message;
     return sendError(reply, audit.status, audit.code, message, audit.details);
   });
   app.setNotFoundHandler((request, reply) =>
-    sendError(reply, 404, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}; see /docs for the API`),
+    sendError(reply, 404, 'not_found', `no route ${request.method} ${clip(request.url.split('?')[0])}; see /docs for the API`),
   );
 });

@@ -151,3 +151,76 @@ export function functionModel(extra: Obj = {}): Obj {
     },
   };
 }
+
+// ---- Models whose outputs depend on the batch size (issue 11: batch re-checks, memory bombs) ----
+
+const INT64 = 7;
+export const int64Tensor = (name: string, values: number[]): Obj => ({
+  name,
+  dims: [values.length],
+  dataType: INT64,
+  rawData: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer),
+});
+
+/** y = Tile(z, [1, N]): z [N, 3] → y [N, 3·N], so a row's output size grows with the batch. */
+export function batchTiledModel(): Obj {
+  return {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 14 }],
+    graph: {
+      name: 'batch_tiled',
+      node: [
+        { opType: 'Shape', input: ['z'], output: ['shape'] },
+        { opType: 'Slice', input: ['shape', 'zero', 'one'], output: ['n'] },
+        { opType: 'Concat', input: ['one', 'n'], output: ['repeats'], attribute: [{ name: 'axis', type: 2, i: 0 }] },
+        { opType: 'Tile', input: ['z', 'repeats'], output: ['y'] },
+      ],
+      initializer: [int64Tensor('zero', [0]), int64Tensor('one', [1])],
+      input: [floatInfo('z', ['N', 3])],
+      output: [floatInfo('y', ['N', 'M'])],
+    },
+  };
+}
+
+/** y = Tile(z, [1, N]) with z [N, width]: the output per row is width·N, growing with the batch. */
+export function batchTiledWideModel(width: number): Obj {
+  const model = batchTiledModel();
+  model.graph.input = [floatInfo('z', ['N', width])];
+  return model;
+}
+
+/** y = Expand(Unsqueeze(z, 2), [1, 1, length]): z [N, 3] → y [N, 3, length]. */
+export function expandModel(length: number): Obj {
+  return {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 14 }],
+    graph: {
+      name: 'expand_bomb',
+      node: [
+        { opType: 'Unsqueeze', input: ['z', 'axes'], output: ['u'] },
+        { opType: 'Expand', input: ['u', 'target'], output: ['y'] },
+      ],
+      initializer: [int64Tensor('axes', [2]), int64Tensor('target', [1, 1, length])],
+      input: [floatInfo('z', ['N', 3])],
+      output: [floatInfo('y', ['N', 3, length])],
+    },
+  };
+}
+
+/** y = Identity(z) and a second output c = ConstantOfShape([1, length]): onnxruntime folds c when the session is created. */
+export function constantOfShapeModel(length: number): Obj {
+  return {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 14 }],
+    graph: {
+      name: 'constant_of_shape_bomb',
+      node: [
+        { opType: 'Identity', input: ['z'], output: ['y'] },
+        { opType: 'ConstantOfShape', input: ['size'], output: ['c'] },
+      ],
+      initializer: [int64Tensor('size', [1, length])],
+      input: [floatInfo('z', ['N', 3])],
+      output: [floatInfo('y', ['N', 3]), floatInfo('c', [1, length])],
+    },
+  };
+}

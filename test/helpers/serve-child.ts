@@ -14,6 +14,8 @@ export interface ServerChild {
   dir: string;
   proc: ChildProcess;
   stderr: () => string;
+  /** The JSON log lines on stdout (only with options.logs, and a --log-level in args). */
+  logs: () => Record<string, unknown>[];
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -21,14 +23,22 @@ interface Teardown {
   teardown: (fn: () => void | Promise<void>) => void;
 }
 
-export async function spawnServer(t: Teardown, args: string[] = [], options: { dir?: string; env?: Record<string, string> } = {}): Promise<ServerChild> {
+export async function spawnServer(t: Teardown, args: string[] = [], options: { dir?: string; env?: Record<string, string>; logs?: boolean } = {}): Promise<ServerChild> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'ha-serve-'));
   if (!options.dir) t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const proc = spawn(
     process.execPath,
     [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--model-dir', dir, '--device', 'cpu', '--log-level', 'silent', '--threads', '1', ...args],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } },
+    { stdio: ['ignore', options.logs ? 'pipe' : 'ignore', 'pipe'], env: { ...process.env, ...options.env } },
   );
+  const logs: Record<string, unknown>[] = [];
+  let out = '';
+  proc.stdout?.setEncoding('utf8');
+  proc.stdout?.on('data', (chunk: string) => {
+    const lines = (out + chunk).split('\n');
+    out = lines.pop()!;
+    for (const line of lines) if (line.startsWith('{')) logs.push(JSON.parse(line));
+  });
   let stderr = '';
   proc.stderr!.setEncoding('utf8');
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
@@ -53,7 +63,7 @@ export async function spawnServer(t: Teardown, args: string[] = [], options: { d
       reject(new Error(`the server exited with ${code} before listening:\n${stderr}`));
     });
   });
-  return { url, dir, proc, stderr: () => stderr, exited };
+  return { url, dir, proc, stderr: () => stderr, logs: () => logs, exited };
 }
 
 export interface Reply {

@@ -6,6 +6,7 @@ import { type Device, parseDevice, parseDeviceList } from '../../runtime/device.
 import { defaultWorkers } from '../../pool/pool.js';
 import { DEFAULT_LIMITS } from '../../contract/request.js';
 import { DEFAULT_SAFETY } from '../../onnx/safety.js';
+import { DEFAULT_MAX_BOOTSTRAP_DRAWS } from '../../gate/gate.js';
 import { invalid } from '../../contract/errors.js';
 import { buildApp } from '../../server/app.js';
 import { SERVER_DEFAULTS, serverConfig, type ServerConfig } from '../../server/config.js';
@@ -38,6 +39,12 @@ const whole = (flag: string, min: number) => (value: string): number => {
 const nonNegative = (flag: string) => (value: string): number => {
   const x = num(flag)(value);
   if (!(x >= 0)) throw invalid(`${flag} must be a number of at least 0, got '${value}'`);
+  return x;
+};
+
+const positive = (flag: string) => (value: string): number => {
+  const x = num(flag)(value);
+  if (!(x > 0)) throw invalid(`${flag} must be a number greater than 0, got '${value}'`);
   return x;
 };
 
@@ -76,13 +83,20 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--store-quota-mib <mib>', 'MiB the model store may hold (0: no quota); uploads past it get 507', 'STORE_QUOTA_MIB', nonNegative('--store-quota-mib'), 0))
     .addOption(option('--workers <n>', 'worker processes per device (default: half the cores for cpu, 1 per GPU)', 'WORKERS', whole('--workers', 1)))
     .addOption(option('--max-queue <n>', 'requests that may wait for a worker before 503', 'MAX_QUEUE', whole('--max-queue', 0), SERVER_DEFAULTS.maxQueue))
+    .addOption(option('--max-per-client <n>', 'requests one client address may have queued or running before 503 (0: no limit)', 'MAX_PER_CLIENT', whole('--max-per-client', 0), SERVER_DEFAULTS.maxPerClient))
+    .addOption(option('--max-worker-rss-mib <mib>', 'replace a worker whose resident memory passes this after a task (0: never)', 'MAX_WORKER_RSS_MIB', nonNegative('--max-worker-rss-mib'), SERVER_DEFAULTS.maxWorkerRssMiB))
+    .addOption(option('--max-large-bodies <n>', 'request bodies over 1 MiB read and parsed at once before 503 (0: no limit)', 'MAX_LARGE_BODIES', whole('--max-large-bodies', 0), SERVER_DEFAULTS.maxLargeBodies))
     .addOption(option('--request-timeout <s>', 'seconds a request may run on a worker before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
+    .addOption(option('--headers-timeout <s>', 'seconds a client may take to send the request headers (then 408)', 'HEADERS_TIMEOUT', positive('--headers-timeout'), SERVER_DEFAULTS.headersTimeoutMs / 1000))
+    .addOption(option('--receive-timeout <s>', 'seconds a client may take to send a whole request, body included (then 408; 0: none)', 'RECEIVE_TIMEOUT', nonNegative('--receive-timeout'), SERVER_DEFAULTS.receiveTimeoutMs / 1000))
+    .addOption(option('--body-idle-timeout <s>', 'seconds of silence while a body is arriving before the connection is closed (0: none)', 'BODY_IDLE_TIMEOUT', nonNegative('--body-idle-timeout'), SERVER_DEFAULTS.bodyIdleTimeoutMs / 1000))
     .addOption(option('--max-upload-mib <mib>', 'largest model or .npy upload', 'MAX_UPLOAD_MIB', num('--max-upload-mib'), SERVER_DEFAULTS.maxUploadMiB))
     .addOption(option('--max-body-mib <mib>', 'largest JSON body', 'MAX_BODY_MIB', num('--max-body-mib'), SERVER_DEFAULTS.maxBodyMiB))
     .addOption(option('--max-samples <n>', 'largest N per request', 'MAX_SAMPLES', whole('--max-samples', 1), DEFAULT_LIMITS.maxSamples))
     .addOption(option('--max-k <n>', 'largest k per request', 'MAX_K', whole('--max-k', 2), DEFAULT_LIMITS.maxK))
     .addOption(option('--max-rows <n>', 'largest N·(2k+1) per request', 'MAX_ROWS', whole('--max-rows', 1), DEFAULT_LIMITS.maxRows))
     .addOption(option('--memory-budget <mib>', 'MiB of layer outputs per batch', 'MEMORY_BUDGET_MIB', num('--memory-budget'), DEFAULT_LIMITS.memoryBudget / MiB))
+    .addOption(option('--max-bootstrap-draws <n>', 'release gate: largest samples × resamples', 'MAX_BOOTSTRAP_DRAWS', whole('--max-bootstrap-draws', 1), DEFAULT_MAX_BOOTSTRAP_DRAWS))
     .addOption(option('--token <token>', 'require "Authorization: Bearer <token>" on /v1 routes', 'TOKEN'))
     .addOption(option('--max-nodes <n>', 'upload check: most nodes a model may have (subgraphs and functions count)', 'MAX_NODES', whole('--max-nodes', 1), DEFAULT_SAFETY.maxNodes))
     .addOption(option('--max-weights-mib <mib>', 'upload check: most MiB of weights (initializers and constants) a model may declare', 'MAX_WEIGHTS_MIB', nonNegative('--max-weights-mib'), DEFAULT_SAFETY.maxInitializerBytes / MiB))
@@ -108,6 +122,9 @@ export function registerServe(program: Command, io: Io): void {
         HESSIAN_AUDIT_CUDA_TF32: cuda.tf32 ? 'on' : 'off',
       };
       const workers = (options.workers as number | undefined) ?? defaultWorkers(devices[0]);
+      const seconds = (name: string): number => Math.round((options[name] as number) * 1000);
+      const [headersTimeoutMs, receiveTimeoutMs] = [seconds('headersTimeout'), seconds('receiveTimeout')];
+      if (receiveTimeoutMs > 0 && headersTimeoutMs > receiveTimeoutMs) throw invalid('--headers-timeout must not be longer than --receive-timeout');
       const config: ServerConfig = serverConfig({
         host: options.host as string,
         port: options.port as number,
@@ -116,7 +133,13 @@ export function registerServe(program: Command, io: Io): void {
         storeQuotaBytes: Math.round((options.storeQuotaMib as number) * MiB),
         workers,
         maxQueue: options.maxQueue as number,
+        maxPerClient: options.maxPerClient as number,
+        maxLargeBodies: options.maxLargeBodies as number,
+        maxWorkerRssBytes: Math.round((options.maxWorkerRssMib as number) * MiB),
         requestTimeoutMs: (options.requestTimeout as number) * 1000,
+        headersTimeoutMs,
+        receiveTimeoutMs,
+        bodyIdleTimeoutMs: seconds('bodyIdleTimeout'),
         maxUploadBytes: Math.round((options.maxUploadMib as number) * MiB),
         maxBodyBytes: Math.round((options.maxBodyMib as number) * MiB),
         limits: {
@@ -124,6 +147,7 @@ export function registerServe(program: Command, io: Io): void {
           maxK: options.maxK as number,
           maxRows: options.maxRows as number,
           memoryBudget: Math.round((options.memoryBudget as number) * MiB),
+          maxBootstrapDraws: options.maxBootstrapDraws as number,
         },
         ...(options.token ? { token: options.token as string } : {}),
         sessionCacheSize: options.sessionCache as number,
@@ -162,7 +186,8 @@ export function registerServe(program: Command, io: Io): void {
           io.stderr(`CUDA provider settings: TF32 ${c.tf32}; memory limit ${c.memoryLimit}; cuDNN algorithm search ${c.convAlgoSearch}`);
         }
         io.stderr(`hessian-audit listening on ${base} (${lanes.join('; ')}; models in ${config.modelDir}); API docs at ${base}/docs`);
-        const auth = config.token ? ` -H 'authorization: Bearer ${config.token}'` : '';
+        // Never the token itself: it may have come from the environment, and logs are read by many.
+        const auth = config.token ? ` -H "authorization: Bearer $HESSIAN_AUDIT_TOKEN"` : '';
         for (const m of models) {
           io.stderr(`model ${basename(m.path)} registered as ${m.id}`);
           io.stderr(

@@ -50,6 +50,7 @@ export const metricsPlugin = fp<{ pool: WorkerPool }>(async (app: FastifyInstanc
   });
   restarts.inc({ reason: 'crash' }, 0);
   restarts.inc({ reason: 'timeout' }, 0);
+  restarts.inc({ reason: 'memory' }, 0);
   pool.onRestart = (reason) => restarts.inc({ reason });
   pool.onTask = (task) => {
     if (task.kind !== 'penalty' || !task.ok || task.rows === undefined) return;

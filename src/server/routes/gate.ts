@@ -1,8 +1,10 @@
 /**
- * POST /v1/gate: the release gate on two stored models. The penalties run in the worker pool like
- * any penalty request; the comparison (a few milliseconds of arithmetic) runs here.
+ * POST /v1/gate: the release gate on two stored models. The penalties, the audit figures and the
+ * bootstrap all run in the worker pool, so a heavy gate never blocks the event loop; a client
+ * that disconnects cancels whichever of them is queued or running.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { clientGone } from '../cancel.js';
 import { gateSpec } from '../../gate/config.js';
 import type { PenaltyResult } from '../../contract/results.js';
 import { auditFigures, neededFigures } from '../../gate/figures.js';
@@ -27,7 +29,8 @@ export const gateRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { st
         response: { 200: GateResultSchema, ...errorResponses(400, 401, 404, 413, 422, 500, 503) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
+      const cancel = clientGone(reply);
       const { candidate, baseline, latents, inputs, ...gate } = request.body;
       const model = async (id: string): Promise<GateModel> => {
         const description = await store.description<ModelDescription>(id);
@@ -37,10 +40,12 @@ export const gateRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { st
       const models = { candidate: await model(candidate), baseline: await model(baseline) };
       const spec = gateSpec([gate], gateArrays({ latents, inputs }));
       const evaluate = (kind: MetricName, m: GateModel, metricRequest: MetricRequest) =>
-        pool.evaluate({ kind, modelId: m.id, modelPath: store.modelPath(m.id), request: metricRequest, limits: config.limits });
+        pool.evaluate({ kind, modelId: m.id, modelPath: store.modelPath(m.id), request: metricRequest, limits: config.limits }, cancel, request.ip);
       const needed = neededFigures(spec.rules, ...Object.values(spec.layers));
       const result = await runGate(models.candidate, models.baseline, spec, {
-        evaluate: async (m, penaltyRequest) => (await evaluate('penalty', m, penaltyRequest)) as PenaltyResult,
+        evaluate: (m, penaltyRequest) => pool.evaluate({ kind: 'penalty', modelId: m.id, modelPath: store.modelPath(m.id), request: penaltyRequest, limits: config.limits }, cancel, request.ip),
+        compare: (input) => pool.compare(models.candidate.id, input, cancel, request.ip),
+        ...(config.limits.maxBootstrapDraws !== undefined ? { maxBootstrapDraws: config.limits.maxBootstrapDraws } : {}),
         ...(needed.size > 0 ? { figures: auditFigures(evaluate, needed) } : {}),
       });
       return jsonSafe(result);

@@ -6,12 +6,12 @@ import type { ServerContext } from '../context.js';
 const Lane = z.object({
   device: z.string(),
   workers: z.number(),
-  pids: z.array(z.number()),
+  pids: z.array(z.number()).optional().meta({ description: 'Worker process ids; left out for a client without the token when one is configured' }),
   executionProvider: z.string().nullable().meta({ description: 'The provider a session really opened with' }),
   fallback: z.string().optional(),
   probeError: z.string().optional(),
   running: z.number(),
-  sessions: z.record(z.string(), z.number()).meta({ description: 'Sessions cached, by worker pid' }),
+  sessions: z.record(z.string(), z.number()).optional().meta({ description: 'Sessions cached, by worker pid (left out like pids)' }),
 });
 
 const Readiness = z.object({
@@ -39,9 +39,12 @@ export const healthRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { 
         response: { 200: Readiness, 503: Readiness },
       },
     },
-    async (_request, reply) => {
+    async (request, reply) => {
       const ready = pool.ready();
-      const { lanes, queued, running, restarts } = pool.status();
+      const status = pool.status();
+      const { queued, running, restarts } = status;
+      // Process ids help an attacker on the host; only a client with the token sees them.
+      const lanes = request.authenticated ? status.lanes : status.lanes.map(({ pids: _pids, sessions: _sessions, ...lane }) => lane);
       const body = { status: ready ? ('ready' as const) : ('not_ready' as const), lanes, queued, running, restarts, models: (await store.list()).length };
       if (!ready) reply.code(503).header('retry-after', '1');
       return body;

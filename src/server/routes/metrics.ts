@@ -62,6 +62,7 @@ export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { 
             ...(modelName ? { modelName } : {}),
           },
           clientGone(reply),
+          request.ip,
         );
         if (format === 'html') return reply.type('text/html; charset=utf-8').send((value as { html: string }).html);
         // The worker encoded it once (base64 in the result); the body is those bytes.

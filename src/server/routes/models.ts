@@ -1,7 +1,8 @@
 /** The model registry: upload (multipart), describe, delete. Models are addressed by SHA-256. */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { AuditError } from '../../contract/errors.js';
+import { AuditError, clip } from '../../contract/errors.js';
+import type { StagedModel } from '../../store/index.js';
 import type { ModelDescription } from '../../onnx/describe.js';
 import type { ServerContext } from '../context.js';
 import { registerModel } from '../register-model.js';
@@ -23,17 +24,22 @@ export const modelRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { s
     },
     async (request, reply) => {
       if (!request.isMultipart()) throw notMultipart();
-      const part = await request.file();
-      if (!part) throw new AuditError('missing_model', 'the upload has no file; send the model as the multipart file field "model"');
-      if (part.fieldname !== 'model') {
-        part.file.resume();
-        throw new AuditError('invalid_request', `the file field is named '${part.fieldname}'; name it "model" (curl -F model=@generator.onnx)`);
+      let staged: StagedModel | undefined;
+      try {
+        for await (const part of request.parts()) {
+          if (part.type === 'file') part.file.on('error', () => undefined);
+          if (staged || part.fieldname !== 'model' || part.type !== 'file') {
+            if (part.type === 'file') part.file.resume();
+            throw extraPart(part.fieldname, part.type === 'file', staged !== undefined);
+          }
+          staged = await store.stage(part.file);
+          if (part.file.truncated) throw uploadTooLarge(config.maxUploadBytes);
+        }
+      } catch (err) {
+        if (staged) await store.discard(staged);
+        throw err;
       }
-      const staged = await store.stage(part.file);
-      if (part.file.truncated) {
-        await store.discard(staged);
-        throw uploadTooLarge(config.maxUploadBytes);
-      }
+      if (!staged) throw new AuditError('missing_model', 'the upload has no file; send the model as the multipart file field "model"');
       const { created, description } = await registerModel({ store, pool }, staged);
       reply.code(created ? 201 : 200);
       return { id: staged.id, size: staged.size, created, ...description, warnings: modelWarnings(description) };
@@ -53,8 +59,10 @@ export const modelRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { s
     async (request) => {
       const { id } = request.params;
       const description = await store.description<ModelDescription>(id);
-      if (!description) throw unknownModel(id);
-      return { id, size: await store.size(id), created: false, ...description, warnings: modelWarnings(description) };
+      const size = await store.size(id);
+      // Either read finds nothing when a DELETE came first or in between: the model is gone.
+      if (!description || size === undefined) throw unknownModel(id);
+      return { id, size, created: false, ...description, warnings: modelWarnings(description) };
     },
   );
 
@@ -75,6 +83,17 @@ export const modelRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { s
   );
 };
 
+/** An upload is one file named "model": anything else is refused rather than silently ignored. */
+function extraPart(name: string, isFile: boolean, afterModel: boolean): AuditError {
+  const shown = clip(name, 100);
+  if (afterModel) {
+    return new AuditError('invalid_request', `the upload has a second part ('${shown}') after the "model" file; upload one model per request`);
+  }
+  return isFile
+    ? new AuditError('invalid_request', `the file field is named '${shown}'; name it "model" (curl -F model=@generator.onnx)`)
+    : new AuditError('invalid_request', `the upload has a field '${shown}'; send only the file field "model" (curl -F model=@generator.onnx)`);
+}
+
 export const unknownModel = (id: string): AuditError =>
-  new AuditError('unknown_model', `no model with id '${id}' is stored here; upload it with POST /v1/models (the id is the SHA-256 of its bytes)`);
+  new AuditError('unknown_model', `no model with id '${clip(id, 100)}' is stored here; upload it with POST /v1/models (the id is the SHA-256 of its bytes)`);
 

@@ -13,7 +13,8 @@ import { PenaltyResultSchema } from '../../contract/results.js';
 import { AuditError } from '../../contract/errors.js';
 import type { NDArray } from '../../io/ndarray.js';
 import { fromNested } from '../../io/nested.js';
-import { isNpy, readNpy } from '../../io/npy.js';
+import { isNpy, readNpy, readNpyHeader } from '../../io/npy.js';
+import type { Limits } from '../../contract/request.js';
 import type { StagedModel } from '../../store/index.js';
 import type { ServerContext } from '../context.js';
 import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
@@ -53,7 +54,7 @@ export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, {
             json = await requestJson(part, config.maxBodyBytes);
           } else if (ARRAY_PART.test(part.fieldname)) {
             if (arrays[part.fieldname]) throw new AuditError('invalid_request', `the "${part.fieldname}" part is given twice`);
-            arrays[part.fieldname] = await arrayPart(part, config.maxUploadBytes);
+            arrays[part.fieldname] = await arrayPart(part, config.maxUploadBytes, config.limits);
           } else {
             if (part.type === 'file') part.file.resume();
             throw new AuditError(
@@ -62,13 +63,14 @@ export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, {
             );
           }
         }
+        request.bodyRead();
         if (!staged) throw new AuditError('missing_model', 'the one-shot request has no "model" file part');
         const penaltyRequest = parseRequest(json, attached(arrays), PenaltyRequestSchema);
         // Already stored: use the stored copy (its worker session may be cached). Otherwise run
         // from the staged file, which is removed afterwards: a one-shot request stores nothing.
         const known = await store.has(staged.id);
         const path = known ? store.modelPath(staged.id) : staged.path;
-        return await pool.evaluate({ kind: 'penalty', modelId: staged.id, modelPath: path, request: penaltyRequest, limits: config.limits }, clientGone(reply));
+        return await pool.evaluate({ kind: 'penalty', modelId: staged.id, modelPath: path, request: penaltyRequest, limits: config.limits }, clientGone(reply), request.ip);
       } finally {
         if (staged) await store.discard(staged);
       }
@@ -95,11 +97,45 @@ async function requestJson(part: Multipart, limit: number): Promise<unknown> {
   }
 }
 
-async function arrayPart(part: Multipart, limit: number): Promise<NDArray> {
+/**
+ * A file part, buffered with its .npy header checked as soon as it has arrived: a declared shape
+ * past the limits is refused before the data is read into memory.
+ */
+async function bufferNpyChecked(part: MultipartFile, limit: number, limits: Limits): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let checked = false;
+  for await (const chunk of part.file as AsyncIterable<Buffer>) {
+    chunks.push(chunk);
+    if (checked) continue;
+    const head = chunks.length === 1 ? chunk : Buffer.concat(chunks);
+    if (head.length >= 6 && !isNpy(head)) checked = true; // JSON text: checked when parsed
+    const header = checked ? null : readNpyHeader(head, part.fieldname);
+    if (!header) continue;
+    checked = true;
+    const refusal = npyRefusal(part.fieldname, header.shape, header.type, limit, limits);
+    if (refusal) {
+      part.file.resume();
+      throw refusal;
+    }
+  }
+  return Buffer.concat(chunks);
+}
+
+function npyRefusal(name: string, shape: number[], type: string, limit: number, limits: Limits): AuditError | null {
+  const bytes = shape.reduce((a, b) => a * b, 1) * (type === 'float64' || type === 'int64' ? 8 : 4);
+  if (bytes > limit) return uploadTooLarge(limit);
+  const over = (what: string, max: number): AuditError =>
+    new AuditError('limit_exceeded', `${what} is ${shape[0]}, above this server's limit of ${max}; audit a subset (maxSamples) or ask for a higher limit`, { limit: max });
+  if (name === 'latents' && (shape[0] ?? 0) > limits.maxSamples) return over('samples', limits.maxSamples);
+  if (name === 'directions' && (shape[0] ?? 0) > limits.maxK) return over('k', limits.maxK);
+  return null;
+}
+
+async function arrayPart(part: Multipart, limit: number, limits: Limits): Promise<NDArray> {
   const what = part.fieldname;
   let bytes: Buffer;
   if (part.type === 'file') {
-    bytes = await (part as MultipartFile).toBuffer();
+    bytes = await bufferNpyChecked(part as MultipartFile, limit, limits);
     if ((part as MultipartFile).file.truncated) throw uploadTooLarge(limit);
   } else {
     bytes = Buffer.from(String(part.value), 'utf8');

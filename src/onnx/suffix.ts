@@ -1,0 +1,363 @@
+/**
+ * The estimator on the device (DESIGN.md, "Units, chunks and the estimator on the device"): ONNX
+ * ops appended to the generator's own graph that reduce a chunk's stacked outputs inside the
+ * session, so what leaves onnxruntime per chunk is O(samples × elements), independent of k.
+ *
+ * How the graph is extended: like expose.ts, by appending the encoding of
+ * `ModelProto { graph { node, input, output, initializer } }` to the original bytes. Protobuf
+ * appends repeated fields on a merge, so the suffix's nodes follow the generator's (still a
+ * topological order), and every byte of the export — weights, fields this schema does not know —
+ * stays as it was; nothing of a 100 MB model is decoded and re-encoded. The generator's own
+ * outputs stay declared; the caller fetches only the suffix's outputs (`session.run(feeds,
+ * fetches)`), so the raw rows are never copied out.
+ *
+ * The penalty suffix. Per chunk the layout is fed, not baked in, so one session serves every
+ * chunk, any k and any ε. With S sample slots and m direction columns per slot:
+ *
+ *   inputs   hessian_suffix.center   int64 [S]     batch row of slot s's center g(z)
+ *            hessian_suffix.plus     int64 [S, m]  batch row of g(z + εv_j) for the slot's j-th direction
+ *            hessian_suffix.minus    int64 [S, m]  batch row of g(z − εv_j)
+ *            hessian_suffix.weight   A     [S, m]  1 for a real direction, 0 for padding (pad with the
+ *                                                  center row: q = 0 there, so 0·q stays 0)
+ *            hessian_suffix.epsilon  A     []      ε
+ *   outputs  hessian_suffix.count    A [S]         directions in each slot (Σ weight)
+ *            hessian_suffix.<i>.mean A [S, E]      per element, the mean of q over the slot's directions
+ *            hessian_suffix.<i>.m2   A [S, E]      per element, Σ (q − mean)² (merge chunks by Chan's formula)
+ *            hessian_suffix.<i>.max_abs A [S]      max |g(z)| over the center's elements (noise floor)
+ *            hessian_suffix.<i>.non_finite A [S]   elements whose partial m2 is NaN or ±Inf
+ *
+ * with q_j = (g(z+εv_j) − 2g(z) + g(z−εv_j)) / ε², i the layer's index in `layers`, E its
+ * elements per sample (the layer's shape after the batch axis, flattened), and A the accumulation
+ * type. Rows are gathered along axis 0 of each layer's tensor, so the batch axis must be first.
+ *
+ * Precision. The layer is cast to A first (float16 and float32 widen exactly to float64). With A =
+ * float64 (the default) q is computed by the same float64 operations in the same order as the
+ * JavaScript reference (second-difference.ts), so the figures agree to rounding of the sums
+ * (tests: relative 1e-9). With A = float32 — what a GPU runs fastest — q carries an absolute error
+ * up to about 4u·max|g|/ε² (u = 2⁻²⁴, from rounding g+ − 2g in float32) and the sums of m terms
+ * add about m·u relative; the tests state the bound they check.
+ *
+ * The full-Hessian suffix (appendHessianSuffix, d² + d + 1 rows per sample, hessian-compact.ts):
+ *   inputs   hessian_suffix.hessian.rows     int64 [S, R]  each slot's R = d² + d + 1 rows, layout order
+ *            hessian_suffix.hessian.stencil  A [d², R]     compactStencilMatrix(d, ε), so ε stays an input
+ *   outputs  hessian_suffix.hessian.<i>.off_squares, max_diagonal, max_off, sum_diagonal, sum_off  A [S, E]
+ *            hessian_suffix.hessian.<i>.interaction  A [S, d²];  .max_abs  A [S]
+ * H = W·G is one MatMul over the gathered [S, R, E]; constant 0/1 masks pick the diagonal and the
+ * off-diagonal. SuffixHessianAccumulator (hessian-compact.ts) turns these into HessianFigures.
+ *
+ * The activeness suffix (appendActivenessSuffix, 3 rows per latent and sample):
+ *   inputs   hessian_suffix.activeness.rows  int64 [U, 3]  each unit's rows (latent at −extent, 0, +extent)
+ *   outputs  hessian_suffix.activeness.<i>.variance_sum  A [U]  Σ_e of the unbiased variance of the 3
+ * The host adds output u to its latent's sum and E to its count (ActivenessAccumulator's state).
+ *
+ * Designed, not built: orthogonality and bases reuse the Hessian suffix's [S, d², E] before its
+ * reductions (a second MatMul with the basis for bases).
+ */
+import { decodeModel, modelProto, type NodeProto, type TensorProto } from './proto.js';
+
+export type Accumulation = 'float64' | 'float32';
+
+/** ONNX TensorProto.DataType codes used here. */
+const FLOAT = 1;
+const INT64 = 7;
+const DOUBLE = 11;
+/** AttributeProto.AttributeType codes. */
+const ATTR_INT = 2;
+const ATTR_INTS = 7;
+
+const PREFIX = 'hessian_suffix';
+
+export interface PenaltySuffixLayer {
+  mean: string;
+  m2: string;
+  maxAbs: string;
+  nonFinite: string;
+}
+
+export interface PenaltySuffix {
+  /** The model's bytes with the suffix appended. */
+  bytes: Uint8Array;
+  accumulation: Accumulation;
+  inputs: { center: string; plus: string; minus: string; weight: string; epsilon: string };
+  outputs: { count: string; layers: Record<string, PenaltySuffixLayer> };
+  /** Every output name to pass as `fetches` to session.run. */
+  fetches: string[];
+}
+
+export interface PenaltySuffixOptions {
+  /** Tensors to reduce: graph outputs or intermediate tensors, batch axis first. */
+  layers: readonly string[];
+  accumulation?: Accumulation;
+  /** The model's default-domain opset; read from the model when not given (decodes it once). */
+  opset?: number;
+}
+
+/** The default-domain opset a model imports (the suffix's ops follow its signatures). */
+export function defaultOpset(bytes: Uint8Array): number {
+  const imports = decodeModel(bytes).opsetImport ?? [];
+  const own = imports.find((o) => (o.domain ?? '') === '' || o.domain === 'ai.onnx');
+  if (own?.version === undefined) throw new Error('the model imports no default-domain opset');
+  return own.version;
+}
+
+/** Appends the penalty suffix for `layers`; see the module comment for its inputs and outputs. */
+export function appendPenaltySuffix(bytes: Uint8Array, options: PenaltySuffixOptions): PenaltySuffix {
+  const { layers } = options;
+  if (layers.length === 0) throw new Error('the penalty suffix needs at least one layer');
+  const accumulation = options.accumulation ?? 'float64';
+  const opset = options.opset ?? defaultOpset(bytes);
+  if (opset < 11) throw new Error(`the penalty suffix needs opset 11 or later; the model imports opset ${opset}`);
+  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const inputs = {
+    center: `${PREFIX}.center`,
+    plus: `${PREFIX}.plus`,
+    minus: `${PREFIX}.minus`,
+    weight: `${PREFIX}.weight`,
+    epsilon: `${PREFIX}.epsilon`,
+  };
+  g.input(inputs.center, INT64, ['slots']);
+  g.input(inputs.plus, INT64, ['slots', 'directions']);
+  g.input(inputs.minus, INT64, ['slots', 'directions']);
+  g.input(inputs.weight, g.type, ['slots', 'directions']);
+  g.input(inputs.epsilon, g.type, []);
+
+  // Shared by every layer: 1/ε², the weights as [S, m, 1], the count and its guard against 0.
+  const flat = g.int64s('flat', [0, -1]);
+  const column = g.int64s('column', [0, 1, -1]);
+  const lastAxis = g.int64s('last_axis', [0, 0, 1]);
+  const asColumn = g.int64s('as_column', [-1, 1]);
+  const one = g.scalar('one', 1);
+  const two = g.scalar('two', 2);
+  const inverseEpsilonSquared = g.node('Div', [one, g.node('Mul', [inputs.epsilon, inputs.epsilon])]);
+  const weight = g.node('Reshape', [inputs.weight, lastAxis]);
+  const count = g.reduce('ReduceSum', inputs.weight, [1], false, `${PREFIX}.count`);
+  const divisor = g.node('Reshape', [g.node('Max', [count, one]), asColumn]);
+  g.output(count);
+
+  const outputLayers: Record<string, PenaltySuffixLayer> = {};
+  layers.forEach((layer, i) => {
+    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const center = g.node('Gather', [rows, inputs.center], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    const plus = g.node('Gather', [rows, inputs.plus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    const minus = g.node('Gather', [rows, inputs.minus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    // (g+ − 2g) + g−, then × 1/ε²: the reference's operations in the reference's order.
+    const twiceCenter = g.node('Reshape', [g.node('Mul', [center, two]), column]);
+    const q = g.node('Mul', [g.node('Add', [g.node('Sub', [plus, twiceCenter]), minus]), inverseEpsilonSquared]);
+    const names: PenaltySuffixLayer = {
+      mean: `${PREFIX}.${i}.mean`,
+      m2: `${PREFIX}.${i}.m2`,
+      maxAbs: `${PREFIX}.${i}.max_abs`,
+      nonFinite: `${PREFIX}.${i}.non_finite`,
+    };
+    const sum = g.reduce('ReduceSum', g.node('Mul', [q, weight]), [1], false);
+    const mean = g.node('Div', [sum, divisor], [], names.mean);
+    const deviation = g.node('Sub', [q, g.node('Reshape', [mean, column])]);
+    const m2 = g.reduce('ReduceSum', g.node('Mul', [g.node('Mul', [deviation, deviation]), weight]), [1], false, names.m2);
+    g.reduce('ReduceMax', g.node('Abs', [center]), [1], false, names.maxAbs);
+    // x − x is NaN exactly when x is NaN or ±Inf: one IsNaN (opset 9) instead of IsNaN and IsInf.
+    const bad = g.node('Cast', [g.node('IsNaN', [g.node('Sub', [m2, m2])])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    g.reduce('ReduceSum', bad, [1], false, names.nonFinite);
+    for (const name of Object.values(names)) g.output(name);
+    outputLayers[layer] = names;
+  });
+
+  const type = modelProto();
+  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
+  const joined = new Uint8Array(bytes.length + extra.length);
+  joined.set(bytes, 0);
+  joined.set(extra, bytes.length);
+  const outputs = { count, layers: outputLayers };
+  const fetches = [count, ...Object.values(outputLayers).flatMap((l) => [l.mean, l.m2, l.maxAbs, l.nonFinite])];
+  return { bytes: joined, accumulation, inputs, outputs, fetches };
+}
+
+export interface HessianSuffixLayer {
+  /** [S, E]: Σ_{i≠j} H_ij² per element (the exact penalty is twice this). */
+  offSquares: string;
+  /** [S, d²]: Σ over elements of H_ij² (the interaction matrix, before the mean). */
+  interaction: string;
+  /** [S, E]: max |H_ii|, max_{i≠j} |H_ij|, Σ |H_ii|, Σ_{i≠j} |H_ij| per element. */
+  maxDiagonal: string;
+  maxOff: string;
+  sumDiagonal: string;
+  sumOff: string;
+  /** [S]: max |g(z)| over the center's elements. */
+  maxAbs: string;
+}
+
+export interface HessianSuffix {
+  bytes: Uint8Array;
+  accumulation: Accumulation;
+  latents: number;
+  /** rows int64 [S, d² + d + 1]: each slot's rows in compactHessianLayout order; stencil A [d², d² + d + 1]: compactStencilMatrix(d, ε). */
+  inputs: { rows: string; stencil: string };
+  outputs: Record<string, HessianSuffixLayer>;
+  fetches: string[];
+}
+
+/**
+ * The full-Hessian suffix (d² + d + 1 rows per sample, src/penalty/hessian-compact.ts): each
+ * slot's rows gathered as [S, R, E], H = W·G by one MatMul with the fed stencil W, then the
+ * per-element figures hessian.ts reduces. A sample's rows must lie in one chunk.
+ */
+export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOptions & { latents: number }): HessianSuffix {
+  const { layers, latents: d } = options;
+  if (layers.length === 0) throw new Error('the Hessian suffix needs at least one layer');
+  if (!Number.isInteger(d) || d < 1) throw new Error(`latents must be a positive integer, got ${d}`);
+  const accumulation = options.accumulation ?? 'float64';
+  const opset = options.opset ?? defaultOpset(bytes);
+  if (opset < 13) throw new Error(`the Hessian suffix needs opset 13 or later; the model imports opset ${opset}`);
+  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const R = d * d + d + 1;
+  const inputs = { rows: `${PREFIX}.hessian.rows`, stencil: `${PREFIX}.hessian.stencil` };
+  g.input(inputs.rows, INT64, ['slots', String(R)]);
+  g.input(inputs.stencil, g.type, [String(d * d), String(R)]);
+  const diagonal = Array.from({ length: d * d }, (_, p) => (Math.floor(p / d) === p % d ? 1 : 0));
+  const diagonalMask = g.constant('hessian_diagonal', diagonal, [d * d, 1]);
+  const offMask = g.constant('hessian_off', diagonal.map((x) => 1 - x), [d * d, 1]);
+  const flat = g.int64s('hessian_flat', [0, -1]);
+  const centerRow = g.int64s('hessian_center_row', [0]);
+  const outputs: Record<string, HessianSuffixLayer> = {};
+  layers.forEach((layer, i) => {
+    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    const h = g.node('MatMul', [inputs.stencil, stacked]);
+    const squares = g.node('Mul', [h, h]);
+    const abs = g.node('Abs', [h]);
+    const name = (what: string) => `${PREFIX}.hessian.${i}.${what}`;
+    const names: HessianSuffixLayer = {
+      offSquares: g.reduce('ReduceSum', g.node('Mul', [squares, offMask]), [1], false, name('off_squares')),
+      interaction: g.reduce('ReduceSum', squares, [2], false, name('interaction')),
+      maxDiagonal: g.reduce('ReduceMax', g.node('Mul', [abs, diagonalMask]), [1], false, name('max_diagonal')),
+      maxOff: g.reduce('ReduceMax', g.node('Mul', [abs, offMask]), [1], false, name('max_off')),
+      sumDiagonal: g.reduce('ReduceSum', g.node('Mul', [abs, diagonalMask]), [1], false, name('sum_diagonal')),
+      sumOff: g.reduce('ReduceSum', g.node('Mul', [abs, offMask]), [1], false, name('sum_off')),
+      maxAbs: g.reduce('ReduceMax', g.node('Abs', [g.node('Gather', [stacked, centerRow], [{ name: 'axis', type: ATTR_INT, i: 1 }])]), [1, 2], false, name('max_abs')),
+    };
+    for (const output of Object.values(names)) g.output(output);
+    outputs[layer] = names;
+  });
+  const type = modelProto();
+  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
+  const joined = new Uint8Array(bytes.length + extra.length);
+  joined.set(bytes, 0);
+  joined.set(extra, bytes.length);
+  return { bytes: joined, accumulation, latents: d, inputs, outputs, fetches: Object.values(outputs).flatMap((l) => Object.values(l)) };
+}
+
+export interface ActivenessSuffix {
+  bytes: Uint8Array;
+  accumulation: Accumulation;
+  /** rows int64 [U, 3]: each unit's rows with its latent at −extent, 0, +extent. */
+  inputs: { rows: string };
+  /** Per layer, [U]: Σ over elements of the unbiased variance of the unit's three outputs. */
+  outputs: Record<string, { varianceSum: string }>;
+  fetches: string[];
+}
+
+/**
+ * The activeness suffix (activeness.ts): per unit, Σ_e ((a−b)² + (b−c)² + (a−c)²)/6 over the
+ * three outputs a, b, c — the reference's form, so an ignored latent gives exactly 0 here too.
+ */
+export function appendActivenessSuffix(bytes: Uint8Array, options: PenaltySuffixOptions): ActivenessSuffix {
+  const { layers } = options;
+  if (layers.length === 0) throw new Error('the activeness suffix needs at least one layer');
+  const accumulation = options.accumulation ?? 'float64';
+  const opset = options.opset ?? defaultOpset(bytes);
+  if (opset < 11) throw new Error(`the activeness suffix needs opset 11 or later; the model imports opset ${opset}`);
+  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const inputs = { rows: `${PREFIX}.activeness.rows` };
+  g.input(inputs.rows, INT64, ['units', '3']);
+  const flat = g.int64s('activeness_flat', [0, -1]);
+  const point = [0, 1, 2].map((p) => g.int64s(`activeness_point_${p}`, [p]));
+  const six = g.scalar('activeness_six', 6);
+  const outputs: Record<string, { varianceSum: string }> = {};
+  layers.forEach((layer, i) => {
+    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    // [U, 1, E] each; Gather with a scalar index would drop the axis, a [1] index keeps it.
+    const [a, b, c] = point.map((p) => g.node('Gather', [stacked, p], [{ name: 'axis', type: ATTR_INT, i: 1 }]));
+    const square = (x: string, y: string): string => {
+      const delta = g.node('Sub', [x, y]);
+      return g.node('Mul', [delta, delta]);
+    };
+    const variance = g.node('Div', [g.node('Add', [g.node('Add', [square(a, b), square(b, c)]), square(a, c)]), six]);
+    const varianceSum = g.reduce('ReduceSum', variance, [1, 2], false, `${PREFIX}.activeness.${i}.variance_sum`);
+    g.output(varianceSum);
+    outputs[layer] = { varianceSum };
+  });
+  const type = modelProto();
+  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
+  const joined = new Uint8Array(bytes.length + extra.length);
+  joined.set(bytes, 0);
+  joined.set(extra, bytes.length);
+  return { bytes: joined, accumulation, inputs, outputs, fetches: Object.values(outputs).map((o) => o.varianceSum) };
+}
+
+interface ValueInfoObject {
+  name: string;
+  type: { tensorType: { elemType: number; shape: { dim: { dimParam?: string }[] } } };
+}
+
+/** Nodes, constants and declarations of a suffix, named under one prefix so they cannot clash. */
+class GraphBuilder {
+  private readonly nodes: NodeProto[] = [];
+  private readonly initializers: TensorProto[] = [];
+  private readonly inputs: ValueInfoObject[] = [];
+  private readonly outputs: { name: string }[] = [];
+  private serial = 0;
+
+  constructor(
+    readonly opset: number,
+    /** The accumulation type's DataType code. */
+    readonly type: number,
+  ) {}
+
+  input(name: string, elemType: number, dims: string[]): void {
+    this.inputs.push({ name, type: { tensorType: { elemType, shape: { dim: dims.map((dimParam) => ({ dimParam })) } } } });
+  }
+
+  /** Declared by name only: onnxruntime infers its type and shape. */
+  output(name: string): void {
+    this.outputs.push({ name });
+  }
+
+  int64s(name: string, values: number[]): string {
+    const full = `${PREFIX}/${name}`;
+    this.initializers.push({ name: full, dataType: INT64, dims: [values.length], int64Data: values });
+    return full;
+  }
+
+  /** A constant of the accumulation type. */
+  constant(name: string, values: number[], dims: number[]): string {
+    const full = `${PREFIX}/${name}`;
+    const data = this.type === DOUBLE ? { doubleData: values } : { floatData: values };
+    this.initializers.push({ name: full, dataType: this.type, dims, ...data });
+    return full;
+  }
+
+  scalar(name: string, value: number): string {
+    const full = `${PREFIX}/${name}`;
+    const data = this.type === DOUBLE ? { doubleData: [value] } : { floatData: [value] };
+    this.initializers.push({ name: full, dataType: this.type, dims: [], ...data });
+    return full;
+  }
+
+  node(opType: string, input: string[], attribute: NodeProto['attribute'] = [], output?: string): string {
+    const name = output ?? `${PREFIX}/${opType.toLowerCase()}_${this.serial}`;
+    this.nodes.push({ name: `${PREFIX}/node_${this.serial++}`, opType, input, output: [name], attribute });
+    return name;
+  }
+
+  /** A reduction over `axes`, in the signature of the model's opset (axes became an input in 13/18). */
+  reduce(opType: 'ReduceSum' | 'ReduceMax', input: string, axes: number[], keepdims: boolean, output?: string): string {
+    const keep = { name: 'keepdims', type: ATTR_INT, i: keepdims ? 1 : 0 };
+    const axesAsInput = opType === 'ReduceSum' ? this.opset >= 13 : this.opset >= 18;
+    if (axesAsInput) return this.node(opType, [input, this.int64s(`axes_${this.serial}`, axes)], [keep], output);
+    return this.node(opType, [input], [{ name: 'axes', type: ATTR_INTS, ints: axes }, keep], output);
+  }
+
+  graph(): object {
+    return { node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs };
+  }
+}
