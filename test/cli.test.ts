@@ -66,7 +66,7 @@ const errors: [string, string[], RegExp][] = [
   ['epsilon < 0', ['--epsilon', '-0.1'], /request\.epsilon: must be greater than 0/],
   ['epsilon infinite', ['--epsilon', 'Infinity'], /request\.epsilon: .*expected number, received Infinity/],
   ['unknown layer', ['--layers', 'image,nope'], /layer 'nope' is not an output or intermediate tensor.*'image'/],
-  ['unknown wrt input', ['--wrt', 'w'], /wrt names input 'w', which the model does not have; its inputs are 'z'/],
+  ['unknown wrt input', ['--wrt', 'w'], /wrt names 'w', which is neither an input nor a tensor of the model; its inputs are 'z'/],
   ['unknown extra input', ['--input', `label=${join(dir, 'z.npy')}`], /inputs names input 'label', which the model does not have/],
   ['latents and samples together', ['--latents', join(dir, 'z.npy'), '--samples', '3'], /either --latents FILE or --samples N, not both/],
   ['unknown reduction', ['--reduction', 'min'], /request\.reduction: Invalid option: expected one of "max"\|"mean"/],

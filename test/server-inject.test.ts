@@ -136,7 +136,7 @@ t.test('contract errors that need the model: 422 for shapes and layers, 404 for 
   const id = sha256(dcgan);
   expectError(t, await penalty(id, { latents: [[1, 2, 3]] }), 422, 'shape_mismatch', /latents have shape \[1, 3\] but input 'z' expects \[batch, 12\]/);
   expectError(t, await penalty(id, { layers: ['nope'] }), 422, 'unknown_layer', /layer 'nope' is not an output or intermediate tensor/);
-  expectError(t, await penalty(id, { wrt: 'x' }), 422, 'unknown_input', /wrt names input 'x', which the model does not have/);
+  expectError(t, await penalty(id, { wrt: 'x' }), 422, 'unknown_tensor', /wrt names 'x', which is neither an input nor a tensor of the model/);
   const unknown = 'f'.repeat(64);
   expectError(t, await penalty(unknown, { k: 2 }), 404, 'unknown_model', new RegExp(`no model with id '${unknown}'`));
   expectError(t, await app.inject({ method: 'GET', url: '/v1/models/abc' }), 404, 'unknown_model', /no model with id 'abc'/);

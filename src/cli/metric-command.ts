@@ -40,6 +40,7 @@ export function registerMetricCommand(program: Command, io: Io, name: MetricName
       const context = { device: parseDevice((options.device as string | undefined) ?? 'cpu'), sessions, limits: localLimits(options), previews: options.report !== undefined };
       const result = await evaluateMetric(name, model, request, { ...context, ...(onProgress ? { onProgress } : {}) });
       if (options.report !== undefined) await writeReport(options.report as string, renderReport({ modelName: basename(path), ...metric.report(result) }));
+      if (options.out !== undefined && metric.media) await writeOut(options.out as string, metric.media.body(result), metric.media.type);
       io.stdout(options.json ? toJson(result) : metric.format(result, basename(path)));
     } finally {
       await sessions.clear();
@@ -54,7 +55,7 @@ function metricOptions(command: Command, flags: FlagSet): Command {
     .option('--latents <file>', 'latents z, N × … (.npy or JSON)')
     .option('--samples <n>', `draw N standard-normal latents (default ${DEFAULTS.samples})`, num('--samples'))
     .option('--seed <s>', 'seed for latents and directions (default: random, reported)', num('--seed'))
-    .option('--wrt <name>', 'input to take the penalty with respect to (default: first float input)')
+    .option('--wrt <name>', "input or intermediate tensor (StyleGAN's w: the graph is cut there) to take the penalty with respect to (default: first float input)")
     .option('--input <name=file>', 'extra input held fixed for all passes (repeatable)', collect);
   if (flags.directions) command.option('--k <n>', `directions per sample, at least 2 (default ${DEFAULTS.k})`, num('--k'));
   if (flags.steps) {
@@ -67,8 +68,13 @@ function metricOptions(command: Command, flags: FlagSet): Command {
       .option('--variance <v>', 'unbiased or biased, over directions (default unbiased)')
       .option('--directions <file>', 'explicit directions, k × N × … (k × N × m along a basis; .npy or JSON)');
   }
-  if (flags.basis) command.option('--basis <file>', 'latent directions as rows, m × … (.npy or JSON): audit along them');
+  if (flags.basis) {
+    command
+      .option('--basis <file>', 'latent directions as rows, m × … (.npy or JSON): audit along them')
+      .option('--groups <spec>', 'coordinates of the wrt tensor sharing one sign: rows (W+ styles), blocks:N, or 0-3,4-7,8+10-11');
+  }
   if (flags.sweep) command.option('--epsilons <list>', 'ε sweep on the same latents and directions, e.g. 0.05,0.1,0.2');
+  if (flags.out) command.option('--out <file>', 'write the PNG grid to this file');
   if (flags.element) command.option('--element <e>', 'also print the full Hessian of this element (flat index within a sample)', num('--element'));
   if (flags.activeness) {
     command
@@ -86,7 +92,7 @@ function metricOptions(command: Command, flags: FlagSet): Command {
 }
 
 /** Request fields that flags set one to one (flag --max-samples is option maxSamples, field maxSamples). */
-const SCALARS = ['seed', 'wrt', 'k', 'epsilon', 'reduction', 'variance', 'maxSamples', 'extent', 'threshold', 'element'] as const;
+const SCALARS = ['seed', 'wrt', 'k', 'epsilon', 'reduction', 'variance', 'maxSamples', 'extent', 'threshold', 'element', 'groups'] as const;
 
 /** Flags → the JSON body of the metric's route, plus the arrays read from files → the same parser. */
 export async function requestFromFlags(options: Record<string, unknown>, metric: Pick<Metric, 'request'>): Promise<MetricRequest> {
@@ -131,5 +137,14 @@ async function writeReport(file: string, html: string): Promise<void> {
   }
 }
 
-/** One JSON document; the report's preview images stay out of it. */
-export const toJson = (result: unknown): string => JSON.stringify(result, (key, value) => (key === 'previews' ? undefined : value), 2);
+async function writeOut(file: string, bytes: Buffer, type: string): Promise<void> {
+  try {
+    await writeFile(file, bytes);
+  } catch (err) {
+    throw new AuditError('file_not_written', `cannot write the ${type} to ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/** One JSON document; the report's preview images and the traversal's PNG (--out writes it) stay out of it. */
+export const toJson = (result: unknown): string =>
+  JSON.stringify(result, (key, value) => (key === 'previews' || (key === 'png' && typeof value === 'string') ? undefined : value), 2);

@@ -54,6 +54,7 @@ export const ERROR_CATALOGUE = {
   missing_layer: 422,
   model_run_failed: 422,
   no_float_input: 422,
+  no_image_layer: 422,
   non_finite_input: 422,
   nondeterministic_model: 422,
   output_shape_changed: 422,

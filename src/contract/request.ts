@@ -10,6 +10,7 @@ import { AuditError } from './errors.js';
 import { type NDArray, type NumericType, product } from '../io/ndarray.js';
 import { fromNested } from '../io/nested.js';
 import type { ExecutionMode } from './results.js';
+import { GroupSpecSchema } from '../math/groups.js';
 
 /**
  * A nested JSON array, N × …. Its rectangularity and element types are checked by fromNested,
@@ -46,7 +47,11 @@ export const InputArray = z
 export const PenaltyRequestSchema = z
   .object({
     latents: z.union([NestedArray, DrawnLatents]).optional().meta({ description: 'z as an N × … array, or {samples, seed} to draw it' }),
-    wrt: z.string().min(1).optional().meta({ description: 'Input to take the penalty with respect to (default: first float input)' }),
+    wrt: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: "Input, or intermediate tensor (the graph is cut there: StyleGAN's w), to take the penalty with respect to (default: first float input)" }),
     inputs: z.record(z.string(), InputArray).optional().meta({ description: 'Extra inputs by name, held fixed for all passes' }),
     k: z
       .number()
@@ -65,6 +70,7 @@ export const PenaltyRequestSchema = z
     seed: seedSchema.optional().meta({ description: 'Seed for latents and directions (default: random, reported)' }),
     directions: NestedArray.optional().meta({ description: 'Explicit directions, k × N × … (k × N × m along a basis)' }),
     basis: NestedArray.optional().meta({ description: 'Latent directions as rows, m × …: the penalty is taken w.r.t. coefficients along them' }),
+    groups: GroupSpecSchema.optional(),
     epsilons: z
       .array(z.number().gt(0, 'must be greater than 0'))
       .min(1)

@@ -28,6 +28,20 @@ export const LayerResultSchema = z.looseObject({
     .meta({ description: 'Two runs of the same G(z): largest difference, and 4δ/ε²' }),
 });
 
+/** When wrt named an intermediate tensor: the graph was cut there (issue 15). */
+export const CutSchema = z
+  .object({
+    tensor: z.string(),
+    shape: z.array(z.number()).meta({ description: 'N × per-sample shape of the tensor audited' }),
+    source: z.enum(['latents', 'inputs', 'drawn']).meta({ description: 'latents: its values were given; inputs / drawn: the prefix ran once on the model inputs given / drawn' }),
+    inputs: z.array(z.string()).meta({ description: 'Model inputs the prefix read' }),
+    drawn: z.array(z.string()).meta({ description: 'Those drawn standard normal with the seed' }),
+  })
+  .meta({ id: 'Cut' });
+
+/** Grouped directions: coordinates of the wrt tensor sharing one sign (a group basis). */
+export const GroupsInfoSchema = z.object({ count: z.number(), description: z.string() }).meta({ id: 'Groups' });
+
 export const SweepPointSchema = z.object({
   epsilon: z.number(),
   penalty: z.number().nullable(),
@@ -53,6 +67,8 @@ export const PenaltyResultSchema = z
     wrt: z.string(),
     executionProvider: z.string(),
     sweep: z.array(SweepPointSchema).optional().meta({ description: 'Penalties for each ε of epsilons' }),
+    cut: CutSchema.optional(),
+    groups: GroupsInfoSchema.optional(),
     warnings: z.array(WarningSchema),
     timings: z.object({ totalMs: z.number(), forwardMs: z.number(), reduceMs: z.number() }),
   })
@@ -74,6 +90,8 @@ const RunInfo = {
   batches: z.number(),
   mode: ExecutionModeSchema,
   executionProvider: z.string(),
+  cut: CutSchema.optional(),
+  groups: GroupsInfoSchema.optional(),
   warnings: z.array(WarningSchema),
   timings: Timings,
 };
@@ -131,6 +149,25 @@ export const OrthogonalityResultSchema = z
   })
   .meta({ id: 'OrthogonalityResult' });
 
+export const TraversalResultSchema = z
+  .object({
+    metric: z.literal('traversal'),
+    ...RunInfo,
+    layer: z.string().meta({ description: 'The image-shaped layer shown' }),
+    imageShape: z.array(z.number()).meta({ description: 'C × H × W of one image' }),
+    directions: z.enum(['latents', 'groups', 'basis']).meta({ description: 'What each row moves: one latent, one group, one basis direction' }),
+    labels: z.array(z.string()).meta({ description: 'One label per direction, by direction index' }),
+    values: z.array(z.number()).meta({ description: 'The values a row moves its direction to (latents: z_i set to them; groups and basis: z plus them along the direction)' }),
+    extent: z.number(),
+    samplesShown: z.number(),
+    order: z.array(z.number()).meta({ description: 'Directions from the top row down' }),
+    orderedBy: z.enum(['activeness']).nullable().meta({ description: 'activeness (highest first) for latents; null: direction order' }),
+    scores: z.array(nullable).nullable().meta({ description: "The image layer's activeness per direction, when ordered by it" }),
+    grid: z.object({ width: z.number(), height: z.number(), cellWidth: z.number(), cellHeight: z.number(), range: z.array(z.number()) }),
+    png: z.string().meta({ description: 'The PNG grid, base64 (Accept: image/png returns it as the body)' }),
+  })
+  .meta({ id: 'TraversalResult' });
+
 export const AuditResultSchema = z
   .object({
     metric: z.literal('audit'),
@@ -140,6 +177,8 @@ export const AuditResultSchema = z
     wrt: z.string(),
     latents: z.number(),
     basis: z.number().nullable(),
+    cut: CutSchema.optional(),
+    groups: GroupsInfoSchema.optional(),
     penalty: PenaltyResultSchema,
     hessian: HessianResultSchema.nullable().meta({ description: 'null when d is too large for the row limit (see warnings)' }),
     activeness: ActivenessResultSchema,
@@ -160,7 +199,8 @@ export type ActivenessResult = z.infer<typeof ActivenessResultSchema>;
 export type ActivenessLayer = ActivenessResult['layers'][number];
 export type OrthogonalityResult = z.infer<typeof OrthogonalityResultSchema>;
 export type OrthogonalityLayer = OrthogonalityResult['layers'][number];
-export type AuditResult = Omit<z.infer<typeof AuditResultSchema>, 'hessian'> & { hessian: HessianResult | null; previews?: Preview[] };
+export type TraversalResult = z.infer<typeof TraversalResultSchema>;
+export type AuditResult = Omit<z.infer<typeof AuditResultSchema>, 'hessian'> & { hessian: HessianResult | null; previews?: Preview[]; traversal?: TraversalResult };
 /** What every audit metric's result says about how it ran. */
 export type RunInfo = z.infer<z.ZodObject<typeof RunInfo>>;
 

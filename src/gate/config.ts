@@ -23,6 +23,7 @@ const thresholds = (scope: Scope) =>
  */
 export const gatePenaltySchema = PenaltyRequestSchema.pick({
   wrt: true,
+  groups: true,
   k: true,
   epsilon: true,
   reduction: true,

@@ -18,8 +18,8 @@ export const activeness = defineMetric<ActivenessResult>({
   result: ActivenessResultSchema,
   flags: { activeness: true },
   check: (request) => {
-    if (request.basis !== undefined) {
-      throw invalid('activeness sets latent components to fixed values, so it is not defined along a basis; leave out basis (audit computes activeness on the latents themselves)');
+    if (request.basis !== undefined || request.groups !== undefined) {
+      throw invalid(`activeness sets latent components to fixed values, so it is not defined along a basis or groups; leave out ${request.groups !== undefined ? 'groups' : 'basis'} (audit computes activeness on the latents themselves)`);
     }
   },
   evaluate: runActiveness,

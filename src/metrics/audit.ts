@@ -5,14 +5,15 @@
  */
 import { AuditError } from '../contract/errors.js';
 import { AuditRequestSchema, type MetricRequest } from '../contract/request.js';
-import { type AuditResult, AuditResultSchema, type HessianResult, type Warning } from '../contract/results.js';
+import { type ActivenessResult, type AuditResult, AuditResultSchema, type HessianResult, type TraversalResult, type Warning } from '../contract/results.js';
 import { formatAudit } from '../report/text.js';
 import { type Run, timings } from '../run/run.js';
 import { runActiveness } from './activeness.js';
-import { latentCount } from './common.js';
+import { cutAndGroups, latentCount } from './common.js';
 import { previews, runHessian } from './hessian.js';
 import { runOrthogonality } from './orthogonality.js';
 import { penalty } from './penalty.js';
+import { runTraversal } from './traversal.js';
 import { defineMetric } from './types.js';
 
 export const audit = defineMetric<AuditResult>({
@@ -38,13 +39,14 @@ async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditRes
     warnings.push({ code: 'hessian_skipped', message: err.message });
   }
   const activeness = await runActiveness(run, request);
-  if (request.basis !== undefined) {
+  if (request.basis !== undefined || request.groups !== undefined) {
     warnings.push({
       code: 'activeness_without_basis',
-      message: 'activeness is measured on the latent components themselves; the basis applies to the penalty, the Hessian and orthogonality',
+      message: `activeness is measured on the latent components themselves; the ${request.groups !== undefined ? 'groups apply' : 'basis applies'} to the penalty, the Hessian and orthogonality`,
     });
   }
   const orthogonality = await runOrthogonality(run, request);
+  const traversal = run.context.previews ? await reportTraversal(run, request, activeness, warnings) : undefined;
   for (const w of [...penaltyResult.warnings, ...(hessian?.warnings ?? []), ...activeness.warnings, ...orthogonality.warnings]) {
     if (!warnings.some((x) => x.code === w.code && x.message === w.message)) warnings.push(w);
   }
@@ -57,6 +59,7 @@ async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditRes
     wrt: resolved.wrt.name,
     latents: latentCount(run),
     basis: resolved.basis?.rows ?? null,
+    ...cutAndGroups(run),
     penalty: penaltyResult,
     hessian,
     activeness,
@@ -64,5 +67,17 @@ async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditRes
     warnings,
     timings: { totalMs: timings(started, 0).totalMs },
     ...(run.context.previews ? { previews: await previews(run) } : {}),
+    ...(traversal ? { traversal } : {}),
   };
+}
+
+/** The report's traversal (sorted by the audit's activeness); skipped with a warning when there is no image layer or it is too large. */
+async function reportTraversal(run: Run, request: MetricRequest, activeness: ActivenessResult, warnings: Warning[]): Promise<TraversalResult | undefined> {
+  try {
+    return await runTraversal(run, request, activeness);
+  } catch (err) {
+    if (!(err instanceof AuditError) || !['no_image_layer', 'limit_exceeded'].includes(err.code)) throw err;
+    if (err.code === 'limit_exceeded') warnings.push({ code: 'traversal_skipped', message: err.message });
+    return undefined;
+  }
 }

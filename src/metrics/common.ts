@@ -30,6 +30,7 @@ export function runInfo(run: Run, done: UnitsDone, warnings: Warning[], started:
     batches: done.batches,
     mode: done.plan.mode,
     executionProvider: run.executionProvider,
+    ...cutAndGroups(run),
     warnings,
     timings: timings(started, done.forwardMs),
   };
@@ -51,4 +52,10 @@ export const nonFinite = (name: string, count: number): Warning => ({
   code: 'non_finite_output',
   layer: name,
   message: `layer '${name}' produced NaN or infinite values${Number.isNaN(count) ? '' : ` in ${count} elements`}; its figures are not defined`,
+});
+
+/** The cut (wrt an intermediate tensor) and the groups, when there are any: results say so. */
+export const cutAndGroups = (run: Run): { cut?: NonNullable<Run['cut']>; groups?: { count: number; description: string } } => ({
+  ...(run.cut ? { cut: run.cut } : {}),
+  ...(run.resolved.groups ? { groups: run.resolved.groups } : {}),
 });

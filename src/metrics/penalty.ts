@@ -21,6 +21,7 @@ import {
 } from '../math/index.js';
 import { formatPenalty } from '../report/text.js';
 import { type Run, timings, type UnitsDone } from '../run/run.js';
+import { cutAndGroups } from './common.js';
 import { defineMetric } from './types.js';
 
 export const penalty = defineMetric<PenaltyResult>({
@@ -102,6 +103,7 @@ export async function runPenalty(run: Run, _request: MetricRequest): Promise<Pen
     wrt: resolved.wrt.name,
     executionProvider: run.executionProvider,
     ...(sweep ? { sweep } : {}),
+    ...cutAndGroups(run),
     warnings,
     timings: timings(started, run.forwardMs - forwardBefore),
   };

@@ -8,6 +8,7 @@ import { audit } from './audit.js';
 import { hessian } from './hessian.js';
 import { orthogonality } from './orthogonality.js';
 import { penalty } from './penalty.js';
+import { traversal } from './traversal.js';
 import type { Metric } from './types.js';
 
 export const METRICS = {
@@ -16,6 +17,7 @@ export const METRICS = {
   activeness,
   orthogonality,
   audit,
+  traversal,
 } as const;
 
 export type MetricName = keyof typeof METRICS;

@@ -25,6 +25,8 @@ export interface FlagSet {
   activeness?: boolean;
   /** --epsilons */
   sweep?: boolean;
+  /** --out FILE: the metric's media (metric.media) written to a file */
+  out?: boolean;
 }
 
 /** What every metric's result has: its warnings. */
@@ -46,6 +48,8 @@ export interface Metric<R extends MetricResult = MetricResult> {
   format(result: R, modelName: string): string;
   /** The report's sections for this result. */
   report(result: R): Omit<ReportInput, 'modelName'>;
+  /** A second representation of the result (the traversal's PNG): HTTP on Accept, the CLI's --out. */
+  media?: { type: string; body(result: R): Buffer };
   /** Per-layer figures the gate's figure rules read, by figure name. */
   figures?: Record<string, GateFigure<R>>;
 }

@@ -6,6 +6,7 @@
  * result with those fields can be passed.
  */
 import { imagePng, overlayPng } from './png.js';
+import { traversalSection } from './traversal.js';
 import { activenessChart, barChart, esc, fmt, interactionHeatmap } from './svg.js';
 
 export interface ReportWarning {
@@ -48,6 +49,19 @@ export interface ReportInput {
   activeness?: Run & { extent: number; threshold: number; unused: number[]; layers: { name: string; activeness: (number | null)[]; unused: number[] }[] };
   orthogonality?: Run & { k: number; epsilon: number; score: number | null; layers: { name: string; score: number | null }[] };
   previews?: { layer: string; shape: number[]; images: ArrayLike<number>[] }[];
+  /** A latent traversal grid (metrics/traversal.ts): shown next to activeness, rows sorted by it. */
+  traversal?: Run & {
+    layer: string;
+    labels: string[];
+    values: number[];
+    extent: number;
+    samplesShown: number;
+    order: number[];
+    orderedBy: string | null;
+    scores: (number | null)[] | null;
+    grid: { width: number; height: number; cellHeight: number };
+    png: string;
+  };
   /** Warnings not already inside one of the results (e.g. the audit's own). */
   warnings?: ReportWarning[];
   timings?: { totalMs: number };
@@ -75,7 +89,7 @@ svg .unused-mark,svg .unused-label{fill:#d62728;font-weight:700}svg .cellvalue{f
 `;
 
 export function renderReport(input: ReportInput): string {
-  const runs = [input.penalty, input.hessian, input.activeness, input.orthogonality].filter((r): r is NonNullable<typeof r> => !!r);
+  const runs = [input.penalty, input.hessian, input.activeness, input.orthogonality, input.traversal].filter((r): r is NonNullable<typeof r> => !!r);
   const first = runs[0];
   const title = `Disentanglement audit — ${input.modelName ?? first?.model.slice(0, 12) ?? 'model'}`;
   const sections = [
@@ -84,6 +98,7 @@ export function renderReport(input: ReportInput): string {
     penaltySection(input),
     interactionSection(input),
     activenessSection(input),
+    traversalReport(input),
     orthogonalitySection(input),
     samplesSection(input),
     warningsSection(input),
@@ -132,7 +147,7 @@ function mostEntangled(layers: NonNullable<ReportInput['hessian']>['layers']): {
 }
 
 function parametersSection(input: ReportInput): string {
-  const first = [input.penalty, input.hessian, input.activeness, input.orthogonality].find((r) => !!r);
+  const first = [input.penalty, input.hessian, input.activeness, input.orthogonality, input.traversal].find((r) => !!r);
   if (!first) return '';
   const rows: [string, string][] = [
     ['model', `${input.modelName ? `${input.modelName} · ` : ''}sha256 ${first.model}`],
@@ -185,6 +200,20 @@ function activenessSection({ activeness }: ReportInput): string {
 <div class="grid">${layers.join('')}</div></section>`;
 }
 
+function traversalReport({ traversal: t }: ReportInput): string {
+  if (!t) return '';
+  return traversalSection({
+    layer: t.layer,
+    grid: { png: Buffer.from(t.png, 'base64'), width: t.grid.width, height: t.grid.height, order: t.order, cellHeight: t.grid.cellHeight },
+    labels: t.labels,
+    ...(t.scores ? { scores: t.scores, scoreName: t.orderedBy ?? 'score' } : {}),
+    // The section writes step·extent: the values themselves, with an extent of 1.
+    steps: t.values,
+    extent: 1,
+    samples: t.samplesShown,
+  });
+}
+
 function orthogonalitySection({ orthogonality }: ReportInput): string {
   if (!orthogonality) return '';
   const names = orthogonality.layers.map((l) => l.name);
@@ -216,7 +245,7 @@ function samplesSection({ previews, hessian }: ReportInput): string {
 
 function warningsSection(input: ReportInput): string {
   const all: ReportWarning[] = [];
-  for (const w of [...(input.warnings ?? []), ...[input.penalty, input.hessian, input.activeness, input.orthogonality].flatMap((r) => r?.warnings ?? [])]) {
+  for (const w of [...(input.warnings ?? []), ...[input.penalty, input.hessian, input.activeness, input.orthogonality, input.traversal].flatMap((r) => r?.warnings ?? [])]) {
     if (!all.some((x) => x.code === w.code && x.message === w.message)) all.push(w);
   }
   const body = all.length

@@ -1,6 +1,6 @@
 /** Results as text for a terminal: a header and small aligned tables, one per figure. */
 import { formatShape } from '../io/ndarray.js';
-import type { ActivenessResult, AuditResult, HessianResult, OrthogonalityResult, PenaltyResult, RunInfo } from '../contract/results.js';
+import type { ActivenessResult, AuditResult, HessianResult, OrthogonalityResult, PenaltyResult, RunInfo, TraversalResult } from '../contract/results.js';
 import type { ModelDescription } from '../onnx/describe.js';
 
 export function table(header: string[], rows: string[][]): string {
@@ -59,6 +59,15 @@ export function formatDescription(d: ModelDescription, modelName: string): strin
   ].join('\n');
 }
 
+/** inspect's list of the intermediate tensors `wrt` can name. */
+export function formatWrtTensors(tensors: readonly { name: string; type: string; shape: (number | string | null)[] | null; op: string }[]): string {
+  if (tensors.length === 0) return 'tensors wrt can name: none besides the inputs';
+  return [
+    'tensors wrt can name (the graph is cut there: --wrt NAME; shapes from one run on zeros where the model declares none)',
+    table(['tensor', 'type', 'shape', 'op'], tensors.map((t) => [t.name, t.type, t.shape ? formatShape(t.shape) : 'unknown', t.op])),
+  ].join('\n');
+}
+
 function header(r: RunInfo, modelName: string, settings: string): string[] {
   return [
     `model      ${modelName} (sha256 ${r.model.slice(0, 12)})`,
@@ -100,6 +109,18 @@ export function formatActiveness(r: ActivenessResult, modelName: string): string
     table(['layer', ...Array.from({ length: d }, (_, i) => `z${i}`), 'unused'], rows),
     '',
     `unused in every layer: ${r.unused.length ? r.unused.map((i) => `z${i}`).join(', ') : 'none'}`,
+    ...warnings(r.warnings),
+  ].join('\n');
+}
+
+export function formatTraversal(r: TraversalResult, modelName: string): string {
+  const rows = r.order.map((d) => [r.labels[d], r.scores ? number(r.scores[d]) : '']);
+  return [
+    ...header(r, modelName, `extent=${r.extent}`),
+    '',
+    `layer ${r.layer} [${r.imageShape.join(', ')}]: ${r.order.length} ${r.directions} × ${r.samplesShown} samples × values ${r.values.join(', ')}`,
+    `grid ${r.grid.width}×${r.grid.height} px (write it with --out FILE.png), rows top to bottom${r.orderedBy ? ` by ${r.orderedBy}, highest first` : ''}:`,
+    table(['row', r.orderedBy ?? ''], rows),
     ...warnings(r.warnings),
   ].join('\n');
 }

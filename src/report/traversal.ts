@@ -226,7 +226,7 @@ export function traversalGrid(
 
 export interface TraversalSectionInput {
   layer: string;
-  grid: TraversalGrid;
+  grid: Pick<TraversalGrid, 'png' | 'width' | 'height' | 'order' | 'cellHeight'>;
   /** Labels of the plan's directions (by direction index, not display order). */
   labels: readonly string[];
   /** The score rows were sorted by, by direction index (e.g. activeness), and its name. */

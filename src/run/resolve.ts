@@ -16,6 +16,7 @@ import {
   type VarianceKind,
 } from '../math/index.js';
 import { DEFAULTS, EPSILON_RANGE, type Limits, type MetricRequest } from '../contract/request.js';
+import { groupBasis, resolveGroups } from '../math/groups.js';
 import type { ExecutionMode } from '../contract/results.js';
 
 export interface ExtraInput {
@@ -50,6 +51,8 @@ export interface ResolvedRequest {
   mode?: ExecutionMode;
   /** Rows b_1..b_m of the direction basis (m × size); the directions above are already vQ. */
   basis?: { rows: number; data: Float64Array };
+  /** When the basis is a group basis (`groups`): how many groups and how they were given. */
+  groups?: { count: number; description: string };
   /** The model's batch dimension is a fixed number, not symbolic. */
   fixedBatch: number | null;
   epsilons?: number[];
@@ -91,7 +94,17 @@ export function resolveRequest(model: ModelDescription, request: MetricRequest, 
   const size = product(latentShape);
 
   const k = resolveK(request, limits);
-  const basis = request.basis === undefined ? undefined : resolveBasis(request.basis, latentShape, limits);
+  if (request.basis !== undefined && request.groups !== undefined) {
+    throw invalid('give either basis or groups, not both (groups are a basis: one indicator row per group)');
+  }
+  const grouped = request.groups === undefined ? undefined : resolveGroups(request.groups, latentShape);
+  if (grouped) checkLimit('groups', grouped.count, limits.maxK);
+  // Sharing one sign per group is drawing directions along the group basis (math/groups.ts): bit-identical.
+  const basis = grouped
+    ? { rows: grouped.count, data: groupBasis(grouped) }
+    : request.basis === undefined
+      ? undefined
+      : resolveBasis(request.basis, latentShape, limits);
   const directions = resolveDirections(givenDirections, k, basis ? [samples, basis.rows] : latents.shape, seed);
   if (basis) directions.data = directionsAlongBasis(directions.data, basis.data, basis.rows, size);
   const extras = resolveExtras(model, wrt, inputs, samples);
@@ -125,6 +138,7 @@ export function resolveRequest(model: ModelDescription, request: MetricRequest, 
     explicitDirections: directions.explicit,
     ...(request.mode ? { mode: request.mode } : {}),
     ...(basis ? { basis } : {}),
+    ...(grouped ? { groups: { count: grouped.count, description: grouped.description } } : {}),
     fixedBatch,
     ...(epsilons ? { epsilons } : {}),
     warnings,
@@ -224,6 +238,9 @@ function resolveLatents(wrt: TensorInfo, request: MetricRequest, seed: number, l
   }
   return convert(latents, wrt.type as NumericType);
 }
+
+/** N against the deployment's sample limit. */
+export const checkSamples = (samples: number, limits: Limits): void => checkLimit('samples', samples, limits.maxSamples);
 
 function checkLimit(name: string, value: number, max: number): void {
   if (value > max) {
@@ -336,7 +353,7 @@ function resolveExtras(model: ModelDescription, wrt: TensorInfo, given: Record<s
     });
 }
 
-function resolveExtra(input: TensorInfo, array: NDArray, samples: number): ExtraInput {
+export function resolveExtra(input: TensorInfo, array: NDArray, samples: number): ExtraInput {
   const type = input.type as NumericType;
   if (!['float32', 'float64', 'int32', 'int64'].includes(type)) {
     throw new AuditError('unsupported_type', `input '${input.name}' has type ${input.type}, which cannot be given`);

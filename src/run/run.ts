@@ -21,6 +21,7 @@ import { outputValues } from '../runtime/tensors.js';
 import { type FillRows, rowFeeds, unitFeeds } from './feeds.js';
 import { planUnits, type UnitPlan } from './plan.js';
 import { type LayerShape, type Probe, preflight, preflightRows } from './preflight.js';
+import { type CutInfo, isCut, openCut } from './cut.js';
 import { resolveRequest, type ResolvedRequest } from './resolve.js';
 
 /** Progress of one stage of a long run: chunks done out of the total. */
@@ -51,6 +52,8 @@ export interface UnitWork {
   tooMany: (rows: number) => AuditError;
   fill: FillRows;
   consumers: Record<string, UnitConsumer>;
+  /** Run only the first this many samples (a traversal shows a few); default all. */
+  samples?: number;
 }
 
 export interface UnitsDone {
@@ -75,17 +78,23 @@ export class Run {
     readonly context: RunContext,
     /** Milliseconds spent inside onnxruntime so far. */
     public forwardMs: number,
+    /** When wrt named an intermediate tensor: the cut, and where its values came from. */
+    readonly cut: CutInfo | null = null,
   ) {}
 
   /** Validate against the model, refuse random ops, open the cached session and probe it. */
-  static async open(model: LoadedModel, request: MetricRequest, context: RunContext): Promise<Run> {
+  static async open(whole: LoadedModel, asked: MetricRequest, context: RunContext): Promise<Run> {
     const limits = context.limits ?? DEFAULT_LIMITS;
+    // wrt naming an intermediate tensor: the Run audits the suffix tensor → layers (run/cut.ts).
+    const cut = isCut(whole, asked) ? await openCut(whole, asked, context.sessions, context.device, limits) : null;
+    const model = cut?.model ?? whole;
+    const request = cut?.request ?? asked;
     const resolved = resolveRequest(model.description, request, limits);
     const warnings: Warning[] = [...resolved.warnings];
     refuseRandomOps(model, request.allowNondeterministic === true, warnings);
     // Before the session opens: constant folding at creation allocates too.
     checkRunMemory(model, rowFeeds(resolved, preflightRows(resolved)), limits.memoryBudget);
-    const open = await context.sessions.get(model.id, model.bytes, resolved.expose, context.device);
+    const open = await context.sessions.get(cut?.sessionKey ?? model.id, model.bytes, resolved.expose, context.device);
     if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
     const timing = { forwardMs: 0 };
     const probed = await probeOnce(open, resolved, (rows) => {
@@ -93,7 +102,7 @@ export class Run {
       checkRunMemory(model, feeds, limits.memoryBudget);
       return timedRun(open, resolved.layers, feeds, timing);
     });
-    const run = new Run(model, resolved, open, probed, limits, context, timing.forwardMs);
+    const run = new Run(model, resolved, open, probed, limits, context, timing.forwardMs, cut?.info ?? null);
     for (const w of warnings) run.warn(w);
     return run;
   }
@@ -136,10 +145,11 @@ export class Run {
   async units(work: UnitWork): Promise<UnitsDone> {
     const { resolved } = this;
     const perSample = work.unitSizes.reduce((a, b) => a + b, 0);
-    if (perSample * resolved.samples > this.limits.maxRows) throw work.tooMany(perSample * resolved.samples);
+    const samples = Math.min(work.samples ?? resolved.samples, resolved.samples);
+    if (perSample * samples > this.limits.maxRows) throw work.tooMany(perSample * samples);
     const modeWarnings: Warning[] = [];
     const mode = chooseMode(this.model, resolved, this.probed, modeWarnings, work.passes);
-    const plan = this.withinBudget((maxRows) => planUnits({ samples: resolved.samples, unitSizes: work.unitSizes, maxRows, mode }));
+    const plan = this.withinBudget((maxRows) => planUnits({ samples, unitSizes: work.unitSizes, maxRows, mode }));
     const forwardBefore = this.forwardMs;
     let done = 0;
     let batches = 0;

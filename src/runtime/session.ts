@@ -76,6 +76,8 @@ export const DEFAULT_MAX_SESSIONS = 8;
  */
 export class SessionCache {
   private readonly entries = new Map<string, Promise<OpenSession>>();
+  /** Values derived from models (graph cuts, learnt shapes), by key; bounded like the sessions. */
+  private readonly derivedValues = new Map<string, unknown>();
   /** Sessions released to make room, since the cache was created. */
   evictions = 0;
 
@@ -112,6 +114,23 @@ export class SessionCache {
     return entry;
   }
 
+  /**
+   * A value derived from a model once and reused (a graph cut decodes and re-encodes the model):
+   * `make` runs on a miss. Least recently used first out, four per session slot.
+   */
+  derived<T>(key: string, make: () => T): T {
+    if (this.derivedValues.has(key)) {
+      const value = this.derivedValues.get(key) as T;
+      this.derivedValues.delete(key);
+      this.derivedValues.set(key, value);
+      return value;
+    }
+    const value = make();
+    this.derivedValues.set(key, value);
+    while (this.derivedValues.size > 4 * this.capacity) this.derivedValues.delete(this.derivedValues.keys().next().value as string);
+    return value;
+  }
+
   private evictBeyondCapacity(): void {
     while (this.entries.size > this.capacity) {
       const [oldest, session] = this.entries.entries().next().value as [string, Promise<OpenSession>];
@@ -128,6 +147,7 @@ export class SessionCache {
   async clear(): Promise<void> {
     const all = [...this.entries.values()];
     this.entries.clear();
+    this.derivedValues.clear();
     await Promise.all(all.map((p) => p.then((s) => s.session.release()).catch(() => undefined)));
   }
 }

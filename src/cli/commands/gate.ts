@@ -45,7 +45,7 @@ function flagConfig(options: Record<string, unknown>): GateConfig {
   if (options.maxTotalPenalty !== undefined) total.maxPenalty = options.maxTotalPenalty;
   if (options.maxTotalIncrease !== undefined) total.maxIncrease = options.maxTotalIncrease;
   const penalty: Record<string, unknown> = {};
-  for (const key of ['samples', 'seed', 'k', 'epsilon', 'reduction', 'variance', 'wrt'] as const) {
+  for (const key of ['samples', 'seed', 'k', 'epsilon', 'reduction', 'variance', 'wrt', 'groups'] as const) {
     if (options[key] !== undefined) penalty[key] = options[key];
   }
   if (options.layers !== undefined) penalty.layers = (options.layers as string).split(',').filter((s) => s.length > 0);
@@ -88,7 +88,8 @@ export function registerGate(program: Command, io: Io): void {
     .addOption(new Option('--variance <v>', 'over directions (default unbiased)').choices(['unbiased', 'biased']))
     .option('--layers <names>', 'comma-separated candidate layers (default: every output of either model)')
     .option('--map <cand=base>', 'compare candidate layer CAND with baseline layer BASE (repeatable)', collect)
-    .option('--wrt <name>', 'input to take the penalty with respect to')
+    .option('--wrt <name>', "input or intermediate tensor (StyleGAN's w: the graph is cut there) to take the penalty with respect to")
+    .option('--groups <spec>', 'coordinates of the wrt tensor sharing one sign: rows, blocks:N, or 0-3,4-7')
     .option('--input <name=file>', 'extra input held fixed for all passes of both models (repeatable)', collect)
     .option('--server <url>', 'run the gate on a hessian-audit server (uploads only the models it does not have)')
     .addOption(new Option('--token <token>', 'bearer token for --server').env('HESSIAN_AUDIT_TOKEN'))

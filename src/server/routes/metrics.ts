@@ -24,14 +24,22 @@ export function wantsHtml(accept: string | undefined): boolean {
   return html >= 0 && (json < 0 || html < json);
 }
 
+/** A metric's own media type (the traversal's image/png) when the client lists it before JSON. */
+export function wantsMedia(accept: string | undefined, type: string): boolean {
+  if (!accept) return false;
+  const at = accept.indexOf(type);
+  const json = accept.indexOf('application/json');
+  return at >= 0 && (json < 0 || at < json);
+}
+
 export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config, jobs }) => {
   for (const name of METRIC_NAMES) {
-    const { summary, request: body, result } = metric(name);
+    const { summary, request: body, result, media } = metric(name);
     app.post(
       `/v1/models/:id/${name}`,
       {
         schema: {
-          summary: `${summary}. Accept: text/html returns the HTML report instead`,
+          summary: `${summary}. Accept: text/html returns the HTML report instead${media ? `; Accept: ${media.type} returns the ${media.type} alone` : ''}`,
           tags: [name === 'penalty' ? 'penalty' : 'audit'],
           params: z.object({ id: ModelId }),
           body,
@@ -41,7 +49,8 @@ export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { 
       async (request, reply) => {
         const { id } = request.params;
         if (!(await store.has(id))) throw unknownModel(id);
-        const format: 'html' | 'json' = wantsHtml(request.headers.accept) ? 'html' : 'json';
+        const asMedia = media !== undefined && wantsMedia(request.headers.accept, media.type);
+        const format: 'html' | 'json' = !asMedia && wantsHtml(request.headers.accept) ? 'html' : 'json';
         const { modelName } = request.body as { modelName?: string };
         const task = {
           kind: name,
@@ -61,6 +70,8 @@ export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { 
         }
         const value = await pool.evaluate(task, clientGone(reply), request.ip);
         if (format === 'html') return reply.type('text/html; charset=utf-8').send((value as { html: string }).html);
+        // The worker encoded it once (base64 in the result); the body is those bytes.
+        if (asMedia) return reply.type(media.type).send(media.body(value as never));
         return value;
       },
     );
