@@ -4,7 +4,7 @@
  */
 import type { z } from 'zod';
 import { type MetricRequest, requestError } from '../contract/request.js';
-import type { ActivenessResult, AuditResult, HessianResult, OrthogonalityResult, PenaltyResult } from '../contract/results.js';
+import type { ActivenessResult, AuditResult, HessianResult, NoiseResult, OrthogonalityResult, PenaltyResult } from '../contract/results.js';
 import type { LoadedModel } from '../runtime/model.js';
 import { Run, type RunContext } from '../run/run.js';
 import { type MetricName, METRICS } from './registry.js';
@@ -15,6 +15,7 @@ export interface MetricResults {
   activeness: ActivenessResult;
   orthogonality: OrthogonalityResult;
   audit: AuditResult;
+  noise: NoiseResult;
 }
 
 export async function evaluateMetric<N extends MetricName>(name: N, model: LoadedModel, request: MetricRequest, context: RunContext): Promise<MetricResults[N]> {
@@ -48,5 +49,8 @@ export const evaluateOrthogonality = (model: LoadedModel, request: MetricRequest
 export const evaluateAudit = (model: LoadedModel, request: MetricRequest, context: RunContext): Promise<AuditResult> =>
   evaluateMetric('audit', model, request, context);
 
+export const evaluateNoise = (model: LoadedModel, request: MetricRequest, context: RunContext): Promise<NoiseResult> =>
+  evaluateMetric('noise', model, request, context);
+
 export { SessionCache } from '../runtime/session.js';
-export type { ActivenessResult, AuditResult, HessianResult, OrthogonalityResult, PenaltyResult } from '../contract/results.js';
+export type { ActivenessResult, AuditResult, HessianResult, NoiseResult, OrthogonalityResult, PenaltyResult } from '../contract/results.js';

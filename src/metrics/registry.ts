@@ -6,6 +6,7 @@
 import { activeness } from './activeness.js';
 import { audit } from './audit.js';
 import { hessian } from './hessian.js';
+import { noise } from './noise.js';
 import { orthogonality } from './orthogonality.js';
 import { penalty } from './penalty.js';
 import type { Metric } from './types.js';
@@ -16,6 +17,7 @@ export const METRICS = {
   activeness,
   orthogonality,
   audit,
+  noise,
 } as const;
 
 export type MetricName = keyof typeof METRICS;

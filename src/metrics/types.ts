@@ -25,6 +25,8 @@ export interface FlagSet {
   activeness?: boolean;
   /** --epsilons */
   sweep?: boolean;
+  /** --no-noise */
+  noise?: boolean;
 }
 
 export interface Metric<R extends { warnings: { code: string; message: string }[] } = { warnings: { code: string; message: string }[] }> {
