@@ -47,6 +47,7 @@ export const LayerNoiseSchema = z
         min: z.number().nullable().meta({ description: 'Smallest ε whose penalty clears margin × floor' }),
         max: z.number().nullable().meta({ description: 'Largest ε with truncation under 2% (needs a second ε above the floor: epsilons)' }),
         usable: z.boolean(),
+        lowerBound: z.boolean().meta({ description: 'min comes from a point below its floor (mostly noise): the true minimum may be larger' }),
       })
       .nullable(),
   })

@@ -164,7 +164,13 @@ function layerNoise(run: Run, name: string, layer: LayerResult, noise: LayerNois
   if (best) {
     const truncation = trusted.length >= 2 ? truncationModel(trusted[0].epsilon, trusted[0].penalty!, trusted[1].epsilon, trusted[1].penalty!) : undefined;
     const r = recommendedEpsilon({ epsilon: best.epsilon, penalty: best.penalty!, floorAt: best.floor!, ...(truncation ? { truncation } : {}) });
-    range = { min: Number.isFinite(r.min) ? r.min : null, max: r.max !== null && Number.isFinite(r.max) ? r.max : null, usable: r.usable };
+    range = {
+      min: Number.isFinite(r.min) ? r.min : null,
+      max: r.max !== null && Number.isFinite(r.max) ? r.max : null,
+      usable: r.usable,
+      // From a point below its floor the penalty is mostly noise, so ε_min is only a lower bound.
+      lowerBound: ratio(best) < MEASURED_NOISE_MARGIN,
+    };
   }
   return {
     sigma: sigmaResult(noise.summary),
@@ -216,7 +222,7 @@ function layerWarnings(run: Run, layer: LayerResult, p: LayerPenalty): Warning[]
       const range = noise.recommendedEpsilon;
       const advice =
         range?.min != null
-          ? `use epsilon >= ${range.min.toPrecision(2)}${range.max !== null ? ` (recommended range ${range.min.toPrecision(2)} to ${range.max.toPrecision(2)}${range.usable ? '' : ', empty: no epsilon is both above the floor and accurate'})` : ''}`
+          ? `use epsilon >= ${range.min.toPrecision(2)}${range.lowerBound ? ' (a lower bound: this penalty is mostly noise, so the true one may be smaller and need a larger epsilon)' : ''}${range.max !== null ? ` (recommended range ${range.min.toPrecision(2)} to ${range.max.toPrecision(2)}${range.usable ? '' : ', empty: no epsilon is both above the floor and accurate'})` : ''}`
           : 'use a larger epsilon';
       warnings.push({
         code: 'below_noise_floor',
