@@ -141,6 +141,16 @@ t.test('rows counted at the session: 6 extra on first use, none on a cache hit, 
   t.equal(plain.layers[0].penalty, (await evaluatePenalty(model, request, context)).layers[0].penalty, 'the measurement does not change the penalty');
 });
 
+t.test('rows interact (per-pass): every sample is measured, sharing the penalty’s centre pass', async (t) => {
+  const sessions = new SessionCache(1);
+  t.teardown(() => sessions.clear());
+  const r = await evaluatePenalty(loadModel(modelBytes('bn_train.onnx')), { latents: { samples: 4 }, seed: 5 }, { device: { kind: 'cpu' }, sessions });
+  t.equal(r.mode, 'per-pass');
+  t.equal(r.noise!.rows, 6 * 4 * r.noise!.tries.length, '6 passes of all 4 rows per try');
+  t.equal(r.layers[0].noise!.samples, 4);
+  t.equal(r.layers[0].noise!.sigma.elements, 4 * r.layers[0].shape.slice(1).reduce((a, b) => a * b, 1));
+});
+
 t.test('the noise metric alone: 7 rows on a fresh session, the penalty’s σ, the floor at ε', async (t) => {
   const sessions = new CountingSessions(2);
   t.teardown(() => sessions.clear());

@@ -6,8 +6,8 @@
  * The spacing adapts between tries (adaptSpacing). The summaries are cached on the session per
  * input signature and layer (OpenSession.facts, like the probe): a cache hit costs no row.
  *
- * The penalty calls `noiseMeasurement` and hands it its own centre row G(z₀), so a try costs m
- * rows instead of m+1. The metric below runs it alone (`hessian-audit noise`, POST …/noise).
+ * The penalty plans it (`noisePlan`) and hands it its own centre rows G(z_n), so a try costs m
+ * rows instead of m+1 per sample measured. The metric below runs it alone (`hessian-audit noise`, POST …/noise).
  */
 import { NoiseRequestSchema, type MetricRequest } from '../contract/request.js';
 import { type NoiseResult, NoiseResultSchema, type NoiseSigma, type Warning } from '../contract/results.js';
@@ -58,7 +58,7 @@ export type Centres = Record<string, Float64Array>;
 export interface NoisePlan {
   /** The measurement, from the cache or by running the tries. */
   measure(centres?: Centres): Promise<NoiseMeasurement>;
-  /** A consumer wrapper that keeps sample 0's centre row; null when nothing is to be measured or it cannot be reused. */
+  /** A consumer wrapper that keeps the centre rows of the samples measured; null on a cache hit. */
   capture: ((consumers: Record<string, UnitConsumer>) => Record<string, UnitConsumer>) | null;
   centres: Centres;
 }
@@ -81,17 +81,17 @@ function cacheKey(resolved: ResolvedRequest, layer: string): string {
 }
 
 /**
- * Plan the noise measurement of a Run: what the cache has, and (stacked mode) how to keep the
- * penalty's centre row. Per-pass mode runs every sample in each pass, so it measures all N
- * samples and runs its own centre rows.
+ * Plan the noise measurement of a Run: what the cache has, and how to keep the penalty's centre
+ * rows. Stacked: sample 0 is measured. Per-pass mode runs every sample in each pass (rows
+ * interact), so it measures all N samples.
  */
 export function noisePlan(run: Run, stage: string): NoisePlan {
   const { resolved } = run;
   const cached = Object.fromEntries(resolved.layers.map((name) => [name, run.open.facts.get(cacheKey(resolved, name)) as LayerNoise | undefined]));
   const missing = resolved.layers.some((name) => cached[name] === undefined);
   const centres: Centres = {};
-  const reuse = missing && run.executionMode === 'stacked';
-  const capture = reuse
+  const samples = measuredSamples(run);
+  const capture = missing
     ? (consumers: Record<string, UnitConsumer>) =>
         Object.fromEntries(
           Object.entries(consumers).map(([name, consumer]) => [
@@ -99,7 +99,10 @@ export function noisePlan(run: Run, stage: string): NoisePlan {
             {
               unit(sample: number, unit: number, values: Activations[], offsets: number[]) {
                 consumer.unit(sample, unit, values, offsets);
-                if (sample === 0 && unit === 0) centres[name] = copyRow(values[0], offsets[0], run.shapes[name].size);
+                if (unit !== 0 || sample >= samples) return;
+                const size = run.shapes[name].size;
+                centres[name] ??= new Float64Array(samples * size);
+                copyRow(values[0], offsets[0], size, centres[name], sample * size);
               },
             },
           ]),
@@ -121,17 +124,18 @@ export function noisePlan(run: Run, stage: string): NoisePlan {
   };
 }
 
-function copyRow(values: Activations, offset: number, size: number): Float64Array {
-  const row = new Float64Array(size);
-  for (let e = 0; e < size; e++) row[e] = values[offset + e];
-  return row;
+/** Samples a measurement covers: sample 0, or all N when rows interact (a pass is all N rows). */
+const measuredSamples = (run: Run): number => (run.executionMode === 'stacked' ? 1 : run.resolved.samples);
+
+function copyRow(values: Activations, offset: number, size: number, into: Float64Array, at: number): void {
+  for (let e = 0; e < size; e++) into[at + e] = values[offset + e];
 }
 
 /** The tries of adaptSpacing, each one units() call over every layer (and sample) at once. */
 async function runTries(run: Run, stage: string, centres: Centres | undefined): Promise<NoiseMeasurement> {
   const { resolved, shapes } = run;
   const { points } = DEFAULT_NOISE_OPTIONS;
-  const samples = run.executionMode === 'stacked' ? 1 : resolved.samples;
+  const samples = measuredSamples(run);
   // Element blocks: layer by layer, sample by sample, in one vector for the driver.
   const start: Record<string, number> = {};
   let elements = 0;
@@ -139,14 +143,14 @@ async function runTries(run: Run, stage: string, centres: Centres | undefined): 
     start[name] = elements;
     elements += samples * shapes[name].size;
   }
-  const shared = centres !== undefined && samples === 1;
+  const shared = centres !== undefined;
   let rows = 0;
   let batches = 0;
   let forwardMs = 0;
   const measured = await adaptSpacing(
     async (offsets) => {
       const table: NoiseTable = { sigma: new Float64Array(elements), status: new Uint8Array(elements), order: new Uint8Array(elements) };
-      const consumers = Object.fromEntries(resolved.layers.map((name) => [name, blockConsumer(name, shapes[name].size, start[name], points, shared ? centres[name] : undefined, table)]));
+      const consumers = Object.fromEntries(resolved.layers.map((name) => [name, blockConsumer(shapes[name].size, start[name], points, shared ? centres[name] : undefined, table)]));
       const first = shared ? 1 : 0;
       const done = await run.units({
         stage,
@@ -174,12 +178,12 @@ async function runTries(run: Run, stage: string, centres: Centres | undefined): 
 }
 
 /** One layer's consumer of a try: each sample's [points][E] table through ECnoise, into its block. */
-function blockConsumer(name: string, size: number, start: number, points: number, centre: Float64Array | undefined, table: NoiseTable): UnitConsumer {
+function blockConsumer(size: number, start: number, points: number, centres: Float64Array | undefined, table: NoiseTable): UnitConsumer {
   return {
     unit(sample, _unit, values, offsets) {
-      const first = centre ? 1 : 0;
+      const first = centres ? 1 : 0;
       const block = new Float64Array(points * size);
-      if (centre) block.set(centre);
+      if (centres) block.set(centres.subarray(sample * size, (sample + 1) * size));
       values.forEach((v, r) => {
         const at = (r + first) * size;
         for (let e = 0; e < size; e++) block[at + e] = v[offsets[r] + e];
