@@ -151,6 +151,27 @@ t.test('rows interact (per-pass): every sample is measured, sharing the penalty�
   t.equal(r.layers[0].noise!.sigma.elements, 4 * r.layers[0].shape.slice(1).reduce((a, b) => a * b, 1));
 });
 
+t.test('nothing resolves along a zero direction: noise_unresolved, and the output-ulp floor as before', async (t) => {
+  const sessions = new SessionCache(1);
+  t.teardown(() => sessions.clear());
+  const context = { device: { kind: 'cpu' as const }, sessions };
+  const model = loadModel(modelBytes('noise_mlp.onnx'));
+  const zero = { type: 'float32' as const, shape: [2, 2, d], data: new Float32Array(2 * 2 * d) };
+  const request = { latents: { type: 'float32' as const, shape: [2, d], data: latents.data.slice(0, 2 * d) }, directions: zero };
+  const r = await evaluatePenalty(model, request, context);
+  // Every row equals the centre: "h too small" at every spacing, 4 tries (1e-3, 0.1, 10, 1000).
+  t.same(r.noise!.tries.map((x) => x.h), [1e-3, 0.1, 10, 1000]);
+  t.equal(r.noise!.rows, 4 * 6);
+  t.equal(r.layers[0].noise, null);
+  t.match(r.warnings.find((w) => w.code === 'noise_unresolved')?.message, /layer 'out': the rounding noise could not be measured \(none of its 16 elements resolved/);
+  t.equal(r.layers[0].penalty, 0);
+  t.match(r.warnings.find((w) => w.code === 'below_noise_floor')?.message, /float32 rounding noise floor/, 'the old floor decides');
+  const alone = await evaluateNoise(model, request, context);
+  t.same([alone.cached, alone.layers[0].floor, alone.layers[0].secondDifferenceNoise, alone.layers[0].sigma.p90], [true, null, null, null]);
+  t.ok(alone.warnings.some((w) => w.code === 'noise_unresolved'));
+  t.match((await cli('noise', modelPath('noise_mlp.onnx'), '--samples', '2', '--k', '2')).stdout, /out\s+\[2, 16\]\s+float32/);
+});
+
 t.test('the noise metric alone: 7 rows on a fresh session, the penalty’s σ, the floor at ε', async (t) => {
   const sessions = new CountingSessions(2);
   t.teardown(() => sessions.clear());

@@ -55,7 +55,7 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
   if (passes > 1 && resolved.samples * perSample * passes > run.limits.maxRows) throw tooMany(resolved.samples * perSample);
 
   // The measured noise (metrics/noise.ts): from the session's cache, or measured after the main
-  // estimate, reusing its centre row of sample 0.
+  // estimate, reusing its centre rows (their t = 0 point).
   const plan = request.noise === false ? null : noisePlan(run, 'penalty');
   const estimate = async (epsilon: number, keepCentre = false): Promise<{ penalties: Record<string, LayerPenalty>; done: UnitsDone }> => {
     const accumulators = Object.fromEntries(
