@@ -272,6 +272,14 @@ t.test('HTTP: POST /v1/models/:id/noise, the penalty’s fields, and a bad noise
   const sweep = await post('noise', { epsilons: [0.1] });
   t.equal(sweep.statusCode, 400);
   t.match(sweep.json().error.message, /epsilons/);
+  const html = await app.inject({ method: 'POST', url: `/v1/models/${id}/noise`, headers: { 'content-type': 'application/json', accept: 'text/html' }, payload: '{"seed": 2}' });
+  t.equal(html.statusCode, 200);
+  t.match(html.body, /<section id="noise"><h2>Rounding noise<\/h2>/);
+  const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json();
+  t.ok(doc.paths['/v1/models/{id}/noise'], 'the route is in the OpenAPI document');
+  t.ok(doc.components.schemas.NoiseResult.properties.layers);
+  t.equal(doc.components.schemas.NoiseRequest.additionalProperties, false);
+  t.ok(doc.components.schemas.PenaltyRequest.properties.noise);
   const health = await app.inject({ method: 'GET', url: '/healthz' });
   t.equal(health.statusCode, 200, 'the server is still up');
 });
