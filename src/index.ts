@@ -6,6 +6,7 @@ export {
   evaluateActiveness,
   evaluateAudit,
   evaluateHessian,
+  evaluateNoise,
   evaluateMetric,
   evaluateOrthogonality,
   evaluatePenalty,

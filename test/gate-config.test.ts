@@ -32,7 +32,7 @@ t.test('errors name the bad key path in the notation a user would type', async (
   const unknown = fails({ rules: { maxIncrese: 0.1 } });
   t.equal(unknown.code, 'invalid_config');
   t.equal(unknown.status, 400);
-  t.equal(unknown.message, 'gate.json: rules.maxIncrese: unknown key (known: maxIncrease, maxPenalty, minDiagonalFraction, maxUnusedLatents)');
+  t.equal(unknown.message, 'gate.json: rules.maxIncrese: unknown key (known: maxIncrease, maxPenalty, minDiagonalFraction, maxUnusedLatents, minNoiseMargin)');
 
   t.equal(
     fails({ layers: { '/fc/Gemm_output_0': { maxPenalty: -1 } } }).message,
@@ -65,7 +65,7 @@ t.test('config files: unreadable, not JSON, bad key', async (t) => {
 
 t.test('defaults, and later configs win key by key', async (t) => {
   const spec = gateSpec([]);
-  t.same(spec.rules, { maxIncrease: GATE_DEFAULTS.maxIncrease });
+  t.same(spec.rules, { maxIncrease: GATE_DEFAULTS.maxIncrease, minNoiseMargin: GATE_DEFAULTS.minNoiseMargin });
   t.same(spec.penalty, { k: GATE_DEFAULTS.k, latents: { samples: GATE_DEFAULTS.samples }, seed: GATE_DEFAULTS.seed });
   t.equal(spec.confidence, 0.95);
   t.equal(spec.resamples, 2000);
@@ -74,7 +74,7 @@ t.test('defaults, and later configs win key by key', async (t) => {
     { rules: { maxIncrease: 0.2, maxPenalty: 1 }, layers: { a: { maxPenalty: 5, maxIncrease: 0.3 } }, penalty: { samples: 16, k: 8 } },
     { rules: { maxIncrease: null }, layers: { a: { maxPenalty: 6 } }, penalty: { k: 2 }, confidence: 0.9 },
   ]);
-  t.same(merged.rules, { maxIncrease: null, maxPenalty: 1 }, 'null switches the default off');
+  t.same(merged.rules, { maxIncrease: null, maxPenalty: 1, minNoiseMargin: 5 }, 'null switches the default off');
   t.same(merged.layers, { a: { maxPenalty: 6, maxIncrease: 0.3 } });
   t.same(merged.penalty, { k: 2, latents: { samples: 16 }, seed: 0 });
   t.equal(merged.confidence, 0.9);

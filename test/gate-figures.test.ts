@@ -14,7 +14,7 @@ t.test('a separable generator has a diagonal Hessian: the floor passes at 1', as
   t.equal(r.code, 0, r.stderr);
   const layer = JSON.parse(r.stdout).layers[0];
   t.equal(layer.candidate.figures.diagonalFraction, 1);
-  t.same(layer.rules.map((o: { rule: string; verdict: string }) => [o.rule, o.verdict]), [['maxIncrease', 'pass'], ['minDiagonalFraction', 'pass']]);
+  t.same(layer.rules.map((o: { rule: string; verdict: string }) => [o.rule, o.verdict]), [['maxIncrease', 'pass'], ['minDiagonalFraction', 'pass'], ['minNoiseMargin', 'pass']]);
 });
 
 t.test('the entangled generator fails a diagonal-ness floor that the ratio alone would let through', async (t) => {

@@ -69,7 +69,7 @@ t.test('remote with extra inputs, explicit latents and a config file', async (t)
   const result = JSON.parse(viaServer.stdout) as GateResult;
   t.equal(result.settings.samples, 6);
   t.equal(result.settings.k, 3);
-  t.same(result.layers[0].rules.map((r) => r.rule), ['maxIncrease', 'maxPenalty']);
+  t.same(result.layers[0].rules.map((r) => r.rule), ['maxIncrease', 'maxPenalty', 'minNoiseMargin']);
   t.same(withoutTimings(result), withoutTimings(JSON.parse(local.stdout)));
 });
 

@@ -49,7 +49,7 @@ t.test('candidate = baseline: identical numbers, ratio exactly 1, exit 0', async
   t.equal(layer.name, 'image');
   t.same(layer.ratio, { estimate: 1, lower: 1, upper: 1 });
   t.same(layer.candidate, layer.baseline);
-  t.same(layer.rules.map((r) => [r.rule, r.limit, r.verdict]), [['maxIncrease', 1.1, 'pass']]);
+  t.same(layer.rules.map((r) => [r.rule, r.limit, r.verdict]), [['maxIncrease', 1.1, 'pass'], ['minNoiseMargin', 5, 'pass']]);
   // The gate's figures are the model's own penalty with the same request (seed 0 by default).
   const truth = await penaltyOf('dcgan.onnx', { latents: { samples: 16 }, k: 4, seed: 0 });
   t.equal(layer.candidate.penalty, truth.layers[0].penalty);
@@ -80,7 +80,7 @@ t.test('a measurably more entangled candidate fails with exit 1', async (t) => {
 
   const text = await cli('gate', '--candidate', ENTANGLED, '--baseline', DCGAN, ...SMALL);
   t.equal(text.code, 1);
-  t.match(text.stdout, /^image\s+\S+\s+\S+\s+\S+ \[\S+, \S+\]\s+ratio upper bound \S+ > 1\.1\s+FAIL$/m);
+  t.match(text.stdout, /^image\s+\S+\s+\S+\s+\S+ \[\S+, \S+\]\s+ratio upper bound \S+ > 1\.1; penalty \/ noise floor \S+ ≥ 5\s+FAIL$/m);
   t.match(text.stdout, /gate: FAIL\n$/);
 });
 
@@ -108,7 +108,7 @@ t.test('--max-penalty, per-layer overrides from a config file, and the total', a
   const config = join(dir, 'override.json');
   writeFileSync(config, JSON.stringify({ layers: { image: { maxIncrease: null, maxPenalty: 1 } }, total: { maxPenalty: 0.01 } }));
   const { code, result } = await gateJson('--candidate', ENTANGLED, '--baseline', DCGAN, ...SMALL, '--config', config);
-  t.same(result.layers[0].rules.map((r) => [r.rule, r.verdict]), [['maxPenalty', 'pass']], 'maxIncrease switched off for image');
+  t.same(result.layers[0].rules.map((r) => [r.rule, r.verdict]), [['maxPenalty', 'pass'], ['minNoiseMargin', 'pass']], 'maxIncrease switched off for image');
   t.same(result.total.rules.map((r) => [r.rule, r.verdict]), [['maxPenalty', 'fail']]);
   t.equal(code, 1, 'the total fails');
 
@@ -173,7 +173,7 @@ t.test('--summary writes Markdown for a CI job page', async (t) => {
   const md = readFileSync(summary, 'utf8');
   t.match(md, /^## ❌ Hessian Penalty gate: fail\n/);
   t.match(md, /\| layer \| baseline \| candidate \| ratio \| rule \| verdict \|\n\| --- \| ---: \| ---: \| ---: \| --- \| --- \|\n/);
-  t.match(md, /\| `image` \| [\d.]+ \| [\d.]+ \| [\d.]+ \[[\d.]+, [\d.]+\] \| ratio upper bound [\d.]+ > 1\.1 \| ❌ \*\*fail\*\* \|/);
+  t.match(md, /\| `image` \| [\d.]+ \| [\d.]+ \| [\d.]+ \[[\d.]+, [\d.]+\] \| ratio upper bound [\d.]+ > 1\.1; penalty \/ noise floor [\d.]+ ≥ 5 \| ❌ \*\*fail\*\* \|/);
   t.match(md, /\*\*Why it failed\*\*\n\n- image: ratio upper bound/);
   // Appends, as $GITHUB_STEP_SUMMARY expects.
   await cli('gate', '--candidate', DCGAN, '--baseline', DCGAN, ...SMALL, '--summary', summary);
@@ -234,7 +234,7 @@ t.test('usage and input errors exit 2 with a clear message', async (t) => {
 
 t.test('a bad config file exits 2 and names the key', async (t) => {
   const cases: [unknown, RegExp][] = [
-    [{ rules: { maxIncrese: 0.1 } }, /typo\.json: rules\.maxIncrese: unknown key \(known: maxIncrease, maxPenalty, minDiagonalFraction, maxUnusedLatents\)/],
+    [{ rules: { maxIncrese: 0.1 } }, /typo\.json: rules\.maxIncrese: unknown key \(known: maxIncrease, maxPenalty, minDiagonalFraction, maxUnusedLatents, minNoiseMargin\)/],
     [{ layers: { image: { maxPenalty: 'high' } } }, /typo\.json: layers\.image\.maxPenalty: Invalid input: expected number, received string/],
     [{ layers: { '/fc/Gemm_output_0': { maxPenalty: 1 } } }, /layers\["\/fc\/Gemm_output_0"\]: not a compared layer \(compared: 'image'\)/],
   ];

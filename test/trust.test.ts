@@ -81,7 +81,13 @@ t.test('an ε sweep: the cubic model is flat, the conv generator is not', async 
 t.test('a small ε on a float32 model is flagged below the rounding noise floor', async (t) => {
   const small = await evaluatePenalty(load('dcgan.onnx'), { latents: { samples: 2 }, seed: 4, epsilon: 1e-4 }, cpu);
   const warning = small.warnings.find((w) => w.code === 'below_noise_floor');
-  t.match(warning?.message, /layer 'image': the penalty .* is not clearly above the float32 rounding noise floor .* at epsilon 0.0001/);
+  t.match(warning?.message, /layer 'image': the penalty .* is not clearly above the measured rounding noise floor .* at epsilon 0.0001; use epsilon >= /);
+  const unmeasured = await evaluatePenalty(load('dcgan.onnx'), { latents: { samples: 2 }, seed: 4, epsilon: 1e-4, noise: false }, cpu);
+  t.match(
+    unmeasured.warnings.find((w) => w.code === 'below_noise_floor')?.message,
+    /layer 'image': the penalty .* is not clearly above the float32 rounding noise floor .* at epsilon 0.0001/,
+    'without the measurement, the output-ulp floor as before',
+  );
   t.ok(small.layers[0].noiseFloor > 1, `floor ${small.layers[0].noiseFloor}`);
   const normal = await evaluatePenalty(load('dcgan.onnx'), { latents: { samples: 2 }, seed: 4 }, cpu);
   t.notOk(normal.warnings.some((w) => w.code === 'below_noise_floor'));

@@ -75,6 +75,7 @@ function metricOptions(command: Command, flags: FlagSet): Command {
   }
   if (flags.sweep) command.option('--epsilons <list>', 'ε sweep on the same latents and directions, e.g. 0.05,0.1,0.2');
   if (flags.out) command.option('--out <file>', 'write the PNG grid to this file');
+  if (flags.noise) command.option('--no-noise', 'skip measuring the rounding noise on the device (the floor falls back to the output type)');
   if (flags.element) command.option('--element <e>', 'also print the full Hessian of this element (flat index within a sample)', num('--element'));
   if (flags.activeness) {
     command
@@ -110,6 +111,7 @@ export async function bodyFromFlags(options: Record<string, unknown>): Promise<{
   if (options.layers !== undefined) body.layers = (options.layers as string).split(',').filter((s) => s.length > 0);
   if (options.epsilons !== undefined) body.epsilons = (options.epsilons as string).split(',').map((text) => num('--epsilons')(text));
   if (options.allowNondeterministic) body.allowNondeterministic = true;
+  if (options.noise === false) body.noise = false;
   return { body, attached: await arraysFromFlags(options) };
 }
 

@@ -86,9 +86,19 @@ export const PenaltyRequestSchema = z
       .boolean()
       .optional()
       .meta({ description: 'Run a model with random ops anyway (results carry a warning)' }),
+    noise: z
+      .boolean()
+      .optional()
+      .meta({
+        description:
+          'Measure the rounding noise on the device (ECnoise) for the floor, below_noise_floor and the recommended ε (default true; m rows once per session and input signature, then cached)',
+      }),
   })
   .strict()
   .meta({ id: 'PenaltyRequest' });
+
+/** The noise metric's request: the penalty's, without the sweep (ε, k, variance, reduction set the floor it reports). */
+export const NoiseRequestSchema = PenaltyRequestSchema.omit({ epsilons: true, noise: true }).strict().meta({ id: 'NoiseRequest' });
 
 
 /** The audit metrics' request: the penalty request plus their own settings. */

@@ -16,6 +16,43 @@ export const WarningSchema = z.object({
 
 // Results are loose objects: a field the engine adds later reaches clients instead of being
 // stripped by the response serializer.
+/** A robust summary of the measured σ over a layer's elements (null: no element resolved). */
+export const NoiseSigmaSchema = z
+  .object({
+    elements: z.number(),
+    resolved: z.number(),
+    median: z.number().nullable(),
+    p90: z.number().nullable(),
+    rms: z.number().nullable(),
+    max: z.number().nullable(),
+  })
+  .meta({ description: 'ECnoise σ per output element: how many resolved, median, 90th percentile, rms, max' });
+
+const NoiseTrySchema = z.object({ h: z.number(), ok: z.number(), hTooSmall: z.number(), hTooLarge: z.number() });
+
+/** The device's arithmetic: TF32 in effect (null where it does not apply: the CPU, WebGPU). */
+export const PrecisionSchema = z
+  .object({ tf32: z.boolean().nullable() })
+  .meta({ description: 'Math mode of the provider: TF32 on or off on CUDA, null elsewhere' });
+
+export const LayerNoiseSchema = z
+  .object({
+    sigma: NoiseSigmaSchema,
+    samples: z.number().meta({ description: 'Samples measured (1; N when rows interact)' }),
+    floor: z.number().nullable().meta({ description: 'Penalty floor from σ at this ε: 2·p90(σ)²/ε⁴·c_k(N·E) (max) or 2·rms(σ)²/ε⁴ (mean)' }),
+    margin: z.number().meta({ description: 'below_noise_floor when penalty < margin × floor' }),
+    belowFloor: z.boolean().nullable(),
+    recommendedEpsilon: z
+      .object({
+        min: z.number().nullable().meta({ description: 'Smallest ε whose penalty clears margin × floor' }),
+        max: z.number().nullable().meta({ description: 'Largest ε with truncation under 2% (needs a second ε above the floor: epsilons)' }),
+        usable: z.boolean(),
+        lowerBound: z.boolean().meta({ description: 'min comes from a point below its floor (mostly noise): the true minimum may be larger' }),
+      })
+      .nullable(),
+  })
+  .meta({ description: 'Measured rounding noise of the layer (null when noise: false)' });
+
 export const LayerResultSchema = z.looseObject({
   name: z.string(),
   penalty: z.number().nullable(),
@@ -26,6 +63,7 @@ export const LayerResultSchema = z.looseObject({
   determinism: z
     .object({ maxDifference: z.number(), secondDifferenceError: z.number() })
     .meta({ description: 'Two runs of the same G(z): largest difference, and 4δ/ε²' }),
+  noise: LayerNoiseSchema.nullable().optional(),
 });
 
 /** When wrt named an intermediate tensor: the graph was cut there (issue 15). */
@@ -45,8 +83,26 @@ export const GroupsInfoSchema = z.object({ count: z.number(), description: z.str
 export const SweepPointSchema = z.object({
   epsilon: z.number(),
   penalty: z.number().nullable(),
-  layers: z.array(z.object({ name: z.string(), penalty: z.number().nullable(), noiseFloor: z.number() })),
+  layers: z.array(
+    z.object({
+      name: z.string(),
+      penalty: z.number().nullable(),
+      noiseFloor: z.number(),
+      floor: z.number().nullable().optional().meta({ description: 'Measured floor at this ε (absent when noise: false)' }),
+      belowFloor: z.boolean().nullable().optional(),
+    }),
+  ),
+  noiseDominated: z.boolean().optional().meta({ description: 'Some layer is below its measured floor at this ε' }),
 });
+
+export const NoiseMeasurementSchema = z
+  .object({
+    points: z.number(),
+    tries: z.array(NoiseTrySchema),
+    cached: z.boolean().meta({ description: 'Taken from the session cache (no rows spent)' }),
+    rows: z.number().meta({ description: 'Extra forward rows this request spent measuring (0 on a cache hit)' }),
+  })
+  .meta({ description: 'How the rounding noise was measured (ECnoise along direction 0 of sample 0)' });
 
 export const PenaltyResultSchema = z
   .looseObject({
@@ -69,6 +125,8 @@ export const PenaltyResultSchema = z
     sweep: z.array(SweepPointSchema).optional().meta({ description: 'Penalties for each ε of epsilons' }),
     cut: CutSchema.optional(),
     groups: GroupsInfoSchema.optional(),
+    noise: NoiseMeasurementSchema.nullable().optional(),
+    precision: PrecisionSchema.optional(),
     warnings: z.array(WarningSchema),
     timings: z.object({ totalMs: z.number(), forwardMs: z.number(), reduceMs: z.number() }),
   })
@@ -167,6 +225,40 @@ export const TraversalResultSchema = z
     png: z.string().meta({ description: 'The PNG grid, base64 (Accept: image/png returns it as the body)' }),
   })
   .meta({ id: 'TraversalResult' });
+export const NoiseResultSchema = z
+  .object({
+    metric: z.literal('noise'),
+    model: z.string().meta({ description: 'SHA-256 of the model bytes' }),
+    samples: z.number(),
+    seed: z.number(),
+    wrt: z.string(),
+    epsilon: z.number(),
+    k: z.number(),
+    reduction: z.enum(['max', 'mean']),
+    variance: z.enum(['unbiased', 'biased']),
+    points: z.number(),
+    margin: z.number(),
+    tries: z.array(NoiseTrySchema),
+    cached: z.boolean(),
+    rows: z.number(),
+    batches: z.number(),
+    mode: ExecutionModeSchema,
+    executionProvider: z.string(),
+    precision: PrecisionSchema,
+    layers: z.array(
+      z.object({
+        ...LayerBase,
+        type: z.string(),
+        sigma: NoiseSigmaSchema,
+        samples: z.number(),
+        floor: nullable.meta({ description: 'The penalty floor at this ε, k, reduction and N' }),
+        secondDifferenceNoise: nullable.meta({ description: '√6·p90(σ)/ε²: the noise of one second difference' }),
+      }),
+    ),
+    warnings: z.array(WarningSchema),
+    timings: Timings,
+  })
+  .meta({ id: 'NoiseResult' });
 
 export const AuditResultSchema = z
   .object({
@@ -192,6 +284,9 @@ export type Warning = z.infer<typeof WarningSchema>;
 export type LayerResult = z.infer<typeof LayerResultSchema>;
 export type SweepPoint = z.infer<typeof SweepPointSchema>;
 export type PenaltyResult = z.infer<typeof PenaltyResultSchema>;
+export type NoiseResult = z.infer<typeof NoiseResultSchema>;
+export type NoiseSigma = z.infer<typeof NoiseSigmaSchema>;
+export type LayerNoiseResult = z.infer<typeof LayerNoiseSchema>;
 export type HessianResult = z.infer<typeof HessianResultSchema> & { previews?: Preview[] };
 export type HessianLayer = HessianResult['layers'][number];
 export type Heatmap = NonNullable<HessianLayer['heatmap']>;

@@ -12,6 +12,8 @@ export interface SideFigures {
   mean: number | null;
   /** Audit figures by name (diagonal-ness, unused latents, …) when a figure provider computed them. */
   figures?: Record<string, number | null>;
+  /** The measured rounding noise floor of the penalty at this ε (absent when it was not measured). */
+  noiseFloor?: number | null;
 }
 
 export interface Comparison {
@@ -31,8 +33,15 @@ export interface Comparison {
 export interface LayerPair {
   name: string;
   baselineName: string;
-  baseline: { penalty: number | null; perSample: readonly (number | null)[] };
-  candidate: { penalty: number | null; perSample: readonly (number | null)[] };
+  baseline: PairSide;
+  candidate: PairSide;
+}
+
+interface PairSide {
+  penalty: number | null;
+  perSample: readonly (number | null)[];
+  /** The penalty result's measured noise (null: not resolved; absent: not measured). */
+  noise?: { floor: number | null } | null;
 }
 
 export const TOTAL = 'total';
@@ -67,12 +76,16 @@ export function compareAll(input: CompareInput): CompareOutput {
 export function compareLayer(pair: LayerPair, indices: Uint32Array, confidence: number): Comparison {
   const c = finiteValues(pair.candidate.perSample);
   const b = finiteValues(pair.baseline.perSample);
-  const side = (penalty: number | null, values: Float64Array | null): SideFigures => ({ penalty, mean: values ? mean(values) : null });
+  const side = (p: PairSide, values: Float64Array | null): SideFigures => ({
+    penalty: p.penalty,
+    mean: values ? mean(values) : null,
+    ...(p.noise !== undefined ? { noiseFloor: p.noise?.floor ?? null } : {}),
+  });
   const comparison: Comparison = {
     name: pair.name,
     baselineName: pair.baselineName,
-    baseline: side(pair.baseline.penalty, b),
-    candidate: side(pair.candidate.penalty, c),
+    baseline: side(pair.baseline, b),
+    candidate: side(pair.candidate, c),
     ratio: null,
   };
   const broken = [

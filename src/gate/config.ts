@@ -7,6 +7,7 @@ import { z } from 'zod';
 import type { AttachedArrays, MetricRequest } from '../contract/request.js';
 import { PenaltyRequestSchema } from '../contract/request.js';
 import { AuditError } from '../contract/errors.js';
+import { MEASURED_NOISE_MARGIN } from '../math/noise-floor.js';
 import { RULES, type Scope, type Thresholds } from './rules.js';
 
 /** A rule's threshold; null switches the rule off (for one layer, or a default). */
@@ -58,6 +59,8 @@ export const GATE_DEFAULTS = {
   confidence: 0.95,
   resamples: 2000,
   maxIncrease: 0.1,
+  /** Both penalties at least this many times their measured noise floor (MEASURED_NOISE_MARGIN). */
+  minNoiseMargin: MEASURED_NOISE_MARGIN,
   /** Fixed, so that a rerun gives the same verdict; change it to draw other latents and directions. */
   seed: 0,
   samples: 64,
@@ -125,6 +128,7 @@ export function gateSpec(configs: readonly GateConfig[], extra: AttachedArrays =
   const config = mergeConfigs(configs);
   const rules: Thresholds = { ...config.rules };
   if (!('maxIncrease' in rules)) rules.maxIncrease = GATE_DEFAULTS.maxIncrease;
+  if (!('minNoiseMargin' in rules)) rules.minNoiseMargin = GATE_DEFAULTS.minNoiseMargin;
   const { samples, ...settings } = config.penalty ?? {};
   const penalty: GateSpec['penalty'] = {
     k: GATE_DEFAULTS.k,

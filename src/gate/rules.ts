@@ -28,6 +28,8 @@ export interface RuleDefinition {
   measure(c: Comparison): number | null | undefined;
   /** How the figure reads in a verdict: `ratio upper bound 1.23`. */
   label: string;
+  /** Why a failing figure fails, appended to the verdict's message. */
+  explain?(c: Comparison, limit: number): string;
 }
 
 export const maxIncrease: RuleDefinition = {
@@ -50,6 +52,41 @@ export const maxPenalty: RuleDefinition = {
   limit: (x) => x,
   measure: (c) => c.candidate.penalty,
   label: 'candidate penalty',
+};
+
+/** penalty / measured floor of one side; undefined when the side's noise was not measured. */
+function noiseRatio(side: Comparison['candidate']): number | null | undefined {
+  if (side.noiseFloor === undefined || side.noiseFloor === null) return undefined;
+  if (side.penalty === null) return null;
+  return side.noiseFloor > 0 ? side.penalty / side.noiseFloor : Infinity;
+}
+
+/**
+ * Both models' penalties must clear their measured rounding noise floor (issue 14, docs/noise.md):
+ * a comparison of two figures that are mostly rounding says nothing about disentanglement. On by
+ * default at the warning's margin; the lower of the two sides' penalty/floor is the figure.
+ */
+export const minNoiseMargin: RuleDefinition = {
+  key: 'minNoiseMargin',
+  flag: '--min-noise-margin',
+  help: 'fail when the candidate or the baseline penalty of a layer is less than X times its measured rounding noise floor (default 5, the below_noise_floor margin)',
+  bound: 'floor',
+  scopes: ['layer'],
+  limit: (x) => x,
+  measure: (c) => {
+    const ratios = [noiseRatio(c.candidate), noiseRatio(c.baseline)];
+    if (ratios.includes(null)) return null;
+    const known = ratios.filter((r): r is number => r !== undefined);
+    return known.length === 0 ? undefined : Math.min(...known);
+  },
+  label: 'penalty / noise floor',
+  explain: (c, limit) => {
+    const below = (['candidate', 'baseline'] as const).filter((s) => {
+      const r = noiseRatio(c[s]);
+      return r !== undefined && r !== null && r < limit;
+    });
+    return ` (the ${below.join(' and the ')} ${below.length > 1 ? 'are' : 'is'} below the measured rounding noise floor: mostly rounding, not a penalty; raise epsilon, see below_noise_floor)`;
+  },
 };
 
 /** A rule on a named audit figure of the candidate (filled in by a figure provider). */
@@ -85,7 +122,7 @@ export const maxUnusedLatents = figureRule(
 );
 
 /** Every rule the gate knows. */
-export const RULES: readonly RuleDefinition[] = [maxIncrease, maxPenalty, minDiagonalFraction, maxUnusedLatents];
+export const RULES: readonly RuleDefinition[] = [maxIncrease, maxPenalty, minDiagonalFraction, maxUnusedLatents, minNoiseMargin];
 
 /** The audit figure each figure rule needs. */
 export const FIGURE_RULES: Record<string, string> = {
@@ -129,7 +166,7 @@ export function applyRules(comparison: Comparison, thresholds: Thresholds, rules
       limit,
       value: measured,
       verdict: ok ? 'pass' : 'fail',
-      message: `${rule.label} ${show(measured)} ${ok ? relation : rule.bound === 'ceiling' ? '>' : '<'} ${show(limit)}`,
+      message: `${rule.label} ${show(measured)} ${ok ? relation : rule.bound === 'ceiling' ? '>' : '<'} ${show(limit)}${!ok && rule.explain ? rule.explain(comparison, limit) : ''}`,
     });
   }
   return outcomes;

@@ -38,6 +38,7 @@ const Side = z.object({
   penalty: Figure,
   mean: Figure,
   figures: z.record(z.string(), Figure).optional(),
+  noiseFloor: Figure.optional().meta({ description: 'Measured rounding noise floor of the penalty at this ε' }),
 });
 
 const LayerVerdictSchema = z.object({

@@ -166,6 +166,20 @@ export const DEFAULT_NOISE_OPTIONS = { points: 7, h: 1e-3, maxTries: 4, accept: 
  * never tried twice (after ×100 then ÷100 it falls back to ×10 or ÷10).
  */
 export async function measureNoise(evaluate: EvaluateOffsets, elements: number, options: NoiseMeasureOptions = {}): Promise<NoiseMeasurement> {
+  const points = options.points ?? DEFAULT_NOISE_OPTIONS.points;
+  const measured = await adaptSpacing(async (offsets) => ecnoise(await evaluate(offsets), points, elements), elements, options);
+  return { ...measured, rows: measured.tries.length * points };
+}
+
+/**
+ * One try of the driver: evaluate G at the offsets and return ECnoise's table for every element
+ * (a caller that batches many layers and samples into one set of forward rows builds the tables
+ * itself, element block by element block, and never holds all the values at once).
+ */
+export type TryOffsets = (offsets: Float64Array) => Promise<NoiseTable>;
+
+/** The driver of measureNoise on tables the caller builds; rows are the caller's to count. */
+export async function adaptSpacing(tryOffsets: TryOffsets, elements: number, options: NoiseMeasureOptions = {}): Promise<Omit<NoiseMeasurement, 'rows'>> {
   const { points, h: h0, maxTries, accept } = { ...DEFAULT_NOISE_OPTIONS, ...options };
   if (!(h0 > 0) || !Number.isFinite(h0)) throw new RangeError(`the spacing h must be a finite number greater than 0, got ${h0}`);
   if (!Number.isInteger(maxTries) || maxTries < 1) throw new RangeError(`maxTries must be an integer of at least 1, got ${maxTries}`);
@@ -178,7 +192,7 @@ export async function measureNoise(evaluate: EvaluateOffsets, elements: number, 
   let h: number | null = h0;
   while (h !== null && tries.length < maxTries) {
     const offsets = Float64Array.from({ length: points }, (_, i) => i * h!);
-    const table = ecnoise(await evaluate(offsets), points, elements);
+    const table = await tryOffsets(offsets);
     const counts: NoiseTry = { h, ok: 0, hTooSmall: 0, hTooLarge: 0 };
     for (let e = 0; e < elements; e++) {
       const s = table.status[e];
@@ -197,7 +211,7 @@ export async function measureNoise(evaluate: EvaluateOffsets, elements: number, 
     if (resolved >= accept * elements) break;
     h = nextSpacing(h, counts.hTooSmall >= counts.hTooLarge, tries);
   }
-  return { sigma, status, order, h: spacing, tries, rows: tries.length * points };
+  return { sigma, status, order, h: spacing, tries };
 }
 
 function nextSpacing(h: number, grow: boolean, tries: NoiseTry[]): number | null {

@@ -21,7 +21,7 @@ export const audit = defineMetric<AuditResult>({
   summary: 'Penalty, full Hessian, activeness and orthogonality on one set of latents',
   request: AuditRequestSchema,
   result: AuditResultSchema,
-  flags: { steps: true, directions: true, basis: true, element: true, activeness: true },
+  flags: { steps: true, directions: true, basis: true, element: true, activeness: true, noise: true },
   evaluate: evaluateAudit,
   format: formatAudit,
   report: (result) => result,

@@ -4,7 +4,7 @@
  */
 import type { z } from 'zod';
 import { type MetricRequest, requestError } from '../contract/request.js';
-import type { ActivenessResult, AuditResult, HessianResult, OrthogonalityResult, PenaltyResult, TraversalResult } from '../contract/results.js';
+import type { ActivenessResult, AuditResult, HessianResult, NoiseResult, OrthogonalityResult, PenaltyResult, TraversalResult } from '../contract/results.js';
 import type { LoadedModel } from '../runtime/model.js';
 import { Run, type RunContext } from '../run/run.js';
 import { type MetricName, METRICS } from './registry.js';
@@ -16,6 +16,7 @@ export interface MetricResults {
   orthogonality: OrthogonalityResult;
   audit: AuditResult;
   traversal: TraversalResult;
+  noise: NoiseResult;
 }
 
 export async function evaluateMetric<N extends MetricName>(name: N, model: LoadedModel, request: MetricRequest, context: RunContext): Promise<MetricResults[N]> {
@@ -51,6 +52,8 @@ export const evaluateAudit = (model: LoadedModel, request: MetricRequest, contex
 
 export const evaluateTraversal = (model: LoadedModel, request: MetricRequest, context: RunContext): Promise<TraversalResult> =>
   evaluateMetric('traversal', model, request, context);
+export const evaluateNoise = (model: LoadedModel, request: MetricRequest, context: RunContext): Promise<NoiseResult> =>
+  evaluateMetric('noise', model, request, context);
 
 export { SessionCache } from '../runtime/session.js';
-export type { ActivenessResult, AuditResult, HessianResult, OrthogonalityResult, PenaltyResult, TraversalResult } from '../contract/results.js';
+export type { ActivenessResult, AuditResult, HessianResult, NoiseResult, OrthogonalityResult, PenaltyResult, TraversalResult } from '../contract/results.js';

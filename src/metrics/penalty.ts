@@ -6,12 +6,16 @@
  */
 import { AuditError } from '../contract/errors.js';
 import { type MetricRequest, PenaltyRequestSchema } from '../contract/request.js';
-import { type LayerResult, type PenaltyResult, PenaltyResultSchema, type SweepPoint, type Warning } from '../contract/results.js';
+import { type LayerNoiseResult, type LayerResult, type PenaltyResult, PenaltyResultSchema, type SweepPoint, type Warning } from '../contract/results.js';
 import {
+  belowMeasuredFloor,
   type LayerPenalty,
   LayerPenaltyAccumulator,
+  MEASURED_NOISE_MARGIN,
   NOISE_MARGIN,
   noiseFloor,
+  recommendedEpsilon,
+  truncationModel,
   penaltyRow,
   penaltyUnitSizes,
   perturbedRows,
@@ -20,8 +24,9 @@ import {
   totalOverLayers,
 } from '../math/index.js';
 import { formatPenalty } from '../report/text.js';
-import { type Run, timings, type UnitsDone } from '../run/run.js';
+import { type Run, timings, type UnitConsumer, type UnitsDone } from '../run/run.js';
 import { cutAndGroups } from './common.js';
+import { floorAt, type LayerNoise, noisePlan, precisionOf, sigmaResult, unresolved } from './noise.js';
 import { defineMetric } from './types.js';
 
 export const penalty = defineMetric<PenaltyResult>({
@@ -29,13 +34,13 @@ export const penalty = defineMetric<PenaltyResult>({
   summary: 'Hessian Penalty of each layer by finite differences',
   request: PenaltyRequestSchema,
   result: PenaltyResultSchema,
-  flags: { steps: true, directions: true, basis: true, sweep: true },
+  flags: { steps: true, directions: true, basis: true, sweep: true, noise: true },
   evaluate: runPenalty,
   format: formatPenalty,
   report: (penalty) => ({ penalty }),
 });
 
-export async function runPenalty(run: Run, _request: MetricRequest): Promise<PenaltyResult> {
+export async function runPenalty(run: Run, request: MetricRequest): Promise<PenaltyResult> {
   const { resolved, shapes } = run;
   const warnings: Warning[] = [...run.warnings];
   const passes = (resolved.epsilons?.length ?? 0) + 1;
@@ -51,7 +56,10 @@ export async function runPenalty(run: Run, _request: MetricRequest): Promise<Pen
   };
   if (passes > 1 && resolved.samples * perSample * passes > run.limits.maxRows) throw tooMany(resolved.samples * perSample);
 
-  const estimate = async (epsilon: number): Promise<{ penalties: Record<string, LayerPenalty>; done: UnitsDone }> => {
+  // The measured noise (metrics/noise.ts): from the session's cache, or measured after the main
+  // estimate, reusing its centre rows (their t = 0 point).
+  const plan = request.noise === false ? null : noisePlan(run, 'noise');
+  const estimate = async (epsilon: number, keepCentre = false): Promise<{ penalties: Record<string, LayerPenalty>; done: UnitsDone }> => {
     const accumulators = Object.fromEntries(
       resolved.layers.map((name) => [name, new LayerPenaltyAccumulator(resolved.samples, shapes[name].size, resolved.k, epsilon, resolved.variance)]),
     );
@@ -61,29 +69,51 @@ export async function runPenalty(run: Run, _request: MetricRequest): Promise<Pen
       passes: 'each of the 2k+1 passes',
       tooMany,
       fill: (rows, out) => perturbedRows(rows.map(penaltyRow), resolved.latents, resolved.directions, epsilon, resolved.size, resolved.samples, out),
-      consumers: accumulators,
+      consumers: keepCentre && plan?.capture ? plan.capture(accumulators as Record<string, UnitConsumer>) : accumulators,
     });
     return { penalties: Object.fromEntries(resolved.layers.map((name) => [name, accumulators[name].result(resolved.reduction)])), done };
   };
 
   const started = performance.now();
   const forwardBefore = run.forwardMs;
-  const { penalties, done } = await estimate(resolved.epsilon);
+  const { penalties, done } = await estimate(resolved.epsilon, true);
   warnings.push(...done.modeWarnings);
-  const layers = resolved.layers.map((name) => layerResult(run, name, penalties[name], warnings));
+  const measured = plan ? await plan.measure(plan.centres) : null;
+  const noiseOf = (name: string): LayerNoise | null => {
+    const layer = measured?.layers[name];
+    return layer && layer.summary.resolved > 0 ? layer : null;
+  };
+  const layers = resolved.layers.map((name) => layerResult(run, name, penalties[name]));
   let sweep: SweepPoint[] | undefined;
   if (resolved.epsilons) {
     sweep = [];
     for (const epsilon of resolved.epsilons) {
       const at = (await estimate(epsilon)).penalties;
-      const points = resolved.layers.map((name) => ({
-        name,
-        penalty: at[name].penalty,
-        noiseFloor: noiseFloor(at[name].maxAbsOutput, epsilon, shapes[name].type),
-      }));
-      sweep.push({ epsilon, penalty: totalOverLayers(points.map((p) => p.penalty)), layers: points });
+      const points = resolved.layers.map((name) => {
+        const noise = noiseOf(name);
+        const floor = noise ? floorAt(run, noise, name, epsilon) : null;
+        return {
+          name,
+          penalty: at[name].penalty,
+          noiseFloor: noiseFloor(at[name].maxAbsOutput, epsilon, shapes[name].type),
+          ...(measured ? { floor, belowFloor: below(at[name].penalty, floor) } : {}),
+        };
+      });
+      sweep.push({
+        epsilon,
+        penalty: totalOverLayers(points.map((p) => p.penalty)),
+        layers: points,
+        ...(measured ? { noiseDominated: points.some((p) => p.belowFloor === true) } : {}),
+      });
     }
   }
+  layers.forEach((layer, i) => {
+    const name = resolved.layers[i];
+    const noise = noiseOf(name);
+    if (measured && !noise) warnings.push(unresolved(name, measured.layers[name]));
+    if (measured) layer.noise = noise ? layerNoise(run, name, layer, noise, sweep) : null;
+    warnings.push(...layerWarnings(run, layer, penalties[name]));
+  });
 
   return {
     model: run.model.id,
@@ -104,36 +134,62 @@ export async function runPenalty(run: Run, _request: MetricRequest): Promise<Pen
     executionProvider: run.executionProvider,
     ...(sweep ? { sweep } : {}),
     ...cutAndGroups(run),
+    noise: measured ? { points: measured.points, tries: measured.layers[resolved.layers[0]].tries, cached: measured.cached, rows: measured.rows } : null,
+    precision: precisionOf(run),
     warnings,
     timings: timings(started, run.forwardMs - forwardBefore),
   };
 }
 
-function layerResult(run: Run, name: string, p: LayerPenalty, warnings: Warning[]): LayerResult {
+const below = (penalty: number | null, floor: number | null): boolean | null =>
+  penalty === null || floor === null ? null : belowMeasuredFloor(penalty, floor, MEASURED_NOISE_MARGIN);
+
+/**
+ * The layer's measured floor at ε and the recommended ε range. The smallest ε comes from the point
+ * (ε or a sweep point) most clearly above its floor (the penalty there is the truest); the largest
+ * from the truncation model of the two points above their floors nearest to ε (sweeps only).
+ */
+function layerNoise(run: Run, name: string, layer: LayerResult, noise: LayerNoise, sweep: SweepPoint[] | undefined): LayerNoiseResult {
+  const { epsilon } = run.resolved;
+  const floor = floorAt(run, noise, name, epsilon);
+  const points = [{ epsilon, penalty: layer.penalty, floor }];
+  for (const p of sweep ?? []) {
+    const l = p.layers.find((x) => x.name === name)!;
+    points.push({ epsilon: p.epsilon, penalty: l.penalty, floor: l.floor ?? null });
+  }
+  const ratio = (p: (typeof points)[number]): number => (p.penalty !== null && p.floor !== null && p.floor > 0 ? p.penalty / p.floor : Number.NaN);
+  const best = points.filter((p) => ratio(p) > 0).sort((a, b) => ratio(b) - ratio(a))[0];
+  const trusted = points
+    .filter((p) => ratio(p) >= MEASURED_NOISE_MARGIN)
+    .filter((p, i, all) => all.findIndex((q) => q.epsilon === p.epsilon) === i)
+    .sort((a, b) => Math.abs(Math.log(a.epsilon / epsilon)) - Math.abs(Math.log(b.epsilon / epsilon)));
+  let range: LayerNoiseResult['recommendedEpsilon'] = null;
+  if (best) {
+    const truncation = trusted.length >= 2 ? truncationModel(trusted[0].epsilon, trusted[0].penalty!, trusted[1].epsilon, trusted[1].penalty!) : undefined;
+    const r = recommendedEpsilon({ epsilon: best.epsilon, penalty: best.penalty!, floorAt: best.floor!, ...(truncation ? { truncation } : {}) });
+    range = {
+      min: Number.isFinite(r.min) ? r.min : null,
+      max: r.max !== null && Number.isFinite(r.max) ? r.max : null,
+      usable: r.usable,
+      // From a point below its floor the penalty is mostly noise, so ε_min is only a lower bound.
+      lowerBound: ratio(best) < MEASURED_NOISE_MARGIN,
+    };
+  }
+  return {
+    sigma: sigmaResult(noise.summary),
+    samples: noise.samples,
+    floor,
+    margin: MEASURED_NOISE_MARGIN,
+    belowFloor: below(layer.penalty, floor),
+    recommendedEpsilon: range,
+  };
+}
+
+function layerResult(run: Run, name: string, p: LayerPenalty): LayerResult {
   const { resolved } = run;
   const shape = run.shapes[name];
   const floor = noiseFloor(p.maxAbsOutput, resolved.epsilon, shape.type);
   const difference = run.probed.determinism[name];
-  if (p.penalty === null) {
-    warnings.push({
-      code: 'non_finite_output',
-      layer: name,
-      message: `layer '${name}' produced NaN or infinite second differences in ${p.nonFinite} elements; its penalty is not defined`,
-    });
-  } else if (p.penalty < NOISE_MARGIN * floor) {
-    warnings.push({
-      code: 'below_noise_floor',
-      layer: name,
-      message: `layer '${name}': the penalty ${p.penalty.toPrecision(3)} is not clearly above the ${shape.type} rounding noise floor ${floor.toPrecision(3)} at epsilon ${resolved.epsilon}; use a larger epsilon (the floor grows as 1/epsilon^4)`,
-    });
-  }
-  if (difference > 0) {
-    warnings.push({
-      code: 'nondeterministic_output',
-      layer: name,
-      message: `layer '${name}' differs by up to ${difference.toPrecision(3)} between two runs of the same G(z); each second difference can be off by about 4δ/ε² = ${secondDifferenceError(difference, resolved.epsilon).toPrecision(3)}, so its penalty is unreliable`,
-    });
-  }
   const op = run.model.description.layers.find((l) => l.name === name)?.op;
   return {
     name,
@@ -144,4 +200,52 @@ function layerResult(run: Run, name: string, p: LayerPenalty, warnings: Warning[
     noiseFloor: floor,
     determinism: { maxDifference: difference, secondDifferenceError: secondDifferenceError(difference, resolved.epsilon) },
   };
+}
+
+/**
+ * The layer's warnings. below_noise_floor: with a measured σ, penalty < margin × measured floor,
+ * naming the recommended ε; without one (noise: false, nothing resolved), the output's rounding
+ * unit with its 100× margin, as before.
+ */
+function layerWarnings(run: Run, layer: LayerResult, p: LayerPenalty): Warning[] {
+  const { resolved } = run;
+  const { name } = layer;
+  const type = run.shapes[name].type;
+  const difference = run.probed.determinism[name];
+  const warnings: Warning[] = [];
+  const noise = layer.noise;
+  if (p.penalty === null) {
+    warnings.push({
+      code: 'non_finite_output',
+      layer: name,
+      message: `layer '${name}' produced NaN or infinite second differences in ${p.nonFinite} elements; its penalty is not defined`,
+    });
+  } else if (noise && noise.floor !== null) {
+    if (noise.belowFloor) {
+      const range = noise.recommendedEpsilon;
+      const advice =
+        range?.min != null
+          ? `use epsilon >= ${range.min.toPrecision(2)}${range.lowerBound ? ' (a lower bound: this penalty is mostly noise, so the true one may be smaller and need a larger epsilon)' : ''}${range.max !== null ? ` (recommended range ${range.min.toPrecision(2)} to ${range.max.toPrecision(2)}${range.usable ? '' : ', empty: no epsilon is both above the floor and accurate'})` : ''}`
+          : 'use a larger epsilon';
+      warnings.push({
+        code: 'below_noise_floor',
+        layer: name,
+        message: `layer '${name}': the penalty ${p.penalty.toPrecision(3)} is not clearly above the measured rounding noise floor ${noise.floor.toPrecision(3)} (${MEASURED_NOISE_MARGIN}x margin; sigma p90 ${noise.sigma.p90!.toPrecision(3)} on ${run.executionProvider}) at epsilon ${resolved.epsilon}; ${advice}; the floor grows as 1/epsilon^4`,
+      });
+    }
+  } else if (p.penalty < NOISE_MARGIN * layer.noiseFloor) {
+    warnings.push({
+      code: 'below_noise_floor',
+      layer: name,
+      message: `layer '${name}': the penalty ${p.penalty.toPrecision(3)} is not clearly above the ${type} rounding noise floor ${layer.noiseFloor.toPrecision(3)} at epsilon ${resolved.epsilon}; use a larger epsilon (the floor grows as 1/epsilon^4)`,
+    });
+  }
+  if (difference > 0) {
+    warnings.push({
+      code: 'nondeterministic_output',
+      layer: name,
+      message: `layer '${name}' differs by up to ${difference.toPrecision(3)} between two runs of the same G(z); each second difference can be off by about 4δ/ε² = ${secondDifferenceError(difference, resolved.epsilon).toPrecision(3)}, so its penalty is unreliable`,
+    });
+  }
+  return warnings;
 }

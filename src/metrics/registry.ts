@@ -6,6 +6,7 @@
 import { activeness } from './activeness.js';
 import { audit } from './audit.js';
 import { hessian } from './hessian.js';
+import { noise } from './noise.js';
 import { orthogonality } from './orthogonality.js';
 import { penalty } from './penalty.js';
 import { traversal } from './traversal.js';
@@ -18,6 +19,7 @@ export const METRICS = {
   orthogonality,
   audit,
   traversal,
+  noise,
 } as const;
 
 export type MetricName = keyof typeof METRICS;

@@ -27,6 +27,8 @@ export interface FlagSet {
   sweep?: boolean;
   /** --out FILE: the metric's media (metric.media) written to a file */
   out?: boolean;
+  /** --no-noise */
+  noise?: boolean;
 }
 
 /** What every metric's result has: its warnings. */

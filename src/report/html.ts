@@ -28,10 +28,43 @@ interface Run {
   timings?: { totalMs: number };
 }
 
+/** The measured noise of a layer, as the penalty reports it (metrics/noise.ts). */
+interface LayerNoiseInput {
+  sigma: { elements: number; resolved: number; median: number | null; p90: number | null };
+  floor: number | null;
+  margin: number;
+  belowFloor: boolean | null;
+  recommendedEpsilon: { min: number | null; max: number | null; usable: boolean } | null;
+}
+
+/** The device's arithmetic: TF32 on CUDA (null where it does not apply). */
+interface PrecisionInput {
+  tf32: boolean | null;
+}
+
 export interface ReportInput {
   /** How the user named the model (a file name). */
   modelName?: string;
-  penalty?: Run & { k: number; epsilon: number; reduction: string; variance: string; penalty: number | null; layers: { name: string; penalty: number | null; shape: number[] }[] };
+  penalty?: Run & {
+    k: number;
+    epsilon: number;
+    reduction: string;
+    variance: string;
+    penalty: number | null;
+    layers: { name: string; penalty: number | null; shape: number[]; noise?: LayerNoiseInput | null }[];
+    noise?: { points: number; cached: boolean; rows: number; tries: { h: number }[] } | null;
+    precision?: PrecisionInput;
+  };
+  /** The noise metric alone (hessian-audit noise). */
+  noise?: Run & {
+    epsilon: number;
+    points: number;
+    margin: number;
+    cached: boolean;
+    tries: { h: number }[];
+    precision: PrecisionInput;
+    layers: { name: string; shape: number[]; type: string; sigma: LayerNoiseInput['sigma']; floor: number | null }[];
+  };
   hessian?: (Run & {
     epsilon: number;
     reduction: string;
@@ -89,13 +122,14 @@ svg .unused-mark,svg .unused-label{fill:#d62728;font-weight:700}svg .cellvalue{f
 `;
 
 export function renderReport(input: ReportInput): string {
-  const runs = [input.penalty, input.hessian, input.activeness, input.orthogonality, input.traversal].filter((r): r is NonNullable<typeof r> => !!r);
+  const runs = [input.penalty, input.hessian, input.activeness, input.orthogonality, input.traversal, input.noise].filter((r): r is NonNullable<typeof r> => !!r);
   const first = runs[0];
   const title = `Disentanglement audit — ${input.modelName ?? first?.model.slice(0, 12) ?? 'model'}`;
   const sections = [
     summarySection(input),
     parametersSection(input),
     penaltySection(input),
+    noiseSection(input),
     interactionSection(input),
     activenessSection(input),
     traversalReport(input),
@@ -147,7 +181,7 @@ function mostEntangled(layers: NonNullable<ReportInput['hessian']>['layers']): {
 }
 
 function parametersSection(input: ReportInput): string {
-  const first = [input.penalty, input.hessian, input.activeness, input.orthogonality, input.traversal].find((r) => !!r);
+  const first = [input.penalty, input.hessian, input.activeness, input.orthogonality, input.traversal, input.noise].find((r) => !!r);
   if (!first) return '';
   const rows: [string, string][] = [
     ['model', `${input.modelName ? `${input.modelName} · ` : ''}sha256 ${first.model}`],
@@ -161,6 +195,8 @@ function parametersSection(input: ReportInput): string {
   if (input.activeness) rows.push(['activeness', `z_i ∈ {−${input.activeness.extent}, 0, +${input.activeness.extent}}, unused below ${input.activeness.threshold}`]);
   if (input.orthogonality) rows.push(['orthogonality', `k=${input.orthogonality.k}, ε=${input.orthogonality.epsilon}, forward differences`]);
   if (first.executionProvider) rows.push(['execution provider', first.executionProvider]);
+  const precision = input.penalty?.precision ?? input.noise?.precision;
+  if (precision) rows.push(['math mode', mathMode(precision)]);
   const total = input.timings?.totalMs ?? first.timings?.totalMs;
   if (total !== undefined) rows.push(['time', `${(total / 1000).toFixed(2)} s`]);
   return `<section id="parameters"><h2>Model and parameters</h2><table>${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('')}</table></section>`;
@@ -174,6 +210,32 @@ function penaltySection({ penalty, hessian }: ReportInput): string {
   if (hessian) series.push({ label: 'exact (full Hessian)', color: '#e07b39', values: names.map((n) => hessian.layers.find((l) => l.name === n)?.penalty ?? null) });
   return `<section id="penalties"><h2>Per-layer Hessian Penalty</h2>${barChart(names, series, 'Per-layer Hessian Penalty')}
 <p class="note">Reduction: ${esc((penalty ?? hessian)!.reduction)} over elements and samples. The exact value is 2·Σ<sub>i≠j</sub> H<sub>ij</sub>² from the full Hessian. Per element it is the stochastic estimate's expectation for a smooth generator; under max, the estimate's noise pushes the stochastic figure up, and a piecewise-linear generator (ReLU) makes the two differ (see warnings).</p></section>`;
+}
+
+const mathMode = ({ tf32 }: PrecisionInput): string =>
+  tf32 === null ? 'full precision of the layer types (TF32 does not apply to this provider)' : tf32 ? 'TF32 ON in matrix products and convolutions (10 mantissa bits: a higher noise floor)' : 'TF32 off (full float32 matrix products and convolutions)';
+
+/** Per layer: the measured σ, the floor it sets at this ε, and the recommended ε range. */
+function noiseSection({ penalty, noise }: ReportInput): string {
+  if (penalty?.noise) {
+    const rows = penalty.layers.map((l) => {
+      const n = l.noise;
+      if (!n) return `<tr><td>${esc(l.name)}</td><td colspan="5">not measured (no element resolved)</td></tr>`;
+      const range = n.recommendedEpsilon;
+      const eps = range ? `${fmt(range.min)} … ${range.max === null ? '? (add --epsilons for the upper end)' : fmt(range.max)}${range.usable ? '' : ' (empty)'}` : 'n/a';
+      const verdict = n.belowFloor ? '<b class="unusedlist">below the floor</b>' : '<span class="ok">above</span>';
+      return `<tr><td>${esc(l.name)}</td><td>${fmt(n.sigma.median)} / ${fmt(n.sigma.p90)}</td><td>${n.sigma.resolved}/${n.sigma.elements}</td><td>${fmt(n.floor)}</td><td>${verdict}</td><td>${eps}</td></tr>`;
+    });
+    const how = penalty.noise;
+    return `<section id="noise"><h2>Rounding noise and the recommended ε</h2>
+<table><tr><th>layer</th><th>σ median / p90</th><th>resolved</th><th>floor at ε=${fmt(penalty.epsilon)}</th><th>penalty vs ${penalty.layers[0]?.noise?.margin ?? 5}× floor</th><th>recommended ε</th></tr>${rows.join('')}</table>
+<p class="note">σ measured on ${esc(penalty.executionProvider ?? 'the device')} (${esc(mathMode(penalty.precision ?? { tf32: null }))}) by ECnoise, ${how.points} points along one direction, spacing ${how.tries.map((t) => fmt(t.h)).join(', ')}; ${how.cached ? 'taken from the session cache' : `${how.rows} extra rows`}. The floor grows as 1/ε⁴: below it the penalty is mostly rounding.</p></section>`;
+  }
+  if (!noise) return '';
+  const rows = noise.layers.map((l) => `<tr><td>${esc(l.name)}</td><td>${esc(l.type)}</td><td>${fmt(l.sigma.median)} / ${fmt(l.sigma.p90)}</td><td>${l.sigma.resolved}/${l.sigma.elements}</td><td>${fmt(l.floor)}</td></tr>`);
+  return `<section id="noise"><h2>Rounding noise</h2>
+<table><tr><th>layer</th><th>type</th><th>σ median / p90</th><th>resolved</th><th>floor at ε=${fmt(noise.epsilon)}</th></tr>${rows.join('')}</table>
+<p class="note">σ measured on ${esc(noise.executionProvider ?? 'the device')} (${esc(mathMode(noise.precision))}) by ECnoise, ${noise.points} points, spacing ${noise.tries.map((t) => fmt(t.h)).join(', ')}. A penalty below ${noise.margin}× the floor is mostly rounding noise.</p></section>`;
 }
 
 function interactionSection({ hessian }: ReportInput): string {
@@ -245,7 +307,7 @@ function samplesSection({ previews, hessian }: ReportInput): string {
 
 function warningsSection(input: ReportInput): string {
   const all: ReportWarning[] = [];
-  for (const w of [...(input.warnings ?? []), ...[input.penalty, input.hessian, input.activeness, input.orthogonality, input.traversal].flatMap((r) => r?.warnings ?? [])]) {
+  for (const w of [...(input.warnings ?? []), ...[input.penalty, input.hessian, input.activeness, input.orthogonality, input.traversal, input.noise].flatMap((r) => r?.warnings ?? [])]) {
     if (!all.some((x) => x.code === w.code && x.message === w.message)) all.push(w);
   }
   const body = all.length

@@ -1,6 +1,6 @@
 /** Results as text for a terminal: a header and small aligned tables, one per figure. */
 import { formatShape } from '../io/ndarray.js';
-import type { ActivenessResult, AuditResult, HessianResult, OrthogonalityResult, PenaltyResult, RunInfo, TraversalResult } from '../contract/results.js';
+import type { ActivenessResult, AuditResult, HessianResult, NoiseResult, OrthogonalityResult, PenaltyResult, RunInfo, TraversalResult } from '../contract/results.js';
 import type { ModelDescription } from '../onnx/describe.js';
 
 export function table(header: string[], rows: string[][]): string {
@@ -11,28 +11,58 @@ export function table(header: string[], rows: string[][]): string {
 
 export const number = (x: number | null): string => (x === null ? 'n/a' : Number.isInteger(x) ? String(x) : x.toPrecision(6));
 
+/** A few significant digits, or n/a. */
+const short = (x: number | null | undefined): string => (x === null || x === undefined ? 'n/a' : Number(x.toPrecision(3)).toString());
+
+/** How the device computes: TF32 on CUDA, nothing to say elsewhere. */
+export const precisionText = (tf32: boolean | null | undefined): string => (tf32 === true ? ', TF32 on' : tf32 === false ? ', TF32 off' : '');
+
 export function formatPenalty(result: PenaltyResult, modelName: string): string {
-  const rows = result.layers.map((l) => [l.name, formatShape(l.shape), l.op ?? 'output', number(l.penalty)]);
-  rows.push(['total (sum over layers)', '', '', number(result.penalty)]);
+  const measured = result.layers.some((l) => l.noise);
+  const rows = result.layers.map((l) => {
+    const cells = [l.name, formatShape(l.shape), l.op ?? 'output', number(l.penalty)];
+    if (!measured) return cells;
+    const n = l.noise;
+    const range = n?.recommendedEpsilon ? `[${short(n.recommendedEpsilon.min)}, ${n.recommendedEpsilon.max === null ? '?' : short(n.recommendedEpsilon.max)}]` : 'n/a';
+    return [...cells, short(n?.sigma.p90), short(n?.floor), n?.belowFloor ? `${range} BELOW FLOOR` : range];
+  });
+  rows.push(['total (sum over layers)', '', '', number(result.penalty), ...(measured ? ['', '', ''] : [])]);
+  const noise = result.noise;
   const lines = [
     `model      ${modelName} (sha256 ${result.model.slice(0, 12)})`,
     `settings   N=${result.samples} k=${result.k} epsilon=${result.epsilon} reduction=${result.reduction} variance=${result.variance} wrt=${result.wrt}`,
-    `execution  ${result.rows} rows in ${result.batches} batch(es), ${result.mode}, ${result.executionProvider}, seed ${result.seed}, ${result.timings.totalMs.toFixed(0)} ms`,
+    `execution  ${result.rows} rows in ${result.batches} batch(es), ${result.mode}, ${result.executionProvider}${precisionText(result.precision?.tf32)}, seed ${result.seed}, ${result.timings.totalMs.toFixed(0)} ms`,
+    ...(noise ? [`noise      ECnoise, ${noise.points} points, ${noise.cached ? 'cached (0 rows)' : `${noise.rows} extra rows`}, h ${noise.tries.map((t) => t.h).join(', ')}`] : []),
     '',
-    table(['layer', 'shape', 'op', 'penalty'], rows),
+    table(['layer', 'shape', 'op', 'penalty', ...(measured ? ['sigma p90', 'floor', 'recommended epsilon'] : [])], rows),
   ];
   if (result.sweep) {
     const names = result.layers.map((l) => l.name);
-    lines.push('', 'epsilon sweep (same latents and directions)');
+    lines.push('', 'epsilon sweep (same latents and directions; * below the measured noise floor)');
     lines.push(
       table(
         ['epsilon', ...names, 'total'],
-        result.sweep.map((p) => [String(p.epsilon), ...p.layers.map((l) => number(l.penalty)), number(p.penalty)]),
+        result.sweep.map((p) => [String(p.epsilon), ...p.layers.map((l) => `${number(l.penalty)}${l.belowFloor ? ' *' : ''}`), number(p.penalty)]),
       ),
     );
   }
   for (const w of result.warnings) lines.push(`warning [${w.code}] ${w.message}`);
   return lines.join('\n');
+}
+
+export function formatNoise(r: NoiseResult, modelName: string): string {
+  const rows = r.layers.map((l) => [l.name, formatShape(l.shape), l.type, `${l.sigma.resolved}/${l.sigma.elements}`, short(l.sigma.median), short(l.sigma.p90), short(l.floor)]);
+  return [
+    `model      ${modelName} (sha256 ${r.model.slice(0, 12)})`,
+    `settings   N=${r.samples} k=${r.k} epsilon=${r.epsilon} reduction=${r.reduction} variance=${r.variance} wrt=${r.wrt}`,
+    `execution  ${r.cached ? 'cached on the session (0 rows)' : `${r.rows} rows in ${r.batches} batch(es)`}, ${r.mode}, ${r.executionProvider}${precisionText(r.precision.tf32)}, seed ${r.seed}, ${r.timings.totalMs.toFixed(0)} ms`,
+    `method     ECnoise (Moré & Wild) along direction 0, ${r.points} points, spacing h ${r.tries.map((t) => t.h).join(', ')}`,
+    '',
+    table(['layer', 'shape', 'type', 'resolved', 'sigma median', 'sigma p90', `floor at epsilon ${r.epsilon}`], rows),
+    '',
+    `a penalty below ${r.margin} x floor is mostly rounding noise (the floor grows as 1/epsilon^4)`,
+    ...warnings(r.warnings),
+  ].join('\n');
 }
 
 export function formatDescription(d: ModelDescription, modelName: string): string {

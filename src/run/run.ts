@@ -52,7 +52,11 @@ export interface UnitWork {
   tooMany: (rows: number) => AuditError;
   fill: FillRows;
   consumers: Record<string, UnitConsumer>;
-  /** Run only the first this many samples (a traversal shows a few); default all. */
+  /**
+   * Run only the first `samples` samples (a traversal shows a few; the noise measurement needs
+   * one). Per-pass mode runs them all regardless: a pass is one batch of all N rows, and fewer
+   * rows would be another G.
+   */
   samples?: number;
 }
 
@@ -115,6 +119,11 @@ export class Run {
     return this.open.executionProvider;
   }
 
+  /** The execution mode units() will run in (units() gives its warning). */
+  get executionMode(): ExecutionMode {
+    return chooseMode(this.model, this.resolved, this.probed, [], '');
+  }
+
   /** Add a warning unless the same one is there already. */
   warn(warning: Warning): void {
     if (!this.warnings.some((w) => w.code === warning.code && w.message === warning.message && w.layer === warning.layer)) {
@@ -145,10 +154,10 @@ export class Run {
   async units(work: UnitWork): Promise<UnitsDone> {
     const { resolved } = this;
     const perSample = work.unitSizes.reduce((a, b) => a + b, 0);
-    const samples = Math.min(work.samples ?? resolved.samples, resolved.samples);
-    if (perSample * samples > this.limits.maxRows) throw work.tooMany(perSample * samples);
     const modeWarnings: Warning[] = [];
     const mode = chooseMode(this.model, resolved, this.probed, modeWarnings, work.passes);
+    const samples = mode === 'stacked' ? Math.min(work.samples ?? resolved.samples, resolved.samples) : resolved.samples;
+    if (perSample * samples > this.limits.maxRows) throw work.tooMany(perSample * samples);
     const plan = this.withinBudget((maxRows) => planUnits({ samples, unitSizes: work.unitSizes, maxRows, mode }));
     const forwardBefore = this.forwardMs;
     let done = 0;

@@ -145,3 +145,13 @@ export function describeCudaSettings(
         : `${settings.convAlgoSearch} requested but not forwarded by this onnxruntime-node; exhaustive in effect`,
   };
 }
+
+/**
+ * Whether TF32 is in effect for a session on this provider: null where it does not apply (the CPU,
+ * WebGPU); on CUDA, on unless NVIDIA_TF32_OVERRIDE=0 reached the libraries (openSession sets it
+ * before the first CUDA session unless TF32 was asked for).
+ */
+export function tf32InEffect(executionProvider: string, env: NodeJS.ProcessEnv = process.env): boolean | null {
+  if (!executionProvider.startsWith('cuda')) return null;
+  return env.NVIDIA_TF32_OVERRIDE !== '0';
+}
