@@ -50,10 +50,10 @@ export interface GraphPenaltyDone {
 /** The penalty of every layer of the Run through G plus the suffix. */
 export async function penaltyInGraph(run: Run, work: GraphPenaltyWork): Promise<GraphPenaltyDone> {
   const { resolved, shapes } = run;
-  const suffix = run.context.sessions.derived(`penalty-suffix|${run.sessionKey}|${JSON.stringify(resolved.layers)}`, () =>
-    appendPenaltySuffix(run.model.bytes, { layers: resolved.layers }),
-  );
-  const open = await run.context.sessions.get(`${run.sessionKey}|penalty-suffix`, suffix.bytes, [], run.context.device);
+  // One suffix per (model, layers): the session cache's key carries both, and the device.
+  const key = `${run.sessionKey}|penalty-suffix|${JSON.stringify(resolved.layers)}`;
+  const suffix = run.context.sessions.derived(key, () => appendPenaltySuffix(run.model.bytes, { layers: resolved.layers }));
+  const open = await run.context.sessions.get(key, suffix.bytes, [], run.context.device);
   const planned = await run.plan(resolved.samples, penaltyUnitSizes(work.k), 'stacked', true);
   const accumulators = Object.fromEntries(
     resolved.layers.map((name) => [name, new MomentsPenaltyAccumulator(resolved.samples, shapes[name].size, work.k, work.variance)]),
