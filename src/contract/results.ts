@@ -251,6 +251,7 @@ export const NoiseResultSchema = z
     cached: z.boolean(),
     rows: z.number(),
     batches: z.number(),
+    batchRows: z.number().meta({ description: 'Rows of the largest batch run (0 when taken from the cache)' }),
     mode: ExecutionModeSchema,
     executionProvider: z.string(),
     precision: PrecisionSchema,
