@@ -149,3 +149,26 @@ t.test('the request fields are checked', async (t) => {
   t.throws(() => parseRequest({ estimator: 'gpu' }, {}, AuditRequestSchema), { code: 'invalid_request', message: /estimator/ });
   await t.rejects(penalty('cubic.onnx', { latents: { samples: 2 }, k: 2, seed: 1, batchRows: 1 }), { code: 'memory_budget_exceeded' });
 });
+
+t.test('CLI: --estimator and --batch-rows, and their errors', async (t) => {
+  const { cli } = await import('./helpers/cli.js');
+  const path = new URL('../models/mlp.onnx', import.meta.url).pathname;
+  const graph = await cli('penalty', path, '--samples', '3', '--k', '3', '--seed', '1', '--no-noise', '--estimator', 'graph', '--batch-rows', '5', '--json');
+  t.equal(graph.code, 0, graph.stderr);
+  const g = JSON.parse(graph.stdout);
+  t.same([g.estimator, g.batchRowsFrom, g.batchRows], ['graph', 'request', 5]);
+  const host = JSON.parse((await cli('penalty', path, '--samples', '3', '--k', '3', '--seed', '1', '--no-noise', '--estimator', 'host', '--json')).stdout);
+  t.ok(relative(g.penalty, host.penalty) <= 1e-9);
+  const hessian = await cli('hessian', path, '--samples', '2', '--seed', '1', '--batch-rows', '7', '--json');
+  t.equal(hessian.code, 0, hessian.stderr);
+  t.same([JSON.parse(hessian.stdout).batchRowsFrom, JSON.parse(hessian.stdout).batchRows <= 7], ['request', true]);
+  const bad = await cli('penalty', path, '--estimator', 'gpu');
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /estimator/);
+  const zero = await cli('penalty', path, '--batch-rows', '0');
+  t.equal(zero.code, 2);
+  t.match(zero.stderr, /batchRows.*at least 1/);
+  const noise = await cli('noise', path, '--estimator', 'graph');
+  t.equal(noise.code, 2);
+  t.match(noise.stderr, /unknown option '--estimator'/);
+});
