@@ -129,3 +129,15 @@ t.test('ascending: the 2% margin still favours the larger size', async (t) => {
   const result = await tuneBatchRows({ maxRows: 64, order: 'ascending', run: f.run, now: f.now, budgetMs: 1e9 });
   t.equal(result.batchRows, 64, '16 rows is 1% faster than 64: within the margin');
 });
+
+t.test('measureRows: small sizes run several batches per timed measurement; margin is configurable', async (t) => {
+  const f = fake((rows) => 1 + rows, 0);
+  const result = await tuneBatchRows({ maxRows: 64, order: 'ascending', measureRows: 64, repeats: 1, run: f.run, now: f.now, budgetMs: 1e9 });
+  // Per size: one warm-up batch, then 64 rows' worth: 4 × 16, 2 × 32, 1 × 64.
+  t.same(f.runs, [16, 16, 16, 16, 16, 32, 32, 32, 64, 64]);
+  t.same(result.measurements.map((m) => Math.round(m.rowsPerSecond)), [Math.round(64000 / 68), Math.round(64000 / 66), Math.round(64000 / 65)]);
+  const g = fake((rows) => rows * (rows === 32 ? 0.95 : 1));
+  t.equal((await tuneBatchRows({ maxRows: 64, run: g.run, now: g.now, budgetMs: 1e9 })).batchRows, 32, '5% beats the default 2% margin');
+  const h = fake((rows) => rows * (rows === 32 ? 0.95 : 1));
+  t.equal((await tuneBatchRows({ maxRows: 64, margin: 0.1, run: h.run, now: h.now, budgetMs: 1e9 })).batchRows, 64, 'but not a 10% margin');
+});

@@ -218,7 +218,9 @@ export class Run {
     } else if (mode === 'stacked' && rows >= TUNE_MIN_ROWS && Math.min(budgetRows, rows) > TUNE_MIN_CANDIDATE) {
       const tuned = await this.tuned(budgetRows);
       if (tuned !== null) {
-        cap = tuned;
+        // With repeatCenter (the in-graph estimator) whole samples per batch: no split to merge, no center run twice.
+        const perSample = rows / samples;
+        cap = repeatCenter && tuned >= perSample ? tuned - (tuned % perSample) : tuned;
         from = 'tuned';
       }
     }
@@ -241,6 +243,8 @@ export class Run {
         maxRows: Math.min(budgetRows, TUNE_MAX_ROWS),
         minRows: TUNE_MIN_CANDIDATE,
         order: 'ascending',
+        measureRows: TUNE_MEASURE_ROWS,
+        margin: TUNE_MARGIN,
         budgetMs: cpu ? TUNE_BUDGET_MS.cpu : TUNE_BUDGET_MS.device,
         run: async (rows) => {
           const centers: Row[] = Array.from({ length: rows }, (_, i) => ({ sample: i % samples, direction: -1, sign: 0 }));
@@ -301,13 +305,18 @@ export class Run {
  * tuned size (below that a request is one batch of a few hundred rows, and the few milliseconds a
  * better size could save would not pay for measuring it; such plans stay what the budget gives);
  * sizes from TUNE_MIN_CANDIDATE up to TUNE_MAX_ROWS, ascending, stopping once two sizes in a row
- * are slower than the best or the time budget is spent (about half a second on a CPU, once per
- * session: the runs are its warm-up).
+ * are slower than the best or the time budget is spent (a second on a CPU, once per session:
+ * the runs are its warm-up).
  */
 export const TUNE_MIN_ROWS = 1024;
-export const TUNE_MIN_CANDIDATE = 16;
+/** Below 64 rows a batch's own costs on the host (feeds, output tensors, a unit's bookkeeping) start to show, which bare runs do not see. */
+export const TUNE_MIN_CANDIDATE = 64;
 export const TUNE_MAX_ROWS = 4096;
-export const TUNE_BUDGET_MS = { cpu: 500, device: 2000 };
+/** Each timed measurement covers at least this many rows (small sizes run several batches). */
+export const TUNE_MEASURE_ROWS = 256;
+/** A smaller size must be this much faster than every larger one: the tuner's own noise, and fewer batches to plan. */
+export const TUNE_MARGIN = 0.05;
+export const TUNE_BUDGET_MS = { cpu: 1000, device: 2000 };
 
 /** What a probe or a tuning depends on besides the session: the request's input signature. */
 function signature(resolved: ResolvedRequest): string {

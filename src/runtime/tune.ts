@@ -31,6 +31,13 @@ export interface TuneOptions {
   order?: 'descending' | 'ascending';
   /** Ascending only: consecutive sizes slower than the best before measuring stops (default 2). */
   patience?: number;
+  /**
+   * Each timed run repeats a small size until this many rows ran (default 0: one batch), so small
+   * sizes are not judged on a millisecond's noise.
+   */
+  measureRows?: number;
+  /** A smaller size must beat every larger one by this share (default 0.02). */
+  margin?: number;
   run: (rows: number) => Promise<void>;
   now?: () => number;
 }
@@ -69,7 +76,7 @@ export function candidateBatchRows(maxRows: number, minRows = 16, multipleOf = 1
 const MARGIN = 0.02;
 
 export async function tuneBatchRows(options: TuneOptions): Promise<TuneResult> {
-  const { maxRows, run, budgetMs = 2000, repeats = 2, now = () => performance.now(), patience = 2 } = options;
+  const { maxRows, run, budgetMs = 2000, repeats = 2, now = () => performance.now(), patience = 2, measureRows = 0, margin = MARGIN } = options;
   const ascending = options.order === 'ascending';
   const candidates = candidateBatchRows(maxRows, options.minRows, options.multipleOf);
   if (ascending) candidates.reverse();
@@ -85,13 +92,14 @@ export async function tuneBatchRows(options: TuneOptions): Promise<TuneResult> {
     }
     if (ascending && slower >= patience) break;
     await run(rows);
+    const times = Math.max(1, Math.ceil(measureRows / rows));
     let fastest = Infinity;
     for (let r = 0; r < repeats; r++) {
       const t = now();
-      await run(rows);
+      for (let i = 0; i < times; i++) await run(rows);
       fastest = Math.min(fastest, now() - t);
     }
-    const rowsPerSecond = (rows * 1000) / Math.max(fastest, 1e-6);
+    const rowsPerSecond = (times * rows * 1000) / Math.max(fastest, 1e-6);
     measurements.push({ rows, rowsPerSecond });
     slower = rowsPerSecond > best ? 0 : slower + 1;
     best = Math.max(best, rowsPerSecond);
@@ -99,7 +107,7 @@ export async function tuneBatchRows(options: TuneOptions): Promise<TuneResult> {
   // Larger batches first, so a smaller one must beat every larger by the margin.
   const bySize = [...measurements].sort((a, b) => b.rows - a.rows);
   let chosen = bySize[0];
-  for (const m of bySize.slice(1)) if (m.rowsPerSecond > chosen.rowsPerSecond * (1 + MARGIN)) chosen = m;
+  for (const m of bySize.slice(1)) if (m.rowsPerSecond > chosen.rowsPerSecond * (1 + margin)) chosen = m;
   return { batchRows: chosen.rows, rowsPerSecond: chosen.rowsPerSecond, measurements, truncated };
 }
 
