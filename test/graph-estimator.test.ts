@@ -81,6 +81,10 @@ t.test('per-pass models stay on the host even when the graph is asked for', asyn
   const result = await penalty('bn_train.onnx', { latents: { samples: 4 }, k: 3, seed: 5, estimator: 'graph' });
   t.equal(result.mode, 'per-pass');
   t.equal(result.estimator, 'host');
+  const warning = result.warnings.find((w) => w.code === 'estimator_host');
+  t.match(warning?.message, /reduced on the host, not in the graph: rows of a batch influence each other/);
+  const auto = await penalty('bn_train.onnx', { latents: { samples: 4 }, k: 3, seed: 5 });
+  t.notOk(auto.warnings.some((w) => w.code === 'estimator_host'), 'no warning when the graph was not asked for');
 });
 
 t.test('auto: the host on the CPU', async (t) => {

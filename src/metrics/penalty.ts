@@ -62,6 +62,12 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
   // estimate, reusing its centre rows (their t = 0 point).
   const plan = request.noise === false ? null : noisePlan(run, 'noise');
   const estimator = chooseEstimator(run, request.estimator);
+  if (request.estimator === 'graph' && estimator === 'host') {
+    warnings.push({
+      code: 'estimator_host',
+      message: "the penalty's moments were reduced on the host, not in the graph: rows of a batch influence each other, so each pass runs as its own batch, and the in-graph estimator reduces within one batch",
+    });
+  }
   let fetched = 0;
   const fill = (epsilon: number): FillRows => (rows, out) =>
     perturbedRows(rows.map(penaltyRow), resolved.latents, resolved.directions, epsilon, resolved.size, resolved.samples, out);

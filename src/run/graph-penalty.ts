@@ -6,7 +6,6 @@
  * LayerPenaltyAccumulator) stays the reference and the CPU's default.
  */
 import { AuditError } from '../contract/errors.js';
-import { formatShape } from '../io/ndarray.js';
 import { chunkFeeds, MomentsPenaltyAccumulator, type PenaltyChunk } from '../math/moments.js';
 import type { Reduction } from '../math/reduction.js';
 import { type LayerPenalty, penaltyUnitSizes } from '../math/second-difference.js';
@@ -92,8 +91,8 @@ function checkMoments(suffix: PenaltySuffix, layer: string, length: number, slot
   if (length === slots * size) return;
   throw new AuditError(
     'output_shape_changed',
-    `layer '${layer}' has ${length / slots} elements per row in a stacked batch, but ${size} (${formatShape([size])}) were expected from the preflight: ` +
-      `its per-row output depends on the batch size, so rows cannot be audited independently (${suffix.outputs.layers[layer].m2})`,
+    `layer '${layer}' has ${length / slots} elements per row in a stacked batch, but ${size} were expected from the preflight: ` +
+      `its per-row output depends on the batch size, so rows cannot be audited independently (suffix output ${suffix.outputs.layers[layer].m2})`,
     { layer },
   );
 }
