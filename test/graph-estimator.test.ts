@@ -176,3 +176,19 @@ t.test('CLI: --estimator and --batch-rows, and their errors', async (t) => {
   t.equal(noise.code, 2);
   t.match(noise.stderr, /unknown option '--estimator'/);
 });
+
+t.test('the suffix session is a companion of the run’s own: a cache of one session keeps both, and eviction takes both', async (t) => {
+  const one = new SessionCache(1);
+  t.teardown(() => one.clear());
+  const request = parseRequest({ latents: { samples: 2 }, k: 2, seed: 1, estimator: 'graph' }, {}, AuditRequestSchema);
+  // The noise measurement (on by default) runs on the run's own session after the graph estimate.
+  const first = await evaluateMetric('penalty', model('mlp.onnx'), request, { ...context, sessions: one });
+  t.equal(first.estimator, 'graph');
+  t.ok(first.noise, 'measured on the own session, still open');
+  t.equal(one.size, 1);
+  const again = await evaluateMetric('penalty', model('mlp.onnx'), request, { ...context, sessions: one });
+  t.equal(again.penalty, first.penalty);
+  const other = await evaluateMetric('penalty', model('cubic.onnx'), request, { ...context, sessions: one });
+  t.equal(other.estimator, 'graph');
+  t.equal(one.evictions, 1, 'mlp went, with its companion');
+});

@@ -12,6 +12,7 @@ import { type LayerPenalty, penaltyUnitSizes } from '../math/second-difference.j
 import type { VarianceKind } from '../math/variance.js';
 import { appendPenaltySuffix, type PenaltySuffix } from '../onnx/suffix.js';
 import { checkRunMemory } from '../runtime/memory-check.js';
+import { openSession } from '../runtime/session.js';
 import { fetchedBytes, suffixFeeds, suffixFetches, suffixOutputs } from '../runtime/suffix-run.js';
 import { type FillRows, unitFeeds } from './feeds.js';
 import { type Run, timedRun, type UnitsDone } from './run.js';
@@ -49,10 +50,16 @@ export interface GraphPenaltyDone {
 /** The penalty of every layer of the Run through G plus the suffix. */
 export async function penaltyInGraph(run: Run, work: GraphPenaltyWork): Promise<GraphPenaltyDone> {
   const { resolved, shapes } = run;
-  // One suffix per (model, layers): the session cache's key carries both, and the device.
+  // One suffix per (model, layers), its session a companion of the Run's own (same device).
   const key = `${run.sessionKey}|penalty-suffix|${JSON.stringify(resolved.layers)}`;
   const suffix = run.context.sessions.derived(key, () => appendPenaltySuffix(run.model.bytes, { layers: resolved.layers }));
-  const open = await run.context.sessions.get(key, suffix.bytes, [], run.context.device);
+  let opening = run.open.companions.get(key);
+  if (opening === undefined) {
+    opening = openSession(suffix.bytes, [], run.context.device, run.context.sessions.settings);
+    run.open.companions.set(key, opening);
+    opening.catch(() => run.open.companions.delete(key));
+  }
+  const open = await opening;
   const planned = await run.plan(resolved.samples, penaltyUnitSizes(work.k), 'stacked', true);
   const accumulators = Object.fromEntries(
     resolved.layers.map((name) => [name, new MomentsPenaltyAccumulator(resolved.samples, shapes[name].size, work.k, work.variance)]),
