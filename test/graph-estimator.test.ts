@@ -133,12 +133,22 @@ t.test('tuning: once per session on its first large request, its runs on top of 
   const planRows = samples * 5;
   t.equal(first.result.rows, planRows);
   t.ok(['tuned', 'budget'].includes(first.result.batchRowsFrom));
+  // 'tuned' only where the tuned size cut the batches; otherwise the budget's one batch.
+  if (first.result.batchRowsFrom === 'tuned') t.ok(first.result.batchRows < planRows);
+  else t.equal(first.result.batches, 1);
   t.ok(first.rows > planRows, 'the tuning ran rows of its own (the session warm-up)');
   const second = await rowsRun(evaluate);
   t.equal(second.rows, planRows, 'tuned once: the second request runs its plan only');
   t.equal(second.result.batchRows, first.result.batchRows);
   t.equal(second.result.batches, first.result.batches);
   t.equal(second.result.batches, Math.ceil(planRows / 5 / Math.floor(second.result.batchRows / 5)), 'whole samples of 5 rows per batch');
+  const oneShot = new SessionCache(1);
+  t.teardown(() => oneShot.clear());
+  const untuned = await rowsRun(() =>
+    evaluateMetric('penalty', model('cubic.onnx'), parseRequest({ noise: false, ...body }, {}, AuditRequestSchema), { ...context, sessions: oneShot, tune: false }),
+  );
+  t.same([untuned.result.batchRowsFrom, untuned.result.batches], ['budget', 1], 'tune: false (the CLI) plans by the budget');
+  t.ok(untuned.rows < planRows + 16, 'and runs no tuning rows (the probe only)');
   const asked = await rowsRun(() =>
     evaluateMetric('penalty', model('cubic.onnx'), parseRequest({ noise: false, ...body, batchRows: 100 }, {}, AuditRequestSchema), { ...context, sessions: sessionsHere }),
   );
@@ -166,7 +176,9 @@ t.test('CLI: --estimator and --batch-rows, and their errors', async (t) => {
   const hessian = await cli('hessian', path, '--samples', '2', '--seed', '1', '--batch-rows', '7', '--json');
   t.equal(hessian.code, 0, hessian.stderr);
   t.same([JSON.parse(hessian.stdout).batchRowsFrom, JSON.parse(hessian.stdout).batchRows <= 7], ['request', true]);
-  const bad = await cli('penalty', path, '--estimator', 'gpu');
+  const large = JSON.parse((await cli('penalty', path, '--samples', '100', '--k', '5', '--seed', '1', '--no-noise', '--json')).stdout);
+  t.same([large.rows, large.batches, large.batchRowsFrom], [1100, 1, 'budget'], 'the CLI does not tune (one request per process)');
+    const bad = await cli('penalty', path, '--estimator', 'gpu');
   t.equal(bad.code, 2);
   t.match(bad.stderr, /estimator/);
   const zero = await cli('penalty', path, '--batch-rows', '0');

@@ -37,7 +37,8 @@ export function registerMetricCommand(program: Command, io: Io, name: MetricName
     const sessions = new SessionCache(1);
     try {
       const onProgress = progressReporter({ quiet: options.quiet === true });
-      const context = { device: parseDevice((options.device as string | undefined) ?? 'cpu'), sessions, limits: localLimits(options), previews: options.report !== undefined };
+      // One request per process: a tuned batch size could not pay for its measuring (run/run.ts).
+      const context = { device: parseDevice((options.device as string | undefined) ?? 'cpu'), sessions, limits: localLimits(options), previews: options.report !== undefined, tune: false };
       const result = await evaluateMetric(name, model, request, { ...context, ...(onProgress ? { onProgress } : {}) });
       if (options.report !== undefined) await writeReport(options.report as string, renderReport({ modelName: basename(path), ...metric.report(result) }));
       if (options.out !== undefined && metric.media) await writeOut(options.out as string, metric.media.body(result), metric.media.type);

@@ -35,6 +35,11 @@ export interface RunContext {
   onProgress?: Progress;
   /** Keep the first few generated images of image-shaped layers (the HTML report). */
   previews?: boolean;
+  /**
+   * Tune the batch size on a session's first large request (default true). A one-shot process
+   * (the CLI: one request, one session) cannot earn the tuning back, so it plans by the budget.
+   */
+  tune?: boolean;
 }
 
 /** Per layer, whatever combines a unit's rows (the metric's accumulator). */
@@ -215,13 +220,14 @@ export class Run {
     if (this.askedBatchRows !== undefined) {
       cap = this.askedBatchRows;
       from = 'request';
-    } else if (mode === 'stacked' && rows >= TUNE_MIN_ROWS && Math.min(budgetRows, rows) > TUNE_MIN_CANDIDATE) {
+    } else if (this.context.tune !== false && mode === 'stacked' && rows >= TUNE_MIN_ROWS && Math.min(budgetRows, rows) > TUNE_MIN_CANDIDATE) {
       const tuned = await this.tuned(budgetRows);
       if (tuned !== null) {
         // With repeatCenter (the in-graph estimator) whole samples per batch: no split to merge, no center run twice.
         const perSample = rows / samples;
         cap = repeatCenter && tuned >= perSample ? tuned - (tuned % perSample) : tuned;
-        from = 'tuned';
+        // Only a size that cuts the batches is the tuner's doing; a larger one leaves the budget's.
+        if (cap < Math.min(budgetRows, rows)) from = 'tuned';
       }
     }
     const plan = this.withinBudget((maxRows) => planUnits({ samples, unitSizes, maxRows: Math.min(maxRows, cap), mode, repeatCenter }));
