@@ -1,5 +1,6 @@
 /**
- * The full Hessian of every element by mixed central differences (math/hessian.ts): the exact
+ * The full Hessian of every element by central differences in d² + d + 1 rows per sample
+ * (math/hessian.ts): the exact
  * penalty 2·Σ_{i≠j} H_ij², the latent interaction matrix, the two diagonal-ness figures of the
  * paper, penalty heatmaps of image-shaped layers, and optionally one element's full Hessian.
  */
@@ -54,9 +55,9 @@ export async function runHessian(run: Run, request: MetricRequest): Promise<Hess
     new AuditError(
       'hessian_too_large',
       perSample > run.limits.maxRows
-        ? `the full Hessian needs 2d²+1 = ${perSample} forward rows per sample for d = ${d} latents, above the limit of ${run.limits.maxRows} rows; ` +
+        ? `the full Hessian needs d²+d+1 = ${perSample} forward rows per sample for d = ${d} latents, above the limit of ${run.limits.maxRows} rows; ` +
           'use the stochastic penalty (hessian-audit penalty, POST /v1/models/:id/penalty), whose 2k+1 rows per sample do not grow with d, or a basis of fewer directions'
-        : `the full Hessian needs N·(2d²+1) = ${resolved.samples}·${perSample} = ${rows} forward rows for d = ${d} latents, above the limit of ${run.limits.maxRows}; ` +
+        : `the full Hessian needs N·(d²+d+1) = ${resolved.samples}·${perSample} = ${rows} forward rows for d = ${d} latents, above the limit of ${run.limits.maxRows}; ` +
           'use fewer samples, or the stochastic penalty (hessian-audit penalty, POST /v1/models/:id/penalty)',
       { rows, limit: run.limits.maxRows, latents: d },
     );
@@ -117,8 +118,8 @@ function hessianLayer(run: Run, name: string, f: HessianFigures, d: number): Hes
   const { shape, type } = run.shapes[name];
   const samples = run.resolved.samples;
   const u = UNIT_ROUNDOFF[type] ?? UNIT_ROUNDOFF.float32;
-  // Each H entry sums four outputs, each off by about u·|g|, over 4ε²; the penalty sums 2·d(d−1) squares.
-  const sigma = (u * f.maxAbsOutput) / run.resolved.epsilon ** 2;
+  // A diagonal entry sums 4·u|g| over ε², a pair 8·u|g| over 2ε² (math/hessian.ts); the penalty sums 2·d(d−1) squares.
+  const sigma = (4 * u * f.maxAbsOutput) / run.resolved.epsilon ** 2;
   const op = opOf(run, name);
   return {
     name,
