@@ -95,13 +95,7 @@ export async function runHessian(run: Run, request: MetricRequest): Promise<Hess
     const figures = accumulators[name].result(resolved.reduction);
     const layer = hessianLayer(run, name, figures, d);
     if (figures.penalty === null) warnings.push(nonFinite(name, figures.nonFinite));
-    else if (figures.penalty < NOISE_MARGIN * layer.noiseFloor) {
-      warnings.push({
-        code: 'below_noise_floor',
-        layer: name,
-        message: `layer '${name}': the exact penalty ${figures.penalty.toPrecision(3)} is not well above the float rounding floor (about ${layer.noiseFloor.toPrecision(3)} at epsilon ${resolved.epsilon}); read it as 0, or raise epsilon`,
-      });
-    }
+    else if (figures.penalty < NOISE_MARGIN * layer.noiseFloor) warnings.push(belowFloor(name, figures.penalty, layer.noiseFloor, resolved.epsilon));
     return layer;
   });
   return {
@@ -113,6 +107,13 @@ export async function runHessian(run: Run, request: MetricRequest): Promise<Hess
     layers,
   };
 }
+
+/** The exact penalty is not well above the float rounding floor (also recomputed by metrics/merge.ts). */
+export const belowFloor = (name: string, penalty: number, floor: number, epsilon: number): Warning => ({
+  code: 'below_noise_floor',
+  layer: name,
+  message: `layer '${name}': the exact penalty ${penalty.toPrecision(3)} is not well above the float rounding floor (about ${floor.toPrecision(3)} at epsilon ${epsilon}); read it as 0, or raise epsilon`,
+});
 
 function hessianLayer(run: Run, name: string, f: HessianFigures, d: number): HessianLayer {
   const { shape, type } = run.shapes[name];
