@@ -96,3 +96,21 @@ t.test('a request one lane refuses is refused with the one-lane message, not a p
   const fits = (await pool.evaluate({ ...(task('hessian', 'quadratic.onnx', { latents: { samples: 3 }, seed: 1 }) as object), limits: { ...small, maxRows: 63 } } as never)) as Record<string, unknown>;
   t.equal(fits.rows, 63, 'exactly at the limit: it runs');
 });
+
+t.test('over HTTP: --devices cpu,cpu splits a request of 2 × 8 samples (the default share per lane)', async (t) => {
+  const { startApp, multipart } = await import('./helpers/server.js');
+  const { parseDevice } = await import('../dist/runtime/device.js');
+  const { app } = await startApp(t, { devices: [parseDevice('cpu'), parseDevice('cpu')] });
+  const body = multipart([{ name: 'model', filename: 'quadratic.onnx', data: new Uint8Array(readFileSync(path('quadratic.onnx'))) }]);
+  const id = (await app.inject({ method: 'POST', url: '/v1/models', payload: body.payload, headers: body.headers })).json().id;
+  const post = (request: unknown) => app.inject({ method: 'POST', url: `/v1/models/${id}/hessian`, headers: { 'content-type': 'application/json' }, payload: JSON.stringify(request) });
+  const request = { latents: { samples: 16 }, seed: 9, epsilon: 0.5 };
+  const res = await post(request);
+  t.equal(res.statusCode, 200, res.body.slice(0, 200));
+  const split = res.json();
+  t.equal(split.lanes, 2);
+  compare(t, split, JSON.parse(JSON.stringify(await alone('hessian', 'quadratic.onnx', request))));
+  const small = (await post({ latents: { samples: 15 }, seed: 9 })).json();
+  t.equal(small.lanes, undefined, 'fewer than 8 samples per lane: one lane');
+  t.equal(small.samples, 15);
+});
