@@ -6,6 +6,7 @@ import type { Limits, MetricRequest } from '../contract/request.js';
 import type { MetricName } from '../metrics/registry.js';
 import type { CompareInput, CompareOutput } from '../gate/compare.js';
 import type { ModelDescription } from '../onnx/describe.js';
+import type { SampleRange } from '../run/sample-range.js';
 
 /** Environment variables a pool sets for its workers. */
 export const WORKER_ENV = {
@@ -28,6 +29,8 @@ export interface MetricTask {
   format?: 'json' | 'html';
   /** How the report names the model (the store has only its id). */
   modelName?: string;
+  /** One part of a request split over lanes: run only these samples of the resolved request (run/sample-range.ts). */
+  sampleRange?: SampleRange;
 }
 
 export type Task =

@@ -93,7 +93,18 @@ async function execute(task: Task): Promise<TaskValue> {
       injectFault(task.modelId);
       const model = await loaded(task.modelId, task.modelPath);
       const html = task.format === 'html';
-      const result = await evaluateMetric(task.kind, model, task.request, { device, sessions, limits: task.limits, previews: html, onProgress: reportProgress });
+      const result = await evaluateMetric(task.kind, model, task.request, {
+        device,
+        sessions,
+        limits: task.limits,
+        previews: html,
+        onProgress: reportProgress,
+        ...(task.sampleRange ? { sampleRange: task.sampleRange } : {}),
+      });
+      // Rows that interact (batch statistics) make a part's figures depend on the other samples: the pool runs it whole.
+      if (task.sampleRange && (result as { mode?: string }).mode !== 'stacked') {
+        throw new AuditError('split_refused', `the ${task.kind} task runs pass by pass (rows interact), so its samples cannot be split over lanes`);
+      }
       // Rendered here, so the preview images never cross the process boundary and the event loop never builds PNGs.
       if (!html) return { ...result };
       return { html: renderReport({ ...(task.modelName ? { modelName: task.modelName } : {}), ...metric(task.kind).report(result) }) };
