@@ -32,7 +32,7 @@ import { DEFAULTS, type MetricRequest } from '../contract/request.js';
 import { mergeParts, SPLIT_METRICS, type SplitMetric } from '../metrics/merge.js';
 import { randomSeed } from '../math/sampling.js';
 import { type Device, deviceName } from '../runtime/device.js';
-import { type MetricTask, type MetricValue, type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
+import { type MetricTask, type MetricValue, type Outcome, type ProviderValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 
 /** Chunks of a task done so far, as the worker reports them (stage: which pass of an audit). */
 export interface TaskProgress {
@@ -163,13 +163,13 @@ export class WorkerPool {
     });
   }
 
-  /** Open the probe model on every lane: which provider each device really gets. */
-  async probe(): Promise<void> {
+  /** Open a tiny model on every lane: which execution provider each device really gets. */
+  async openProviders(): Promise<void> {
     await Promise.all(
       this.lanes.map(async (lane) => {
         try {
           lane.running++;
-          const value = (await this.runOn(lane, { kind: 'probe' })) as ProbeValue;
+          const value = (await this.runOn(lane, { kind: 'provider' })) as ProviderValue;
           lane.executionProvider = value.executionProvider;
           if (value.fallback) lane.fallback = value.fallback;
           delete lane.probeError;

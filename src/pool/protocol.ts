@@ -34,7 +34,7 @@ export interface MetricTask {
 }
 
 export type Task =
-  | { kind: 'probe' }
+  | { kind: 'provider' }
   | { kind: 'describe'; path: string }
   | MetricTask
   /** The release gate's bootstrap; modelId (the candidate's) only names it for test fault injection. */
@@ -57,7 +57,7 @@ export interface ErrorData {
 
 export type Outcome<T> = ({ ok: true; value: T } | { ok: false; error: ErrorData }) & { worker: WorkerState };
 
-export interface ProbeValue {
+export interface ProviderValue {
   executionProvider: string;
   fallback?: string;
 }
@@ -65,5 +65,5 @@ export interface ProbeValue {
 /** A metric's JSON result (typed by the caller), or `{html}` for the report. */
 export type MetricValue = { html: string } | Record<string, unknown>;
 
-export type TaskValue = ProbeValue | ModelDescription | MetricValue | CompareOutput;
+export type TaskValue = ProviderValue | ModelDescription | MetricValue | CompareOutput;
 

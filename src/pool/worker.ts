@@ -15,7 +15,7 @@ import type { LoadedModel } from '../runtime/model.js';
 import { evaluateMetric } from '../metrics/evaluate.js';
 import { metric } from '../metrics/registry.js';
 import { renderReport } from '../report/index.js';
-import { probeModel } from '../runtime/probe.js';
+import { providerCheckModel } from '../runtime/provider-check.js';
 import { type ErrorData, type Outcome, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 import { type OpenSession, SessionCache, type SessionSettings } from '../runtime/session.js';
 import { watchParent } from '../runtime/watchdog.js';
@@ -79,8 +79,8 @@ const reportProgress = (done: number, total: number, stage?: string): void => {
 
 async function execute(task: Task): Promise<TaskValue> {
   switch (task.kind) {
-    case 'probe': {
-      const open = await sessions.get('probe', probeModel(), [], device);
+    case 'provider': {
+      const open = await sessions.get('provider-check', providerCheckModel(), [], device);
       await open.session.run({ x: new ort.Tensor('float32', new Float32Array([1]), [1]) });
       return { executionProvider: open.executionProvider, ...(open.fallback ? { fallback: open.fallback } : {}) };
     }
