@@ -15,7 +15,7 @@ t.test('hessian --json: the quadratic model’s exact penalty and interaction ma
   t.equal(result.metric, 'hessian');
   t.ok(Math.abs(result.penalty - 33) < 1e-3, `penalty ${result.penalty}`);
   t.ok(Math.abs(result.layers[0].interaction[1][1] - 36) < 1e-3);
-  t.equal(result.rows, 66);
+  t.equal(result.rows, 2 * 21, 'N·(d²+d+1)');
   t.notOk('previews' in result);
 });
 

@@ -2,7 +2,8 @@
  * Behaviour pinned across the metric registry (issue 12): every metric, on the example models,
  * gives the same results for the same seed as the engine before the registry did, field for field
  * apart from timings (test/fixtures/pinned/: cases.json, and results.json as written at commit
- * 572442b by generate.mjs). Requests go through the same parser as the HTTP routes. Fields added to
+ * 572442b by generate.mjs; the Hessian's fields rewritten by update-hessian.mjs when issue 13 moved it to
+ * d² + d + 1 rows). Requests go through the same parser as the HTTP routes. Fields added to
  * a result since are allowed; a pinned field that changes value, or disappears, fails.
  */
 import { readFileSync } from 'node:fs';

@@ -66,7 +66,7 @@ t.test('POST /audit: JSON by default, the HTML report on Accept: text/html', asy
   t.equal(res.statusCode, 200, res.body.slice(0, 300));
   const r = res.json();
   t.equal(r.metric, 'audit');
-  t.equal(r.hessian.rows, 2 * 289);
+  t.equal(r.hessian.rows, 2 * 157);
   t.equal(r.seed, 7);
   t.notOk('previews' in r);
   const html = await post(dcgan, 'audit', { ...body, modelName: 'dcgan.onnx' }, { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' });
@@ -89,10 +89,10 @@ t.test('audit errors: unknown model, unknown field, bad settings, d too large, b
   expectError(t, await post(quadratic, 'hessian', { element: -1 }), 400, 'invalid_request', /request\.element: must be at least 0/);
   expectError(
     t,
-    await post(dcgan, 'hessian', { latents: { samples: 16 }, seed: 1 }),
+    await post(dcgan, 'hessian', { latents: { samples: 20 }, seed: 1 }),
     422,
     'hessian_too_large',
-    /N·\(2d²\+1\) = 16·289 = 4624 forward rows for d = 12 latents, above the limit of 3000; use fewer samples, or the stochastic penalty/,
+    /N·\(d²\+d\+1\) = 20·157 = 3140 forward rows for d = 12 latents, above the limit of 3000; use fewer samples, or the stochastic penalty/,
   );
   expectError(t, await post(quadratic, 'hessian', { basis: [[1, 0, 0]] }), 422, 'shape_mismatch', /basis has shape \[1, 3\]/);
   expectError(t, await post(quadratic, 'activeness', { basis: [[1, 0, 0, 0]] }), 400, 'invalid_argument', /not defined along a basis/);

@@ -102,11 +102,12 @@ t.test('Hessian suffix argument errors', async (t) => {
   t.equal(f32.fetches.length, 7);
 });
 
-t.test('the in-graph figures equal hessian.ts’s figures within the stencils’ O(ε²) difference', async (t) => {
+t.test('the in-graph figures equal hessian.ts’s streamed figures (the same d² + d + 1 stencil)', async (t) => {
   const { HessianAccumulator, hessianLayout } = await import('../dist/math/hessian.js');
   const { SuffixHessianAccumulator } = await import('../dist/math/hessian-compact.js');
-  // cubic: both stencils exact, so only float32 rounding of g (≈ 1e-7·|g|/ε²) differs; dcgan_smooth
-  // (smooth activations): O(ε²). Not mlp: LeakyReLU's kinks make any stencil's figures depend on its points.
+  // The same stencil on both sides (hessian.ts streams it since issue 13): only float32 rounding of
+  // g (≈ 1e-7·|g|/ε²) and the suffix's accumulation order differ; the tolerances date from when the
+  // reference was the 2d² + 1 four-point stencil and bound that O(ε²) difference too. Not mlp: LeakyReLU's kinks make any stencil's figures depend on its points.
   for (const [model, d, layer, tolerance] of [['cubic', 2, 'y1', 1e-4], ['dcgan_smooth', 12, 'image', 2e-2]] as const) {
     const bytes = new Uint8Array(readFileSync(new URL(`../models/${model}.onnx`, import.meta.url)));
     const z = values(SAMPLES * d, 9);

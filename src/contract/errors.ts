@@ -71,6 +71,8 @@ export const ERROR_CATALOGUE = {
   // 499, 5xx
   cancelled: 499,
   internal: 500,
+  /** A part of a request split over lanes could not run as a part (the pool runs it whole instead). */
+  split_refused: 500,
   worker_crashed: 500,
   bad_response: 500,
   result_too_large: 500,

@@ -205,8 +205,9 @@ export const fromBody = (body: PenaltyRequestBody | AuditRequestBody, attached: 
   withArrays(toRequest(body as AuditRequestBody), attached);
 
 /** zod issues → one readable sentence per issue, with the field path and any unknown keys. */
-export function formatIssues(error: z.ZodError, what = 'request'): string {
-  return error.issues.flatMap((issue) => describe(issue, [], what)).join('; ');
+export function formatIssues(error: z.ZodError | readonly z.core.$ZodIssue[], what = 'request'): string {
+  const issues = Array.isArray(error) ? error : (error as z.ZodError).issues;
+  return issues.flatMap((issue) => describe(issue, [], what)).join('; ');
 }
 
 function describe(issue: z.core.$ZodIssue, parent: PropertyKey[], what: string): string[] {

@@ -161,6 +161,7 @@ const RunInfo = {
   groups: GroupsInfoSchema.optional(),
   warnings: z.array(WarningSchema),
   timings: Timings,
+  lanes: z.number().optional().meta({ description: 'Lanes (devices) the request was split over by samples, when more than one (--devices)' }),
 };
 
 const LayerBase = { name: z.string(), shape: z.array(z.number()), op: z.string().optional() };

@@ -1,5 +1,5 @@
 /**
- * Activeness of latent i (DESIGN.md, "Audit metrics"): set z_i to −extent, 0 and +extent with the
+ * Activeness of latent i (docs/design.md, "Audit metrics"): set z_i to −extent, 0 and +extent with the
  * other components as sampled, take the unbiased variance of the three outputs per element, and
  * average over elements and samples. A latent the generator ignores scores exactly 0.
  *

@@ -1,5 +1,5 @@
 /**
- * Direction bases (DESIGN.md, "Audit metrics"): the penalty with respect to coefficients w along
+ * Direction bases (docs/design.md, "Audit metrics"): the penalty with respect to coefficients w along
  * a basis Q whose m rows are directions in z-space (GANSpace, SeFa, …). Directions v are drawn in
  * w-space (k × N × m) and the perturbation is ε·(vQ): z-space directions, k × N × size, so every
  * consumer of directions (the penalty, orthogonality) runs unchanged.

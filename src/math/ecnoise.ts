@@ -13,7 +13,7 @@
  *   - otherwise σ = σ_j for the first j where σ_j, σ_{j+1}, σ_{j+2} agree within a factor of 4
  *     and Δʲf changes sign (noise, unlike a smooth trend, changes sign); if no j qualifies, h is
  *     too large (the smooth part is not differenced away within m orders).
- * ECnoise.m compares three consecutive levels; DESIGN.md's summary names two. Three is the
+ * ECnoise.m compares three consecutive levels; docs/design.md's summary names two. Three is the
  * original and rejects more false plateaus, so it is used here.
  *
  * Many output elements are measured at once: `values` is row-major [m+1][E] (row i is the whole

@@ -1,5 +1,5 @@
 /**
- * Penalty heatmaps (DESIGN.md, "Audit metrics"): the per-element penalty of an image-shaped layer,
+ * Penalty heatmaps (docs/design.md, "Audit metrics"): the per-element penalty of an image-shaped layer,
  * C × H × W per sample, reduced over channels (mean) to one H × W map.
  */
 export function channelMean(values: ArrayLike<number>, channels: number, pixels: number): Float64Array {

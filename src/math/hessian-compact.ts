@@ -1,47 +1,18 @@
 /**
- * The full Hessian in d² + d + 1 rows per sample (DESIGN.md, "More math"), instead of the 2d² + 1
- * of hessian.ts's mixed differences, with the same O(ε²) truncation:
- *
- *   H_ii = (g(z+εbᵢ) − 2g(z) + g(z−εbᵢ)) / ε²
- *   H_ij = (g(z+εbᵢ+εbⱼ) + g(z−εbᵢ−εbⱼ) − g(z+εbᵢ) − g(z−εbᵢ) − g(z+εbⱼ) − g(z−εbⱼ) + 2g(z)) / (2ε²)
- *
- * The pair formula: g(z+h) + g(z−h) = 2g(z) + hᵀHh + O(|h|⁴) (odd terms cancel), and for
- * h = ε(bᵢ+bⱼ), hᵀHh = ε²(H_ii + 2H_ij + H_jj); the axis points supply ε²·H_ii and ε²·H_jj.
- * Every formula is exact on quadratics and cubics (their fourth derivatives vanish).
- *
- * Rows of a sample, in unit order: the center; per latent i, z+εbᵢ and z−εbᵢ (a `diagonal`
- * unit); per pair i<j, z+εbᵢ+εbⱼ and z−εbᵢ−εbⱼ (a `pair` unit). The layout has the shape of
- * hessian.ts's (units, unitSizes, steps), so planUnits and steppedRows serve it unchanged; a pair
- * unit needs its two axis units' rows too, which come earlier in the sample's order, so an
- * accumulator keeps each sample's d axis sums g(z+εbᵢ)+g(z−εbᵢ) in flight (d × elements).
- *
- * On the device the whole combination is one constant matrix (compactStencilMatrix): H = W·G,
- * with G a sample's rows stacked [R, E] — a MatMul in the suffix (see src/onnx/suffix.ts).
+ * The d² + d + 1-row Hessian stencil of hessian.ts (whose HessianAccumulator streams it), as pure
+ * functions on a sample's stacked rows: row numbers of the layout, one sample's full Hessians
+ * (combineCompactHessian), and the stencil as one constant matrix W with H = W·G (G a sample's rows
+ * stacked [R, E]) for the in-graph suffix's MatMul (src/onnx/suffix.ts), and the host side of that
+ * suffix (SuffixHessianAccumulator).
  */
-import { type HessianFigures, type HessianLayout, type HessianUnit, RATIO_GUARD, type Step } from './hessian.js';
+import { compactDiagonal, compactPair, type HessianFigures, hessianLayout, hessianRowsPerSample, RATIO_GUARD } from './hessian.js';
 import { type Reduction, reduceSamples, SampleStats } from './reduction.js';
 
-export const compactHessianRowsPerSample = (d: number): number => d * d + d + 1;
+export { compactDiagonal, compactPair };
 
-export function compactHessianLayout(d: number): HessianLayout {
-  const units: HessianUnit[] = [{ kind: 'center' }];
-  const steps: Step[] = [[]];
-  for (let i = 0; i < d; i++) {
-    units.push({ kind: 'diagonal', i });
-    steps.push([{ latent: i, coefficient: 1 }], [{ latent: i, coefficient: -1 }]);
-  }
-  for (let i = 0; i < d; i++) {
-    for (let j = i + 1; j < d; j++) {
-      units.push({ kind: 'pair', i, j });
-      steps.push(
-        [{ latent: i, coefficient: 1 }, { latent: j, coefficient: 1 }],
-        [{ latent: i, coefficient: -1 }, { latent: j, coefficient: -1 }],
-      );
-    }
-  }
-  const unitSizes = units.map((u) => (u.kind === 'center' ? 1 : 2));
-  return { latents: d, units, unitSizes, steps };
-}
+/** The one Hessian layout (hessian.ts): kept under this name for the suffix and its tests. */
+export const compactHessianRowsPerSample = hessianRowsPerSample;
+export const compactHessianLayout = hessianLayout;
 
 /** Row number of z+εbᵢ within a sample (z−εbᵢ follows it). */
 export const axisRow = (i: number): number => 1 + 2 * i;
@@ -52,15 +23,6 @@ export function pairRow(i: number, j: number, d: number): number {
   // Pairs before (i, j) in row-major i<j order: Σ_{a<i} (d−1−a), then j−i−1 within row i.
   const before = i * (d - 1) - (i * (i - 1)) / 2 + (j - i - 1);
   return 1 + 2 * d + 2 * before;
-}
-
-export function compactDiagonal(plus: number, center: number, minus: number, epsilon: number): number {
-  return (plus - 2 * center + minus) / (epsilon * epsilon);
-}
-
-/** H_ij from the pair's two points, the two axis sums g(z+εbᵢ)+g(z−εbᵢ) and g(z+εbⱼ)+g(z−εbⱼ), and g(z). */
-export function compactPair(pp: number, mm: number, axisSumI: number, axisSumJ: number, center: number, epsilon: number): number {
-  return (pp + mm - axisSumI - axisSumJ + 2 * center) / (2 * epsilon * epsilon);
 }
 
 /**

@@ -1,13 +1,26 @@
 /**
- * The full Hessian of every output element by mixed central differences (DESIGN.md, "Audit
- * metrics"), with b_i the i-th latent direction (e_i, or row i of a basis Q):
+ * The full Hessian of every output element by central differences (DESIGN.md, "Audit metrics"),
+ * with b_i the i-th latent direction (e_i, or row i of a basis Q), in d² + d + 1 rows per sample:
  *
- *   H_ij ≈ (g(z+εb_i+εb_j) − g(z+εb_i−εb_j) − g(z−εb_i+εb_j) + g(z−εb_i−εb_j)) / (4ε²)
+ *   H_ii = (g(z+εb_i) − 2g(z) + g(z−εb_i)) / ε²
+ *   H_ij = (g(z+εb_i+εb_j) + g(z−εb_i−εb_j) − g(z+εb_i) − g(z−εb_i) − g(z+εb_j) − g(z−εb_j) + 2g(z)) / (2ε²)
  *
- * The diagonal is the same formula with i = j, whose two middle points are both z:
- * H_ii = (g(z+2εb_i) − 2·g(z) + g(z−2εb_i)) / (4ε²). H is symmetric, so only i < j is run.
- * Rows per sample: 1 (the center, shared by every diagonal entry) + 2d (diagonal) + 4·d(d−1)/2
- * (pairs) = 2d² + 1, fewer than the 2d(d+1) of evaluating the four points of every i ≤ j.
+ * The pair formula: g(z+h) + g(z−h) = 2g(z) + hᵀHh + O(|h|⁴) (odd terms cancel), and for
+ * h = ε(b_i+b_j), hᵀHh = ε²(H_ii + 2H_ij + H_jj); the axis points supply ε²H_ii and ε²H_jj. Both
+ * are O(ε²) and exact on quadratics and cubics (fourth derivatives vanish). Rows per sample: 1
+ * (the center) + 2d (the axis points, shared by the diagonal and every pair) + 2·d(d−1)/2 (one
+ * symmetric pair per i < j) = d² + d + 1 (the mixed differences of four points per pair it
+ * replaced needed 2d² + 1: d = 12 gives 157 rows instead of 289).
+ *
+ * Rounding: a diagonal entry sums 4·u|g| over ε², a pair 8·u|g| over 2ε², so either is off by
+ * about 4u|g|/ε² (the four-point stencil, at steps 2ε and ε, had u|g|/ε²): the same ε gives a
+ * smaller truncation error and a larger rounding floor (metrics/hessian.ts, noiseFloor).
+ *
+ * Units of a sample, in plan order: the center; per latent i one `diagonal` unit (z ± εb_i); per
+ * pair i < j one `pair` unit (z ± ε(b_i+b_j)). A pair needs its two axis units and the center, which
+ * came earlier in the sample's order, so the accumulator keeps per sample in flight g(z) and the d
+ * axis sums g(z+εb_i)+g(z−εb_i): (d + 1)·elements values, beside the five per-element figures
+ * (d + 6 float64 per element and sample in flight; every sample at once in per-pass mode).
  *
  * Reduced as it streams, per element and sample, never holding N × elements × d²:
  *   exact penalty    2·Σ_{i≠j} H_ij², reduced over elements and samples like the estimator
@@ -31,28 +44,29 @@ export interface HessianLayout {
   latents: number;
   units: HessianUnit[];
   unitSizes: number[];
-  /** Per row of a sample (2d² + 1 of them), its displacement. */
+  /** Per row of a sample (d² + d + 1 of them), its displacement. */
   steps: Step[];
 }
 
-export const hessianRowsPerSample = (d: number): number => 2 * d * d + 1;
+export const hessianRowsPerSample = (d: number): number => d * d + d + 1;
 
 export function hessianLayout(d: number): HessianLayout {
   const units: HessianUnit[] = [{ kind: 'center' }];
   const steps: Step[] = [[]];
   for (let i = 0; i < d; i++) {
     units.push({ kind: 'diagonal', i });
-    steps.push([{ latent: i, coefficient: 2 }], [{ latent: i, coefficient: -2 }]);
+    steps.push([{ latent: i, coefficient: 1 }], [{ latent: i, coefficient: -1 }]);
   }
   for (let i = 0; i < d; i++) {
     for (let j = i + 1; j < d; j++) {
       units.push({ kind: 'pair', i, j });
-      for (const [si, sj] of [[1, 1], [1, -1], [-1, 1], [-1, -1]]) {
-        steps.push([{ latent: i, coefficient: si }, { latent: j, coefficient: sj }]);
-      }
+      steps.push(
+        [{ latent: i, coefficient: 1 }, { latent: j, coefficient: 1 }],
+        [{ latent: i, coefficient: -1 }, { latent: j, coefficient: -1 }],
+      );
     }
   }
-  const unitSizes = units.map((u) => (u.kind === 'center' ? 1 : u.kind === 'diagonal' ? 2 : 4));
+  const unitSizes = units.map((u) => (u.kind === 'center' ? 1 : 2));
   return { latents: d, units, unitSizes, steps };
 }
 
@@ -84,8 +98,13 @@ export function steppedRows(
   return out;
 }
 
-export function mixedDifference(pp: number, pm: number, mp: number, mm: number, epsilon: number): number {
-  return (pp - pm - mp + mm) / (4 * epsilon * epsilon);
+export function compactDiagonal(plus: number, center: number, minus: number, epsilon: number): number {
+  return (plus - 2 * center + minus) / (epsilon * epsilon);
+}
+
+/** H_ij from the pair's two points, the two axis sums g(z+εb_i)+g(z−εb_i) and g(z+εb_j)+g(z−εb_j), and g(z). */
+export function compactPair(pp: number, mm: number, axisSumI: number, axisSumJ: number, center: number, epsilon: number): number {
+  return (pp + mm - axisSumI - axisSumJ + 2 * center) / (2 * epsilon * epsilon);
 }
 
 export interface HessianFigures {
@@ -106,6 +125,8 @@ export interface HessianFigures {
 
 interface SampleState {
   center: Float64Array;
+  /** d × size: g(z+εb_i) + g(z−εb_i), for the pairs. */
+  axisSums: Float64Array;
   offSquares: Float64Array;
   maxDiagonal: Float64Array;
   maxOff: Float64Array;
@@ -149,15 +170,20 @@ export class HessianAccumulator {
     const state = this.inFlight.get(sample);
     if (state === undefined) throw new Error(`plan error: unit ${unit} of sample ${sample} before its center`);
     const d = this.layout.latents;
-    const [a, b, c, e4] = values;
-    const [oa, ob, oc, od] = offsets;
-    const { center, sumDiagonal, maxDiagonal, offSquares, sumOff, maxOff } = state;
-    // Hot loops: one per unit kind, the pair's sum of squares kept in a local.
+    const [a, b] = values;
+    const [oa, ob] = offsets;
+    const { center, axisSums, sumDiagonal, maxDiagonal, offSquares, sumOff, maxOff } = state;
+    const size = this.size;
+    const epsilon = this.epsilon;
+    // Hot loops: one per unit kind, the unit's sum of squares kept in a local.
     let squares = 0;
     if (u.kind === 'diagonal') {
-      const scale = 4 * this.epsilon * this.epsilon;
-      for (let e = 0; e < this.size; e++) {
-        const h = (a[oa + e] - 2 * center[e] + b[ob + e]) / scale;
+      const at = u.i * size;
+      for (let e = 0; e < size; e++) {
+        const plus = a[oa + e];
+        const minus = b[ob + e];
+        axisSums[at + e] = plus + minus;
+        const h = compactDiagonal(plus, center[e], minus, epsilon);
         const abs = Math.abs(h);
         sumDiagonal[e] += abs;
         if (abs > maxDiagonal[e]) maxDiagonal[e] = abs;
@@ -165,8 +191,10 @@ export class HessianAccumulator {
       }
       this.interactionSum[u.i * d + u.i] += squares;
     } else {
-      for (let e = 0; e < this.size; e++) {
-        const h = mixedDifference(a[oa + e], b[ob + e], c[oc + e], e4[od + e], this.epsilon);
+      const atI = u.i * size;
+      const atJ = u.j * size;
+      for (let e = 0; e < size; e++) {
+        const h = compactPair(a[oa + e], b[ob + e], axisSums[atI + e], axisSums[atJ + e], center[e], epsilon);
         const abs = Math.abs(h);
         offSquares[e] += h * h;
         sumOff[e] += 2 * abs;
@@ -176,7 +204,7 @@ export class HessianAccumulator {
       this.interactionSum[u.i * d + u.j] += squares;
       this.interactionSum[u.j * d + u.i] += squares;
     }
-    if (this.element !== undefined) this.keep(sample, u, values, offsets, center);
+    if (this.element !== undefined) this.keep(sample, u, values, offsets, state);
     if (--state.unitsLeft === 0) this.finishSample(sample, state);
   }
 
@@ -189,6 +217,7 @@ export class HessianAccumulator {
     }
     const state: SampleState = {
       center,
+      axisSums: new Float64Array(this.layout.latents * size),
       offSquares: new Float64Array(size),
       maxDiagonal: new Float64Array(size),
       maxOff: new Float64Array(size),
@@ -201,14 +230,15 @@ export class HessianAccumulator {
   }
 
   /** The one element asked for: its H entry from this unit, both halves of the symmetric pair. */
-  private keep(sample: number, u: HessianUnit, values: Activations[], offsets: number[], center: Float64Array): void {
+  private keep(sample: number, u: HessianUnit, values: Activations[], offsets: number[], state: SampleState): void {
     const e = this.element as number;
     const d = this.layout.latents;
     const at = (r: number): number => values[r][offsets[r] + e];
+    const c = state.center[e];
     if (u.kind === 'diagonal') {
-      this.elementHessian![(sample * d + u.i) * d + u.i] = (at(0) - 2 * center[e] + at(1)) / (4 * this.epsilon * this.epsilon);
+      this.elementHessian![(sample * d + u.i) * d + u.i] = compactDiagonal(at(0), c, at(1), this.epsilon);
     } else if (u.kind === 'pair') {
-      const h = mixedDifference(at(0), at(1), at(2), at(3), this.epsilon);
+      const h = compactPair(at(0), at(1), state.axisSums[u.i * this.size + e], state.axisSums[u.j * this.size + e], c, this.epsilon);
       this.elementHessian![(sample * d + u.i) * d + u.j] = h;
       this.elementHessian![(sample * d + u.j) * d + u.i] = h;
     }

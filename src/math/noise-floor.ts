@@ -60,6 +60,19 @@ export const belowMeasuredFloor = (penalty: number, floor: number, margin = MEAS
  */
 export function expectedMaxChiSquare(nu: number, count: number): number {
   if (!(nu >= 1) || !(count >= 1)) throw new RangeError(`expected nu >= 1 and count >= 1, got ${nu}, ${count}`);
+  // A pure function of (ν, count) costing ~4,000 incomplete-gamma evaluations: computed once each.
+  const key = `${nu}/${count}`;
+  const known = maxChiSquareCache.get(key);
+  if (known !== undefined) return known;
+  const value = integrateMaxChiSquare(nu, count);
+  if (maxChiSquareCache.size >= 256) maxChiSquareCache.delete(maxChiSquareCache.keys().next().value as string);
+  maxChiSquareCache.set(key, value);
+  return value;
+}
+
+const maxChiSquareCache = new Map<string, number>();
+
+function integrateMaxChiSquare(nu: number, count: number): number {
   const a = nu / 2;
   const tail = (y: number) => gammaQ(a, (nu * y) / 2); // P(χ²_ν/ν > y)
   const aboveMax = (y: number) => -Math.expm1(count * Math.log1p(-Math.min(tail(y), 1 - 1e-300))); // P(max > y)

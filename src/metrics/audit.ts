@@ -9,7 +9,7 @@ import { type ActivenessResult, type AuditResult, AuditResultSchema, type Hessia
 import { formatAudit } from '../report/text.js';
 import { type Run, timings } from '../run/run.js';
 import { runActiveness } from './activeness.js';
-import { cutAndGroups, latentCount } from './common.js';
+import { runFacts } from './common.js';
 import { previews, runHessian } from './hessian.js';
 import { runOrthogonality } from './orthogonality.js';
 import { penalty } from './penalty.js';
@@ -50,16 +50,9 @@ async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditRes
   for (const w of [...penaltyResult.warnings, ...(hessian?.warnings ?? []), ...activeness.warnings, ...orthogonality.warnings]) {
     if (!warnings.some((x) => x.code === w.code && x.message === w.message)) warnings.push(w);
   }
-  const { resolved } = run;
   return {
     metric: 'audit',
-    model: run.model.id,
-    samples: resolved.samples,
-    seed: resolved.seed,
-    wrt: resolved.wrt.name,
-    latents: latentCount(run),
-    basis: resolved.basis?.rows ?? null,
-    ...cutAndGroups(run),
+    ...runFacts(run),
     penalty: penaltyResult,
     hessian,
     activeness,

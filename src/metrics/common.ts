@@ -15,8 +15,8 @@ export function auditSettings(request: MetricRequest): { extent: number; thresho
   return { extent, threshold };
 }
 
-/** How a metric ran: the run's facts and this metric's plan, warnings and timings. */
-export function runInfo(run: Run, done: UnitsDone, warnings: Warning[], started: number): RunInfo {
+/** What every result says about the request it ran: the model, the samples, the seed, what wrt is. */
+export function runFacts(run: Run) {
   const { resolved } = run;
   return {
     model: run.model.id,
@@ -25,6 +25,14 @@ export function runInfo(run: Run, done: UnitsDone, warnings: Warning[], started:
     wrt: resolved.wrt.name,
     latents: latentCount(run),
     basis: resolved.basis?.rows ?? null,
+    ...cutAndGroups(run),
+  };
+}
+
+/** How a metric ran: the run's facts and this metric's plan, warnings and timings. */
+export function runInfo(run: Run, done: UnitsDone, warnings: Warning[], started: number): RunInfo {
+  return {
+    ...runFacts(run),
     rowsPerSample: done.plan.rowsPerSample,
     rows: done.plan.rows,
     batches: done.batches,
@@ -32,7 +40,6 @@ export function runInfo(run: Run, done: UnitsDone, warnings: Warning[], started:
     batchRowsFrom: done.batchRowsFrom,
     mode: done.plan.mode,
     executionProvider: run.executionProvider,
-    ...cutAndGroups(run),
     warnings,
     timings: timings(started, done.forwardMs),
   };

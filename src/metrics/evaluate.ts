@@ -8,16 +8,10 @@ import type { ActivenessResult, AuditResult, HessianResult, NoiseResult, Orthogo
 import type { LoadedModel } from '../runtime/model.js';
 import { Run, type RunContext } from '../run/run.js';
 import { type MetricName, METRICS } from './registry.js';
+import type { Metric } from './types.js';
 
-export interface MetricResults {
-  penalty: PenaltyResult;
-  hessian: HessianResult;
-  activeness: ActivenessResult;
-  orthogonality: OrthogonalityResult;
-  audit: AuditResult;
-  traversal: TraversalResult;
-  noise: NoiseResult;
-}
+/** Each metric's result type, read off the registry (a new metric needs no line here). */
+export type MetricResults = { [N in MetricName]: (typeof METRICS)[N] extends Metric<infer R> ? R : never };
 
 export async function evaluateMetric<N extends MetricName>(name: N, model: LoadedModel, request: MetricRequest, context: RunContext): Promise<MetricResults[N]> {
   const metric = METRICS[name];

@@ -1,5 +1,6 @@
 /**
- * The full Hessian of every element by mixed central differences (math/hessian.ts): the exact
+ * The full Hessian of every element by central differences in d² + d + 1 rows per sample
+ * (math/hessian.ts): the exact
  * penalty 2·Σ_{i≠j} H_ij², the latent interaction matrix, the two diagonal-ness figures of the
  * paper, penalty heatmaps of image-shaped layers, and optionally one element's full Hessian.
  */
@@ -54,9 +55,9 @@ export async function runHessian(run: Run, request: MetricRequest): Promise<Hess
     new AuditError(
       'hessian_too_large',
       perSample > run.limits.maxRows
-        ? `the full Hessian needs 2d²+1 = ${perSample} forward rows per sample for d = ${d} latents, above the limit of ${run.limits.maxRows} rows; ` +
+        ? `the full Hessian needs d²+d+1 = ${perSample} forward rows per sample for d = ${d} latents, above the limit of ${run.limits.maxRows} rows; ` +
           'use the stochastic penalty (hessian-audit penalty, POST /v1/models/:id/penalty), whose 2k+1 rows per sample do not grow with d, or a basis of fewer directions'
-        : `the full Hessian needs N·(2d²+1) = ${resolved.samples}·${perSample} = ${rows} forward rows for d = ${d} latents, above the limit of ${run.limits.maxRows}; ` +
+        : `the full Hessian needs N·(d²+d+1) = ${resolved.samples}·${perSample} = ${rows} forward rows for d = ${d} latents, above the limit of ${run.limits.maxRows}; ` +
           'use fewer samples, or the stochastic penalty (hessian-audit penalty, POST /v1/models/:id/penalty)',
       { rows, limit: run.limits.maxRows, latents: d },
     );
@@ -94,13 +95,7 @@ export async function runHessian(run: Run, request: MetricRequest): Promise<Hess
     const figures = accumulators[name].result(resolved.reduction);
     const layer = hessianLayer(run, name, figures, d);
     if (figures.penalty === null) warnings.push(nonFinite(name, figures.nonFinite));
-    else if (figures.penalty < NOISE_MARGIN * layer.noiseFloor) {
-      warnings.push({
-        code: 'below_noise_floor',
-        layer: name,
-        message: `layer '${name}': the exact penalty ${figures.penalty.toPrecision(3)} is not well above the float rounding floor (about ${layer.noiseFloor.toPrecision(3)} at epsilon ${resolved.epsilon}); read it as 0, or raise epsilon`,
-      });
-    }
+    else if (figures.penalty < NOISE_MARGIN * layer.noiseFloor) warnings.push(belowFloor(name, figures.penalty, layer.noiseFloor, resolved.epsilon));
     return layer;
   });
   return {
@@ -113,12 +108,19 @@ export async function runHessian(run: Run, request: MetricRequest): Promise<Hess
   };
 }
 
+/** The exact penalty is not well above the float rounding floor (also recomputed by metrics/merge.ts). */
+export const belowFloor = (name: string, penalty: number, floor: number, epsilon: number): Warning => ({
+  code: 'below_noise_floor',
+  layer: name,
+  message: `layer '${name}': the exact penalty ${penalty.toPrecision(3)} is not well above the float rounding floor (about ${floor.toPrecision(3)} at epsilon ${epsilon}); read it as 0, or raise epsilon`,
+});
+
 function hessianLayer(run: Run, name: string, f: HessianFigures, d: number): HessianLayer {
   const { shape, type } = run.shapes[name];
   const samples = run.resolved.samples;
   const u = UNIT_ROUNDOFF[type] ?? UNIT_ROUNDOFF.float32;
-  // Each H entry sums four outputs, each off by about u·|g|, over 4ε²; the penalty sums 2·d(d−1) squares.
-  const sigma = (u * f.maxAbsOutput) / run.resolved.epsilon ** 2;
+  // A diagonal entry sums 4·u|g| over ε², a pair 8·u|g| over 2ε² (math/hessian.ts); the penalty sums 2·d(d−1) squares.
+  const sigma = (4 * u * f.maxAbsOutput) / run.resolved.epsilon ** 2;
   const op = opOf(run, name);
   return {
     name,

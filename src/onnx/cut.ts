@@ -1,5 +1,5 @@
 /**
- * Cut a model at an intermediate tensor t (DESIGN.md: the penalty with respect to StyleGAN's w).
+ * Cut a model at an intermediate tensor t (docs/design.md: the penalty with respect to StyleGAN's w).
  *
  * - The suffix: t becomes a graph input; only the nodes the requested layers need from t remain,
  *   with any original inputs they still need (fed as fixed extra inputs) and the initializers

@@ -10,6 +10,14 @@
  * `maxPerClient` tasks queued or running (503 client_limit beyond), and a freed worker goes to the
  * waiting task whose client has the fewest running, so one client's backlog of slow requests
  * does not hold the workers for everyone (first come first served among equals).
+ *
+ * A request over several lanes: a hessian, orthogonality or activeness request with at least
+ * `splitMinSamples` samples per lane, arriving while more than one lane has a free worker, is
+ * split by samples over those lanes. Every part resolves the whole request with one seed (drawn
+ * here when the request has none) and runs only its samples (run/sample-range.ts); the parts'
+ * results are merged (metrics/merge.ts) and say `lanes`. A part that cannot run as a part (rows
+ * interact, a limit scaled to its share) makes the pool run the request whole on one lane, so
+ * refusals and results are always those of one lane.
  */
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -20,8 +28,11 @@ import type { SafetySettings } from '../onnx/safety.js';
 import type { CompareInput, CompareOutput } from '../gate/compare.js';
 import type { MetricResults } from '../metrics/evaluate.js';
 import type { MetricName } from '../metrics/registry.js';
+import { DEFAULTS, type MetricRequest } from '../contract/request.js';
+import { mergeParts, SPLIT_METRICS, type SplitMetric } from '../metrics/merge.js';
+import { randomSeed } from '../math/sampling.js';
 import { type Device, deviceName } from '../runtime/device.js';
-import { type MetricTask, type MetricValue, type Outcome, type ProbeValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
+import { type MetricTask, type MetricValue, type Outcome, type ProviderValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 
 /** Chunks of a task done so far, as the worker reports them (stage: which pass of an audit). */
 export interface TaskProgress {
@@ -56,6 +67,8 @@ export interface PoolOptions {
   intraOpThreads?: number;
   /** Extra environment for the workers. */
   env?: Record<string, string>;
+  /** Split a request over idle lanes only when each gets at least this many samples (default 8; 0: never split). */
+  splitMinSamples?: number;
 }
 
 export interface LaneStatus {
@@ -150,13 +163,13 @@ export class WorkerPool {
     });
   }
 
-  /** Open the probe model on every lane: which provider each device really gets. */
-  async probe(): Promise<void> {
+  /** Open a tiny model on every lane: which execution provider each device really gets. */
+  async openProviders(): Promise<void> {
     await Promise.all(
       this.lanes.map(async (lane) => {
         try {
           lane.running++;
-          const value = (await this.runOn(lane, { kind: 'probe' })) as ProbeValue;
+          const value = (await this.runOn(lane, { kind: 'provider' })) as ProviderValue;
           lane.executionProvider = value.executionProvider;
           if (value.fallback) lane.fallback = value.fallback;
           delete lane.probeError;
@@ -183,8 +196,65 @@ export class WorkerPool {
   ): Promise<MetricResults[N]>;
   evaluate(task: MetricTask, cancel?: AbortSignal, client?: string, onProgress?: OnTaskProgress): Promise<MetricValue>;
   evaluate(task: MetricTask, cancel?: AbortSignal, client?: string, onProgress?: OnTaskProgress): Promise<MetricValue> {
+    const split = this.splitLanes(task);
+    if (split) return this.evaluateSplit(task, split.samples, split.lanes, cancel, client, onProgress);
     // The worker's outcome crosses the process boundary as data: its shape is the metric's result.
     return this.run(task, cancel, client, onProgress) as Promise<MetricValue>;
+  }
+
+  /** How many idle lanes a request is split over, if it is (see the header); null: one lane. */
+  private splitLanes(task: MetricTask): { samples: number; lanes: number } | null {
+    const perLane = this.options.splitMinSamples ?? 8;
+    if (perLane <= 0 || this.lanes.length < 2 || this.closed || task.sampleRange || task.format === 'html') return null;
+    if (!(SPLIT_METRICS as readonly string[]).includes(task.kind)) return null;
+    const samples = requestSamples(task.request);
+    if (samples === null) return null;
+    const idle = this.lanes.filter((l) => l.running < l.workers).length;
+    const lanes = Math.min(idle, Math.floor(samples / perLane));
+    return lanes >= 2 ? { samples, lanes } : null;
+  }
+
+  /**
+   * The parts on `count` free lanes at once (one admission for the client), merged; any part that
+   * fails for its own reasons makes the request run whole on one lane instead.
+   */
+  private async evaluateSplit(task: MetricTask, samples: number, count: number, cancel?: AbortSignal, client = '', onProgress?: OnTaskProgress): Promise<MetricValue> {
+    if (cancel?.aborted) throw cancelled(task);
+    // One seed for every part: the same latents and directions as one lane would draw.
+    const whole: MetricTask = { ...task, request: { ...task.request, seed: task.request.seed ?? randomSeed() } };
+    this.admit(client);
+    let failure: unknown = null;
+    try {
+      const lanes = this.lanes.filter((l) => l.running < l.workers).slice(0, count);
+      for (const lane of lanes) lane.running++;
+      bump(this.runningBy, client, 1);
+      this.servedAt.set(client, ++this.served);
+      const progress = partProgress(lanes.length, onProgress);
+      try {
+        const settled = await Promise.allSettled(
+          splitSamples(samples, lanes.length).map((range, i) => {
+            const n = range.to - range.from;
+            // A part's share of the row limit: it refuses whenever the whole would (and then the whole runs).
+            const limits = { ...whole.limits, maxRows: Math.max(1, Math.floor((whole.limits.maxRows * n) / samples)) };
+            return this.runOn(lanes[i], { ...whole, limits, sampleRange: range }, cancel, progress(i));
+          }),
+        );
+        if (settled.every((s) => s.status === 'fulfilled')) {
+          const parts = settled.map((s) => (s as PromiseFulfilledResult<TaskValue>).value);
+          return mergeParts(task.kind as SplitMetric, parts as never[]) as MetricValue;
+        }
+        const reasons = settled.filter((s) => s.status === 'rejected').map((s) => (s as PromiseRejectedResult).reason as AuditError);
+        // The part's own limits or mode refuse: the whole request decides. Anything else is the request's failure.
+        failure = reasons.find((e) => !(e instanceof AuditError) || !WHOLE_DECIDES.has(e.code)) ?? null;
+      } finally {
+        bump(this.runningBy, client, -1);
+      }
+    } finally {
+      if (bump(this.inFlight, client, -1) === 0) this.servedAt.delete(client);
+    }
+    if (cancel?.aborted) throw cancelled(task);
+    if (failure) throw failure;
+    return this.run(whole, cancel, client, onProgress) as Promise<MetricValue>;
   }
 
   /** A release gate's bootstrap, off the event loop. */
@@ -412,6 +482,46 @@ export class WorkerPool {
 }
 
 export type { WorkerState };
+
+/** Refusals of a part that the whole request may not share: it runs whole on one lane to find out. */
+const WHOLE_DECIDES = new Set(['split_refused', 'limit_exceeded', 'hessian_too_large', 'memory_budget_exceeded']);
+
+/** Samples of a request, when the server can tell without the model; null: do not split. */
+export function requestSamples(request: MetricRequest): number | null {
+  if (request.mode === 'per-pass') return null;
+  let samples: number;
+  const latents = request.latents;
+  if (latents === undefined) {
+    // Latents drawn from the defaults, unless inputs or a cut could decide N.
+    if (request.inputs !== undefined || request.wrt !== undefined) return null;
+    samples = DEFAULTS.samples;
+  } else {
+    samples = 'samples' in latents ? latents.samples : latents.shape[0];
+  }
+  return request.maxSamples !== undefined ? Math.min(samples, request.maxSamples) : samples;
+}
+
+/** [from, to) ranges of `samples` over `parts` lanes, in order, sizes differing by at most one. */
+export function splitSamples(samples: number, parts: number): { from: number; to: number; of: number }[] {
+  return Array.from({ length: parts }, (_, i) => ({
+    from: Math.floor((i * samples) / parts),
+    to: Math.floor(((i + 1) * samples) / parts),
+    of: samples,
+  }));
+}
+
+/** The parts' progress as one: chunks done and to do, summed over the parts. */
+function partProgress(parts: number, onProgress?: OnTaskProgress): (i: number) => OnTaskProgress | undefined {
+  if (!onProgress) return () => undefined;
+  const done = new Array<number>(parts).fill(0);
+  const total = new Array<number>(parts).fill(0);
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  return (i) => (p) => {
+    done[i] = p.done;
+    total[i] = p.total;
+    onProgress({ done: sum(done), total: sum(total), ...(p.stage ? { stage: p.stage } : {}) });
+  };
+}
 
 function bump(counts: Map<string, number>, key: string, by: number): number {
   const n = (counts.get(key) ?? 0) + by;

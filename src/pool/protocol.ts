@@ -6,6 +6,7 @@ import type { Limits, MetricRequest } from '../contract/request.js';
 import type { MetricName } from '../metrics/registry.js';
 import type { CompareInput, CompareOutput } from '../gate/compare.js';
 import type { ModelDescription } from '../onnx/describe.js';
+import type { SampleRange } from '../run/sample-range.js';
 
 /** Environment variables a pool sets for its workers. */
 export const WORKER_ENV = {
@@ -28,10 +29,12 @@ export interface MetricTask {
   format?: 'json' | 'html';
   /** How the report names the model (the store has only its id). */
   modelName?: string;
+  /** One part of a request split over lanes: run only these samples of the resolved request (run/sample-range.ts). */
+  sampleRange?: SampleRange;
 }
 
 export type Task =
-  | { kind: 'probe' }
+  | { kind: 'provider' }
   | { kind: 'describe'; path: string }
   | MetricTask
   /** The release gate's bootstrap; modelId (the candidate's) only names it for test fault injection. */
@@ -54,7 +57,7 @@ export interface ErrorData {
 
 export type Outcome<T> = ({ ok: true; value: T } | { ok: false; error: ErrorData }) & { worker: WorkerState };
 
-export interface ProbeValue {
+export interface ProviderValue {
   executionProvider: string;
   fallback?: string;
 }
@@ -62,5 +65,5 @@ export interface ProbeValue {
 /** A metric's JSON result (typed by the caller), or `{html}` for the report. */
 export type MetricValue = { html: string } | Record<string, unknown>;
 
-export type TaskValue = ProbeValue | ModelDescription | MetricValue | CompareOutput;
+export type TaskValue = ProviderValue | ModelDescription | MetricValue | CompareOutput;
 

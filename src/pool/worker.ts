@@ -15,7 +15,7 @@ import type { LoadedModel } from '../runtime/model.js';
 import { evaluateMetric } from '../metrics/evaluate.js';
 import { metric } from '../metrics/registry.js';
 import { renderReport } from '../report/index.js';
-import { probeModel } from '../runtime/probe.js';
+import { providerCheckModel } from '../runtime/provider-check.js';
 import { type ErrorData, type Outcome, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 import { type OpenSession, SessionCache, type SessionSettings } from '../runtime/session.js';
 import { watchParent } from '../runtime/watchdog.js';
@@ -79,8 +79,8 @@ const reportProgress = (done: number, total: number, stage?: string): void => {
 
 async function execute(task: Task): Promise<TaskValue> {
   switch (task.kind) {
-    case 'probe': {
-      const open = await sessions.get('probe', probeModel(), [], device);
+    case 'provider': {
+      const open = await sessions.get('provider-check', providerCheckModel(), [], device);
       await open.session.run({ x: new ort.Tensor('float32', new Float32Array([1]), [1]) });
       return { executionProvider: open.executionProvider, ...(open.fallback ? { fallback: open.fallback } : {}) };
     }
@@ -93,7 +93,18 @@ async function execute(task: Task): Promise<TaskValue> {
       injectFault(task.modelId);
       const model = await loaded(task.modelId, task.modelPath);
       const html = task.format === 'html';
-      const result = await evaluateMetric(task.kind, model, task.request, { device, sessions, limits: task.limits, previews: html, onProgress: reportProgress });
+      const result = await evaluateMetric(task.kind, model, task.request, {
+        device,
+        sessions,
+        limits: task.limits,
+        previews: html,
+        onProgress: reportProgress,
+        ...(task.sampleRange ? { sampleRange: task.sampleRange } : {}),
+      });
+      // Rows that interact (batch statistics) make a part's figures depend on the other samples: the pool runs it whole.
+      if (task.sampleRange && (result as { mode?: string }).mode !== 'stacked') {
+        throw new AuditError('split_refused', `the ${task.kind} task runs pass by pass (rows interact), so its samples cannot be split over lanes`);
+      }
       // Rendered here, so the preview images never cross the process boundary and the event loop never builds PNGs.
       if (!html) return { ...result };
       return { html: renderReport({ ...(task.modelName ? { modelName: task.modelName } : {}), ...metric(task.kind).report(result) }) };

@@ -24,6 +24,7 @@ import { planUnits, type UnitPlan } from './plan.js';
 import { type LayerShape, type Probe, preflight, preflightRows } from './preflight.js';
 import { type CutInfo, isCut, openCut } from './cut.js';
 import { resolveRequest, type ResolvedRequest } from './resolve.js';
+import { onlySamples, type SampleRange } from './sample-range.js';
 
 /** Progress of one stage of a long run: chunks done out of the total. */
 export type Progress = (done: number, total: number, stage: string) => void;
@@ -40,6 +41,8 @@ export interface RunContext {
    * (the CLI: one request, one session) cannot earn the tuning back, so it plans by the budget.
    */
   tune?: boolean;
+  /** Run only these samples of the resolved request: one part of a request split over lanes (pool.ts). */
+  sampleRange?: SampleRange;
 }
 
 /** Per layer, whatever combines a unit's rows (the metric's accumulator). */
@@ -113,7 +116,7 @@ export class Run {
     const cut = isCut(whole, asked) ? await openCut(whole, asked, context.sessions, context.device, limits) : null;
     const model = cut?.model ?? whole;
     const request = cut?.request ?? asked;
-    const resolved = resolveRequest(model.description, request, limits);
+    const resolved = onlySamples(resolveRequest(model.description, request, limits), context.sampleRange);
     const warnings: Warning[] = [...resolved.warnings];
     refuseRandomOps(model, request.allowNondeterministic === true, warnings);
     // Before the session opens: constant folding at creation allocates too.

@@ -1,13 +1,19 @@
 import type * as ort from 'onnxruntime-node';
 
-/** A layer's output as numbers: float16 arrives as raw bits and is widened here. */
+/**
+ * A layer's output as numbers. float16 arrives as raw bits (Uint16Array) where the runtime has no
+ * Float16Array, and is widened here; on Node ≥ 24 onnxruntime hands out a Float16Array of values,
+ * which widen to float32 exactly.
+ */
 export function outputValues(tensor: ort.Tensor): ArrayLike<number> {
   switch (tensor.type) {
     case 'float32':
     case 'float64':
       return tensor.data as Float32Array | Float64Array;
-    case 'float16':
-      return halfToFloat(tensor.data as Uint16Array);
+    case 'float16': {
+      const data = tensor.data as Uint16Array | ArrayLike<number>;
+      return data instanceof Uint16Array ? halfToFloat(data) : Float32Array.from(data);
+    }
     default:
       throw new Error(`unsupported output type ${tensor.type}`);
   }

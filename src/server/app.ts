@@ -3,6 +3,7 @@
  * It owns its model store and worker pool, and closes them when it closes.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -27,7 +28,8 @@ import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { oneShotRoutes } from './routes/one-shot.js';
 
-const VERSION = '0.1.0';
+/** The package's own version, for the OpenAPI document (one source: package.json). */
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 export interface BuiltApp {
   app: FastifyInstance;

@@ -6,6 +6,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { formatIssues } from '../contract/request.js';
 import { z } from 'zod';
 import { AuditError, clip } from '../contract/errors.js';
 import { formatBytes } from './config.js';
@@ -60,17 +61,12 @@ export function translate(error: FastifyError, limits: ErrorLimits): AuditError 
   if (hasZodFastifySchemaValidationErrors(error)) {
     const where = (error as { validationContext?: string }).validationContext ?? 'request';
     const what = where === 'body' ? 'request' : where;
-    const message = error.validation
-      .map((v) => {
-        const path = v.instancePath.replace(/^\//, '').replaceAll('/', '.');
-        const at = path ? `${what}.${path}` : what;
-        if (v.keyword === 'unrecognized_keys') {
-          const keys = (v.params as { keys: string[] }).keys;
-          return `${at} has unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `'${k}'`).join(', ')}`;
-        }
-        return `${at}: ${v.message}`;
-      })
-      .join('; ');
+    // The route's zod issues, rebuilt from Fastify's validation entries and worded by the contract's
+    // own formatter: the CLI, which parses with parseRequest, says exactly the same.
+    const issues = error.validation.map(
+      (v) => ({ ...(v.params as object), code: v.keyword, path: v.instancePath.split('/').filter(Boolean), message: v.message }) as unknown as z.core.$ZodIssue,
+    );
+    const message = formatIssues(issues, what);
     return new AuditError('invalid_request', message, {
       issues: error.validation.map((v) => ({ path: v.instancePath, code: v.keyword, message: v.message })),
     });

@@ -19,7 +19,7 @@ export async function startApp(t: { teardown: (fn: () => Promise<void> | void) =
   const dir = overrides.modelDir ?? tempDir(t);
   const built = await buildApp(serverConfig({ devices: [parseDevice('cpu')], modelDir: dir, logLevel: false, workers: 1, intraOpThreads: 1, ...overrides }));
   t.teardown(() => built.app.close());
-  await built.context.pool.probe();
+  await built.context.pool.openProviders();
   return { ...built, dir };
 }
 

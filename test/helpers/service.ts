@@ -19,7 +19,7 @@ export interface Service {
   close(): Promise<void>;
 }
 
-/** DESIGN.md's contract, used only while this branch has no server (dist/server/app.js). */
+/** docs/design.md's contract, used only while this branch has no server (dist/server/app.js). */
 const CONTRACT = { port: 8080, routes: ['/healthz', '/readyz', '/metrics', '/openapi.json', '/docs'] };
 
 export async function openService(): Promise<Service> {

@@ -171,7 +171,7 @@ export function registerServe(program: Command, io: Io): void {
         process.once('SIGINT', () => stop('SIGINT'));
       });
       try {
-        await context.pool.probe();
+        await context.pool.openProviders();
         const preload = ((options.preload as string[] | string | undefined) ?? []);
         const files = (Array.isArray(preload) ? preload : [preload]).flatMap((p) => p.split(',')).filter(Boolean);
         const models = [];

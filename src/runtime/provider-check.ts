@@ -6,7 +6,7 @@ import { modelProto } from '../onnx/proto.js';
 
 const FLOAT = 1;
 
-export function probeModel(): Uint8Array {
+export function providerCheckModel(): Uint8Array {
   const type = modelProto();
   const tensor = { tensorType: { elemType: FLOAT, shape: { dim: [{ dimValue: 1 }] } } };
   return type
@@ -14,7 +14,7 @@ export function probeModel(): Uint8Array {
       type.fromObject({
         irVersion: 8,
         opsetImport: [{ domain: '', version: 13 }],
-        producerName: 'hessian-audit probe',
+        producerName: 'hessian-audit provider check',
         graph: {
           name: 'probe',
           node: [{ opType: 'Identity', input: ['x'], output: ['y'] }],
