@@ -20,10 +20,11 @@ import { openSession } from '../dist/runtime/session.js';
 import { parseDevice } from '../dist/runtime/device.js';
 import { appendPenaltySuffix } from '../dist/onnx/suffix.js';
 import { decodeModel } from '../dist/onnx/proto.js';
-import { estimatePenalty } from '../dist/math/estimate.js';
 import { estimatePenaltyInGraph } from '../dist/math/moments.js';
 import { perturbedRows } from '../dist/math/perturb.js';
-import { planPenalty } from '../dist/math/plan.js';
+import { penaltyRow, penaltyUnitSizes } from '../dist/math/second-difference.js';
+import { planUnits } from '../dist/run/plan.js';
+import { estimateOnHost } from './host-penalty.mjs';
 
 const modelPath = process.argv[2] ?? new URL('../models/dcgan.onnx', import.meta.url).pathname;
 const ROWS = Number(process.argv[3] ?? 1088);
@@ -74,15 +75,16 @@ const suffix64 = appendPenaltySuffix(bytes, { layers, accumulation: 'float64' })
 const suffix32 = appendPenaltySuffix(bytes, { layers, accumulation: 'float32' });
 const session64 = (await openSession(suffix64.bytes, [], device)).session;
 const session32 = (await openSession(suffix32.bytes, [], device)).session;
-const settings = (k) => ({ k, epsilon: EPSILON, reduction: 'max', variance: 'unbiased' });
+const settings = () => ({ reduction: 'max', variance: 'unbiased' });
 const probe = await bare.session.run({ [input]: new ort.Tensor('float32', latentRows.subarray(0, latents), [1, latents]) });
 const layerSizes = Object.fromEntries(layers.map((l) => [l, probe[l].dims.slice(1).reduce((a, b) => a * b, 1)]));
 
 function penaltyRuns(k, maxRows) {
-  const plan = planPenalty({ samples: N, k, maxRows });
+  // repeatCenter: the same plan serves both estimators (the suffix needs a split sample's center in each chunk).
+  const plan = planUnits({ samples: N, unitSizes: penaltyUnitSizes(k), maxRows, repeatCenter: true });
   const z = random(N * latents, 2);
   const directions = random(k * N * latents, 3);
-  const feedsOf = (rows) => ({ [input]: new ort.Tensor('float32', perturbedRows(rows, z, directions, EPSILON, latents, N), [rows.length, latents]) });
+  const feedsOf = (rows) => ({ [input]: new ort.Tensor('float32', perturbedRows(rows.map(penaltyRow), z, directions, EPSILON, latents, N), [rows.length, latents]) });
   const counter = { bytes: 0 };
   // The same batches through the bare session, nothing reduced: this plan's own floor.
   const bareRuns = async () => {
@@ -91,19 +93,19 @@ function penaltyRuns(k, maxRows) {
   };
   const host = async () => {
     counter.bytes = 0;
-    return estimatePenalty(plan, layerSizes, async (rows) => {
+    return estimateOnHost(plan, layerSizes, { k, epsilon: EPSILON }, async (rows) => {
       const out = await bare.session.run(feedsOf(rows));
       counter.bytes += fetchedBytes(out);
       return Object.fromEntries(layers.map((l) => [l, out[l].data]));
-    }, settings(k));
+    });
   };
   const inGraph = (suffix, session) => async () => {
     counter.bytes = 0;
-    return estimatePenaltyInGraph(plan, layerSizes, async (rows, layout) => {
+    return estimatePenaltyInGraph(plan, k, layerSizes, async (rows, layout) => {
       const out = await session.run({ ...feedsOf(rows), ...suffixFeeds(suffix, layout, EPSILON) }, suffixFetches(suffix, layout, k));
       counter.bytes += fetchedBytes(out);
       return suffixOutputs(suffix, out);
-    }, settings(k));
+    }, settings());
   };
   return { plan, counter, variants: { bare: bareRuns, host, suffix64: inGraph(suffix64, session64), suffix32: inGraph(suffix32, session32) } };
 }

@@ -24,6 +24,11 @@
 #    accumulation, chunks that split samples); bench/floor.mjs on the GPU gives the bare-CUDA floor
 #    over batch sizes for 4352 rows and, for k = 2, 8, 32, the suffix path's time over bare CUDA runs
 #    of the same rows (target ≥ 0.9× their throughput, i.e. overBare ≤ 1.11) and the bytes fetched.
+# 6. The in-graph estimator through the real path (Run + penalty, issue 13): on the GPU `--estimator
+#    auto` must choose `graph` (stage 3 already compares it with the CPU's host reduction); here
+#    `--estimator graph` against `--estimator host` on the same GPU, dcgan and dcgan64, N = 64,
+#    k = 2, 8, 32: the penalties within the tolerance, the bytes fetched out of onnxruntime the same
+#    for every k with the graph, the tuned batchRows, and the median time of 3 runs each.
 # Every stage runs under `timeout` (STAGE_TIMEOUT, default 240 s).
 # Prints a Markdown section for bench/RESULTS.md; exits 1 when a comparison fails.
 # DRY_RUN=1 lets the CPU stand in for the GPU, to check this script's plumbing on any machine.
@@ -139,6 +144,19 @@ FLOOR_SAMPLES=256; FLOOR_ROWS=4352; FLOOR_REPEATS=${REPEATS:-5}
 timeout "$STAGE_TIMEOUT" env DEVICE="$RUN_ON" REPEATS="$FLOOR_REPEATS" SAMPLES="$FLOOR_SAMPLES" node bench/floor.mjs models/dcgan.onnx "$FLOOR_ROWS" >"$WORK/floor.json" \
   || die "bench/floor.mjs on $RUN_ON failed"
 
+# --- 6. estimator=graph through the real path, against estimator=host on the same device --------
+for model in dcgan dcgan64; do
+  for k in 2 8 32; do
+    for estimator in graph host auto; do
+      for run in 1 2 3; do
+        [ "$estimator" = auto ] && [ "$run" != 1 ] && continue
+        timeout "$STAGE_TIMEOUT" node "$CLI" penalty "models/$model.onnx" --samples 64 --k "$k" --seed 5 --device "$RUN_ON" --estimator "$estimator" --json \
+          >"$WORK/estimator.$model.$k.$estimator.$run.json" || die "penalty $model --estimator $estimator --k $k on $RUN_ON failed"
+      done
+    done
+  done
+done
+
 node --input-type=module - "$WORK" "$RTOL" "$ATOL" "$GPU" "${DRY_RUN:-0}" "$ORT_VERSION" "${WEBGPU:-0}" "${MODELS[@]}" <<'JS'
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
@@ -197,6 +215,24 @@ for (const p of floor.penalty) {
   lines.push(`| ${p.k} | ${p.batches} | ${p.rows} | ${p.ms.bare} | ${p.ms.host} | ${p.ms.suffix64} | ${p.ms.suffix32} | ${p.overBare.host} | ${p.overBare.suffix64} | ${p.overBare.suffix32} | ${p.bytesFetched.host} | ${p.bytesFetched.suffix64} | ${p.bytesFetched.suffix32} |`);
 }
 lines.push('', 'Target: the suffix path ≥ 0.9× the throughput of bare runs of the same rows (suffix / bare ≤ 1.11).');
+lines.push('', 'The estimator through the real path (penalty --estimator graph | host, N = 64, same device; median of 3 runs):', '');
+lines.push('| model | k | auto chose | graph penalty | host penalty | relative difference | within tolerance | bytes graph | bytes host | batchRows (from) | ms graph | ms host |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+for (const model of ['dcgan', 'dcgan64']) {
+  const graphBytes = new Set();
+  for (const k of [2, 8, 32]) {
+    const runs = (e) => [1, 2, 3].map((i) => read(`estimator.${model}.${k}.${e}.${i}`));
+    const graph = runs('graph'), host = runs('host');
+    const auto = read(`estimator.${model}.${k}.auto.1`);
+    const g = graph[0], h = host[0];
+    const diff = Math.abs(g.penalty - h.penalty);
+    const ok = g.estimator === 'graph' && diff <= rtol * Math.abs(h.penalty) + atol && (dryRun === '1' || auto.estimator === 'graph');
+    if (!ok) failed++;
+    graphBytes.add(g.fetchedBytes);
+    const ms = (rs) => median(rs.map((r) => r.timings.totalMs)).toFixed(1);
+    lines.push(`| ${model} | ${k} | ${auto.estimator} | ${g.penalty.toPrecision(7)} | ${h.penalty.toPrecision(7)} | ${(diff / Math.abs(h.penalty)).toExponential(2)} | ${ok ? 'yes' : 'NO'} | ${g.fetchedBytes} | ${h.fetchedBytes} | ${g.batchRows} (${g.batchRowsFrom}) | ${ms(graph)} | ${ms(host)} |`);
+  }
+  if (graphBytes.size !== 1) { failed++; lines.push(`| ${model} | | | | | | NO: the graph's bytes depend on k (${[...graphBytes].join(', ')}) | | | | | |`); }
+}
 lines.push('', `Tolerance: |cuda − cpu| ≤ ${rtol}·|cpu| + ${atol}. ${failed ? `${failed} comparison(s) FAILED.` : 'All comparisons within tolerance.'}`);
 console.log(lines.join('\n'));
 process.exit(failed ? 1 : 0);

@@ -12,10 +12,11 @@ import { parseDevice } from '../dist/runtime/device.js';
 import { openSession } from '../dist/runtime/session.js';
 import { suffixFeeds, suffixFetches, suffixOutputs } from '../dist/runtime/suffix-run.js';
 import { appendPenaltySuffix } from '../dist/onnx/suffix.js';
-import { estimatePenalty } from '../dist/math/estimate.js';
 import { estimatePenaltyInGraph } from '../dist/math/moments.js';
 import { perturbedRows } from '../dist/math/perturb.js';
-import { planPenalty } from '../dist/math/plan.js';
+import { penaltyRow, penaltyUnitSizes } from '../dist/math/second-difference.js';
+import { planUnits } from '../dist/run/plan.js';
+import { estimateOnHost } from './host-penalty.mjs';
 
 const device = parseDevice(process.env.DEVICE ?? 'cuda:0');
 const RTOL = Number(process.env.RTOL ?? 1e-3);
@@ -23,7 +24,7 @@ const ATOL = Number(process.env.ATOL ?? 1e-6);
 const N = 8;
 const K = 4;
 const EPSILON = 0.1;
-const settings = { k: K, epsilon: EPSILON, reduction: 'max', variance: 'unbiased' };
+const settings = { reduction: 'max', variance: 'unbiased' };
 const MODELS = [
   ['cubic', 2, ['y0', 'y1']],
   ['quadratic', 4, ['y']],
@@ -45,7 +46,7 @@ for (const [name, latents, layers] of MODELS) {
   const z = random(N * latents, 7);
   const directions = random(K * N * latents, 11);
   const feedsOf = (rows) => ({
-    z: new ort.Tensor('float32', perturbedRows(rows, z, directions, EPSILON, latents, N), [rows.length, latents]),
+    z: new ort.Tensor('float32', perturbedRows(rows.map(penaltyRow), z, directions, EPSILON, latents, N), [rows.length, latents]),
     ...(name === 'conditional'
       ? {
           label: new ort.Tensor('int64', BigInt64Array.from(rows, (r) => BigInt(r.sample % 10)), [rows.length]),
@@ -54,19 +55,19 @@ for (const [name, latents, layers] of MODELS) {
       : {}),
   });
   const cpu = (await openSession(bytes, [], { kind: 'cpu' })).session;
-  const probe = await cpu.run(feedsOf([{ sample: 0, direction: -1, sign: 0 }]));
+  const probe = await cpu.run(feedsOf([{ sample: 0, index: 0 }]));
   const sizes = Object.fromEntries(layers.map((l) => [l, probe[l].dims.slice(1).reduce((a, b) => a * b, 1)]));
   for (const maxRows of [9, 5]) {
-    const plan = planPenalty({ samples: N, k: K, maxRows });
-    const reference = await estimatePenalty(plan, sizes, async (rows) => {
+    const plan = planUnits({ samples: N, unitSizes: penaltyUnitSizes(K), maxRows, repeatCenter: true });
+    const reference = await estimateOnHost(plan, sizes, { k: K, epsilon: EPSILON }, async (rows) => {
       const out = await cpu.run(feedsOf(rows));
       return Object.fromEntries(layers.map((l) => [l, out[l].data]));
-    }, settings);
+    });
     for (const accumulation of ['float64', 'float32']) {
       const suffix = appendPenaltySuffix(bytes, { layers, accumulation });
       const opened = await openSession(suffix.bytes, [], device);
       provider = opened.executionProvider;
-      const actual = await estimatePenaltyInGraph(plan, sizes, async (rows, layout) =>
+      const actual = await estimatePenaltyInGraph(plan, K, sizes, async (rows, layout) =>
         suffixOutputs(suffix, await opened.session.run({ ...feedsOf(rows), ...suffixFeeds(suffix, layout, EPSILON) }, suffixFetches(suffix, layout, K))), settings);
       await opened.session.release();
       for (const layer of layers) {

@@ -1,23 +1,31 @@
-// Overhead of `penalty` over bare onnxruntime: dcgan.onnx, N = 64, k = 8, CPU provider.
-// Both run in this process with the same session options; runs alternate so that machine noise
-// hits both alike. Prints medians and the ratio (target ≤ 1.10).
+// In-process `penalty` against the floor (issue 13): N = 64, k = 8 (1,088 rows), CPU provider
+// unless DEVICE=cuda:N, on each model given (default models/dcgan.onnx and models/dcgan64.onnx).
+//
+//   npm run build && node bench/penalty-overhead.mjs [MODEL.onnx …]
+//
+// The floor: the fastest bare onnxruntime time for the same 1,088 rows over batch sizes 16, 32, …,
+// 1,088 (the median of each size, then the minimum). The penalty variants, warm (session, probe,
+// tuning and the noise measurement cached by a first request): `auto` (the default plan: the
+// session's tuned batch size, the host reduction on the CPU), `one batch` (batchRows 1,088:
+// budget-only planning, as before the tuner), `graph` (the in-graph estimator at the tuned size).
+// Every size and variant runs once per repeat, in turn, so machine noise hits all alike; medians
+// over REPEATS (default 7). Prints JSON with the ratios over the floor and the load average.
 import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { evaluatePenalty, SessionCache } from '../dist/metrics/evaluate.js';
+import { decodeModel } from '../dist/onnx/proto.js';
+import { parseDevice } from '../dist/runtime/device.js';
 import { loadModel } from '../dist/runtime/model.js';
 import { openSession } from '../dist/runtime/session.js';
 
 const N = 64;
 const K = 8;
+const ROWS = N * (2 * K + 1);
 const REPEATS = Number(process.env.REPEATS ?? 7);
-const model = loadModel(new Uint8Array(readFileSync(new URL('../models/dcgan.onnx', import.meta.url))));
-const sessions = new SessionCache(1);
-const device = { kind: 'cpu' };
-const request = { latents: { samples: N }, k: K, seed: 1 };
-
-const bare = (await openSession(model.bytes, [], device)).session;
-const rows = N * (2 * K + 1);
-const feeds = { z: new ort.Tensor('float32', new Float32Array(rows * 12).map(() => Math.random() - 0.5), [rows, 12]) };
+const device = parseDevice(process.env.DEVICE ?? 'cpu');
+const paths = process.argv.slice(2);
+if (paths.length === 0) for (const m of ['dcgan', 'dcgan64']) paths.push(new URL(`../models/${m}.onnx`, import.meta.url).pathname);
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const time = async (f) => {
@@ -25,24 +33,68 @@ const time = async (f) => {
   await f();
   return performance.now() - t;
 };
-await evaluatePenalty(model, request, { device, sessions });
-await bare.run(feeds);
-const ours = [];
-const theirs = [];
-for (let i = 0; i < REPEATS; i++) {
-  ours.push(await time(() => evaluatePenalty(model, request, { device, sessions })));
-  theirs.push(await time(() => bare.run(feeds)));
+const round = (x, digits = 1) => Number(x.toFixed(digits));
+
+const out = [];
+const loadBefore = loadavg();
+for (const path of paths) {
+  const bytes = new Uint8Array(readFileSync(path));
+  const model = loadModel(bytes);
+  const input = decodeModel(bytes).graph.input[0];
+  const latentShape = input.type.tensorType.shape.dim.slice(1).map((d) => Number(d.dimValue));
+  const size = latentShape.reduce((a, b) => a * b, 1);
+  const bare = await openSession(bytes, [], device);
+  const latents = new Float32Array(ROWS * size).map(() => Math.random() - 0.5);
+  const sizes = [];
+  for (let b = 16; b < ROWS; b *= 2) sizes.push(b);
+  sizes.push(ROWS);
+  const runRows = async (batch) => {
+    for (let first = 0; first < ROWS; first += batch) {
+      const count = Math.min(batch, ROWS - first);
+      await bare.session.run({ [input.name]: new ort.Tensor('float32', latents.subarray(first * size, (first + count) * size), [count, ...latentShape]) });
+    }
+  };
+  const sessions = new SessionCache(4);
+  const context = { device, sessions };
+  const request = (extra) => ({ latents: { samples: N }, k: K, seed: 1, ...extra });
+  const variants = {
+    auto: request({}),
+    'one batch': request({ batchRows: ROWS }),
+    graph: request({ estimator: 'graph' }),
+  };
+  const seen = {};
+  for (const [name, r] of Object.entries(variants)) {
+    const result = await evaluatePenalty(model, r, context); // warm-up: session, probe, tuning, noise
+    seen[name] = { batchRows: result.batchRows, batchRowsFrom: result.batchRowsFrom, batches: result.batches, estimator: result.estimator, fetchedBytes: result.fetchedBytes };
+  }
+  for (const b of sizes) await runRows(b);
+  const floorTimes = Object.fromEntries(sizes.map((b) => [b, []]));
+  const times = Object.fromEntries(Object.keys(variants).map((n) => [n, []]));
+  for (let i = 0; i < REPEATS; i++) {
+    for (const b of sizes) floorTimes[b].push(await time(() => runRows(b)));
+    for (const [name, r] of Object.entries(variants)) times[name].push(await time(() => evaluatePenalty(model, r, context)));
+  }
+  const floorMs = Object.fromEntries(sizes.map((b) => [b, round(median(floorTimes[b]))]));
+  const best = sizes.reduce((x, y) => (floorMs[y] < floorMs[x] ? y : x));
+  const penalty = Object.fromEntries(
+    Object.entries(times).map(([name, t]) => [name, { ms: round(median(t)), overFloor: round(median(t) / floorMs[best], 3), ...seen[name] }]),
+  );
+  out.push({ model: path.split('/').pop(), device: bare.executionProvider, rows: ROWS, floor: { msByBatchRows: floorMs, bestBatchRows: best, ms: floorMs[best] }, penalty, target: 1.05 });
+  await bare.session.release();
+  await sessions.clear();
 }
-const result = {
-  model: 'dcgan.onnx',
-  samples: N,
-  k: K,
-  rows,
-  repeats: REPEATS,
-  penaltyMs: Number(median(ours).toFixed(1)),
-  bareOnnxruntimeMs: Number(median(theirs).toFixed(1)),
-  ratio: Number((median(ours) / median(theirs)).toFixed(3)),
-  target: 1.1,
-};
-console.log(JSON.stringify(result, null, 2));
-await sessions.clear();
+console.log(
+  JSON.stringify(
+    {
+      cpu: `${cpus()[0]?.model} × ${cpus().length}`,
+      loadAverage: { before: loadBefore.map((x) => round(x, 2)), after: loadavg().map((x) => round(x, 2)) },
+      date: new Date().toISOString(),
+      samples: N,
+      k: K,
+      repeats: REPEATS,
+      models: out,
+    },
+    null,
+    2,
+  ),
+);

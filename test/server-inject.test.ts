@@ -222,6 +222,8 @@ t.test('operations: healthz, readyz, metrics, openapi, docs, request ids', async
   // Rows of the successful penalty requests above: 27 (dcgan), 14 + 14 (cubic twice), 10 (mlp one-shot).
   t.match(text, /hessian_audit_forward_rows_total 65\n/);
   t.match(text, /hessian_audit_forward_rows_per_second \d/);
+  // The last penalty (mlp one-shot, 10 rows) ran as one batch: small requests are planned by the budget.
+  t.match(text, /hessian_audit_batch_rows\{device="cpu"\} 10\n/);
 
   const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json();
   for (const path of ['/v1/models', '/v1/models/{id}', '/v1/models/{id}/penalty', '/v1/penalty', '/healthz', '/readyz']) t.ok(doc.paths[path], path);

@@ -102,3 +102,42 @@ t.test('the cache tunes once per key, shares a tuning in flight, and forgets fai
   await new Promise((r) => setImmediate(r));
   t.equal(cache.size, 2, 'the failed tuning is not kept');
 });
+
+t.test('ascending: from the smallest up, stopping once two sizes in a row are slower than the best', async (t) => {
+  // A CPU-like curve: fastest per row at 64.
+  const perRow = (rows: number) => (rows === 64 ? 1 : rows === 32 || rows === 128 ? 1.2 : 1.5);
+  const f = fake((rows) => rows * perRow(rows));
+  const result = await tuneBatchRows({ maxRows: 1088, order: 'ascending', run: f.run, now: f.now, budgetMs: 1e9 });
+  t.same(result.measurements.map((m) => m.rows), [16, 32, 64, 128, 256], 'stops after 128 and 256 are both slower than 64');
+  t.equal(result.batchRows, 64);
+  const g = fake((rows) => rows * perRow(rows));
+  const once = await tuneBatchRows({ maxRows: 1088, order: 'ascending', patience: 1, run: g.run, now: g.now, budgetMs: 1e9 });
+  t.same(once.measurements.map((m) => m.rows), [16, 32, 64, 128], 'patience 1 stops at the first slower size');
+});
+
+t.test('ascending: a rising curve runs until the time budget, and the largest measured wins', async (t) => {
+  // GPU-like: per-row cost falls with the batch.
+  const f = fake((rows) => 100 + rows * 0.1, 0);
+  const result = await tuneBatchRows({ maxRows: 4096, order: 'ascending', run: f.run, now: f.now, budgetMs: 1000, repeats: 1 });
+  t.equal(result.truncated, true);
+  t.same(result.measurements.map((m) => m.rows), [16, 32, 64, 128, 256]);
+  t.equal(result.batchRows, 256);
+});
+
+t.test('ascending: the 2% margin still favours the larger size', async (t) => {
+  const f = fake((rows) => rows * (rows === 16 ? 0.99 : 1));
+  const result = await tuneBatchRows({ maxRows: 64, order: 'ascending', run: f.run, now: f.now, budgetMs: 1e9 });
+  t.equal(result.batchRows, 64, '16 rows is 1% faster than 64: within the margin');
+});
+
+t.test('measureRows: small sizes run several batches per timed measurement; margin is configurable', async (t) => {
+  const f = fake((rows) => 1 + rows, 0);
+  const result = await tuneBatchRows({ maxRows: 64, order: 'ascending', measureRows: 64, repeats: 1, run: f.run, now: f.now, budgetMs: 1e9 });
+  // Per size: one warm-up batch, then 64 rows' worth: 4 × 16, 2 × 32, 1 × 64.
+  t.same(f.runs, [16, 16, 16, 16, 16, 32, 32, 32, 64, 64]);
+  t.same(result.measurements.map((m) => Math.round(m.rowsPerSecond)), [Math.round(64000 / 68), Math.round(64000 / 66), Math.round(64000 / 65)]);
+  const g = fake((rows) => rows * (rows === 32 ? 0.95 : 1));
+  t.equal((await tuneBatchRows({ maxRows: 64, run: g.run, now: g.now, budgetMs: 1e9 })).batchRows, 32, '5% beats the default 2% margin');
+  const h = fake((rows) => rows * (rows === 32 ? 0.95 : 1));
+  t.equal((await tuneBatchRows({ maxRows: 64, margin: 0.1, run: h.run, now: h.now, budgetMs: 1e9 })).batchRows, 64, 'but not a 10% margin');
+});

@@ -37,7 +37,8 @@ export function registerMetricCommand(program: Command, io: Io, name: MetricName
     const sessions = new SessionCache(1);
     try {
       const onProgress = progressReporter({ quiet: options.quiet === true });
-      const context = { device: parseDevice((options.device as string | undefined) ?? 'cpu'), sessions, limits: localLimits(options), previews: options.report !== undefined };
+      // One request per process: a tuned batch size could not pay for its measuring (run/run.ts).
+      const context = { device: parseDevice((options.device as string | undefined) ?? 'cpu'), sessions, limits: localLimits(options), previews: options.report !== undefined, tune: false };
       const result = await evaluateMetric(name, model, request, { ...context, ...(onProgress ? { onProgress } : {}) });
       if (options.report !== undefined) await writeReport(options.report as string, renderReport({ modelName: basename(path), ...metric.report(result) }));
       if (options.out !== undefined && metric.media) await writeOut(options.out as string, metric.media.body(result), metric.media.type);
@@ -75,6 +76,8 @@ function metricOptions(command: Command, flags: FlagSet): Command {
   }
   if (flags.sweep) command.option('--epsilons <list>', 'ε sweep on the same latents and directions, e.g. 0.05,0.1,0.2');
   if (flags.out) command.option('--out <file>', 'write the PNG grid to this file');
+  command.option('--batch-rows <n>', 'rows per batch, at most (default: the memory budget, or the size tuned on the session for requests of 1,024 rows or more)', num('--batch-rows'));
+  if (flags.noise) command.option('--estimator <where>', "penalty moments reduced in the session ('graph'), in JavaScript ('host'), or 'auto' (default: graph on CUDA/WebGPU, host on the CPU)");
   if (flags.noise) command.option('--no-noise', 'skip measuring the rounding noise on the device (the floor falls back to the output type)');
   if (flags.element) command.option('--element <e>', 'also print the full Hessian of this element (flat index within a sample)', num('--element'));
   if (flags.activeness) {
@@ -93,7 +96,7 @@ function metricOptions(command: Command, flags: FlagSet): Command {
 }
 
 /** Request fields that flags set one to one (flag --max-samples is option maxSamples, field maxSamples). */
-const SCALARS = ['seed', 'wrt', 'k', 'epsilon', 'reduction', 'variance', 'maxSamples', 'extent', 'threshold', 'element', 'groups'] as const;
+const SCALARS = ['seed', 'wrt', 'k', 'epsilon', 'reduction', 'variance', 'maxSamples', 'extent', 'threshold', 'element', 'groups', 'batchRows', 'estimator'] as const;
 
 /** Flags → the JSON body of the metric's route, plus the arrays read from files → the same parser. */
 export async function requestFromFlags(options: Record<string, unknown>, metric: Pick<Metric, 'request'>): Promise<MetricRequest> {

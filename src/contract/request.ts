@@ -93,12 +93,25 @@ export const PenaltyRequestSchema = z
         description:
           'Measure the rounding noise on the device (ECnoise) for the floor, below_noise_floor and the recommended ε (default true; m rows once per session and input signature, then cached)',
       }),
+    batchRows: z
+      .number()
+      .int('must be a whole number')
+      .min(1, 'must be at least 1')
+      .optional()
+      .meta({ description: 'Rows per batch, at most (default: the memory budget, or the size tuned on the session for requests of 1,024 rows or more)' }),
+    estimator: z
+      .enum(['auto', 'graph', 'host'])
+      .optional()
+      .meta({
+        description:
+          "Where the penalty's moments are reduced: 'graph' in the session (ONNX ops appended to the model; only O(samples × elements) leaves onnxruntime), 'host' in JavaScript; 'auto' (default): graph on CUDA/WebGPU, host on the CPU. Per-pass runs use the host",
+      }),
   })
   .strict()
   .meta({ id: 'PenaltyRequest' });
 
 /** The noise metric's request: the penalty's, without the sweep (ε, k, variance, reduction set the floor it reports). */
-export const NoiseRequestSchema = PenaltyRequestSchema.omit({ epsilons: true, noise: true }).strict().meta({ id: 'NoiseRequest' });
+export const NoiseRequestSchema = PenaltyRequestSchema.omit({ epsilons: true, noise: true, estimator: true }).strict().meta({ id: 'NoiseRequest' });
 
 
 /** The audit metrics' request: the penalty request plus their own settings. */

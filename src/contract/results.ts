@@ -104,6 +104,11 @@ export const NoiseMeasurementSchema = z
   })
   .meta({ description: 'How the rounding noise was measured (ECnoise along direction 0 of sample 0)' });
 
+const BatchRows = {
+  batchRows: z.number().meta({ description: 'Rows of the largest batch run' }),
+  batchRowsFrom: z.enum(['budget', 'tuned', 'request']).meta({ description: "Where the batch size came from: the memory budget, the session's tuning, or the request's batchRows" }),
+};
+
 export const PenaltyResultSchema = z
   .looseObject({
     model: z.string().meta({ description: 'SHA-256 of the model bytes' }),
@@ -117,6 +122,9 @@ export const PenaltyResultSchema = z
     forwardPasses: z.number().meta({ description: '2k+1' }),
     rows: z.number(),
     batches: z.number(),
+    ...BatchRows,
+    estimator: z.enum(['graph', 'host']).meta({ description: 'Where the moments were reduced: in the session (graph) or in JavaScript (host)' }),
+    fetchedBytes: z.number().meta({ description: 'Bytes the estimate copied out of onnxruntime (independent of k with the graph estimator)' }),
     mode: ExecutionModeSchema,
     seed: z.number(),
     directions: z.enum(['rademacher', 'explicit']),
@@ -146,6 +154,7 @@ const RunInfo = {
   rowsPerSample: z.number(),
   rows: z.number(),
   batches: z.number(),
+  ...BatchRows,
   mode: ExecutionModeSchema,
   executionProvider: z.string(),
   cut: CutSchema.optional(),
@@ -243,6 +252,7 @@ export const NoiseResultSchema = z
     cached: z.boolean(),
     rows: z.number(),
     batches: z.number(),
+    batchRows: z.number().meta({ description: 'Rows of the largest batch run (0 when taken from the cache)' }),
     mode: ExecutionModeSchema,
     executionProvider: z.string(),
     precision: PrecisionSchema,

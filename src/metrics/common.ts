@@ -36,6 +36,8 @@ export function runInfo(run: Run, done: UnitsDone, warnings: Warning[], started:
     rowsPerSample: done.plan.rowsPerSample,
     rows: done.plan.rows,
     batches: done.batches,
+    batchRows: done.batchRows,
+    batchRowsFrom: done.batchRowsFrom,
     mode: done.plan.mode,
     executionProvider: run.executionProvider,
     warnings,

@@ -88,6 +88,8 @@ function mergeRunInfo<T extends RunInfo>(parts: T[], warnings: Warning[]): RunIn
     samples: parts.reduce((n, p) => n + p.samples, 0),
     rows: parts.reduce((n, p) => n + p.rows, 0),
     batches: parts.reduce((n, p) => n + p.batches, 0),
+    // Each part plans on its own lane's session: the largest batch of any part.
+    batchRows: Math.max(...parts.map((p) => p.batchRows)),
     warnings,
     timings: { totalMs, forwardMs: Math.round(forwardMs * 100) / 100, reduceMs: Math.round(parts.reduce((s, p) => s + p.timings.reduceMs, 0) * 100) / 100 },
     lanes: parts.length,

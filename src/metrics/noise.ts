@@ -46,6 +46,8 @@ export interface NoiseMeasurement {
   /** Forward rows this request spent on it (0 on a cache hit). */
   rows: number;
   batches: number;
+  /** Rows of the largest batch it ran (0 on a cache hit). */
+  batchRows: number;
   forwardMs: number;
   /** Every layer came from the session's cache. */
   cached: boolean;
@@ -112,7 +114,7 @@ export function noisePlan(run: Run, stage: string): NoisePlan {
     capture,
     centres,
     measure: async (given?: Centres) => {
-      if (!missing) return { layers: cached as Record<string, LayerNoise>, rows: 0, batches: 0, forwardMs: 0, cached: true, points: DEFAULT_NOISE_OPTIONS.points };
+      if (!missing) return { layers: cached as Record<string, LayerNoise>, rows: 0, batches: 0, batchRows: 0, forwardMs: 0, cached: true, points: DEFAULT_NOISE_OPTIONS.points };
       const complete = given && resolved.layers.every((name) => given[name] !== undefined) ? given : undefined;
       const measured = await runTries(run, stage, complete);
       // Like the probe: a model whose outputs differ between two runs is measured again each time.
@@ -146,6 +148,7 @@ async function runTries(run: Run, stage: string, centres: Centres | undefined): 
   const shared = centres !== undefined;
   let rows = 0;
   let batches = 0;
+  let batchRows = 0;
   let forwardMs = 0;
   const measured = await adaptSpacing(
     async (offsets) => {
@@ -163,6 +166,7 @@ async function runTries(run: Run, stage: string, centres: Centres | undefined): 
       });
       rows += done.plan.rows;
       batches += done.batches;
+      batchRows = Math.max(batchRows, done.batchRows);
       forwardMs += done.forwardMs;
       return table;
     },
@@ -174,7 +178,7 @@ async function runTries(run: Run, stage: string, centres: Centres | undefined): 
     const block = measured.sigma.subarray(start[name], start[name] + samples * shapes[name].size);
     layers[name] = { summary: summarizeNoise(block), tries: measured.tries, samples };
   }
-  return { layers, rows, batches, forwardMs, cached: false, points };
+  return { layers, rows, batches, batchRows, forwardMs, cached: false, points };
 }
 
 /** One layer's consumer of a try: each sample's [points][E] table through ECnoise, into its block. */
@@ -288,6 +292,7 @@ export async function runNoise(run: Run, _request: MetricRequest): Promise<Noise
     cached: measured.cached,
     rows: measured.rows,
     batches: measured.batches,
+    batchRows: measured.batchRows,
     mode: run.executionMode,
     executionProvider: run.executionProvider,
     precision: precisionOf(run),

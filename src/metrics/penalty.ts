@@ -24,6 +24,8 @@ import {
   totalOverLayers,
 } from '../math/index.js';
 import { formatPenalty } from '../report/text.js';
+import type { FillRows } from '../run/feeds.js';
+import { chooseEstimator, penaltyInGraph } from '../run/graph-penalty.js';
 import { type Run, timings, type UnitConsumer, type UnitsDone } from '../run/run.js';
 import { cutAndGroups } from './common.js';
 import { floorAt, type LayerNoise, noisePlan, precisionOf, sigmaResult, unresolved } from './noise.js';
@@ -59,7 +61,23 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
   // The measured noise (metrics/noise.ts): from the session's cache, or measured after the main
   // estimate, reusing its centre rows (their t = 0 point).
   const plan = request.noise === false ? null : noisePlan(run, 'noise');
+  const estimator = chooseEstimator(run, request.estimator);
+  if (request.estimator === 'graph' && estimator === 'host') {
+    warnings.push({
+      code: 'estimator_host',
+      message: "the penalty's moments were reduced on the host, not in the graph: rows of a batch influence each other, so each pass runs as its own batch, and the in-graph estimator reduces within one batch",
+    });
+  }
+  let fetched = 0;
+  const fill = (epsilon: number): FillRows => (rows, out) =>
+    perturbedRows(rows.map(penaltyRow), resolved.latents, resolved.directions, epsilon, resolved.size, resolved.samples, out);
   const estimate = async (epsilon: number, keepCentre = false): Promise<{ penalties: Record<string, LayerPenalty>; done: UnitsDone }> => {
+    if (estimator === 'graph') {
+      // The centre rows stay in the session: the noise measurement runs its own (metrics/noise.ts).
+      const graph = await penaltyInGraph(run, { epsilon, k: resolved.k, variance: resolved.variance, reduction: resolved.reduction, fill: fill(epsilon), stage: 'penalty' });
+      fetched += graph.fetchedBytes;
+      return graph;
+    }
     const accumulators = Object.fromEntries(
       resolved.layers.map((name) => [name, new LayerPenaltyAccumulator(resolved.samples, shapes[name].size, resolved.k, epsilon, resolved.variance)]),
     );
@@ -68,15 +86,18 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
       unitSizes: penaltyUnitSizes(resolved.k),
       passes: 'each of the 2k+1 passes',
       tooMany,
-      fill: (rows, out) => perturbedRows(rows.map(penaltyRow), resolved.latents, resolved.directions, epsilon, resolved.size, resolved.samples, out),
+      fill: fill(epsilon),
       consumers: keepCentre && plan?.capture ? plan.capture(accumulators as Record<string, UnitConsumer>) : accumulators,
     });
+    // The host reads every output row: N·(2k+1) rows × each layer's bytes per row.
+    fetched += done.plan.rows * resolved.layers.reduce((s, name) => s + shapes[name].size * elementBytes(shapes[name].type), 0);
     return { penalties: Object.fromEntries(resolved.layers.map((name) => [name, accumulators[name].result(resolved.reduction)])), done };
   };
 
   const started = performance.now();
   const forwardBefore = run.forwardMs;
   const { penalties, done } = await estimate(resolved.epsilon, true);
+  const fetchedBytes = fetched;
   warnings.push(...done.modeWarnings);
   const measured = plan ? await plan.measure(plan.centres) : null;
   const noiseOf = (name: string): LayerNoise | null => {
@@ -127,6 +148,10 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
     forwardPasses: perSample,
     rows: done.plan.rows,
     batches: done.batches,
+    batchRows: done.batchRows,
+    batchRowsFrom: done.batchRowsFrom,
+    estimator,
+    fetchedBytes,
     mode: done.plan.mode,
     seed: resolved.seed,
     directions: resolved.explicitDirections ? 'explicit' : 'rademacher',
@@ -140,6 +165,9 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
     timings: timings(started, run.forwardMs - forwardBefore),
   };
 }
+
+/** Bytes of one element of an output as onnxruntime hands it over. */
+const elementBytes = (type: string): number => (type === 'float64' ? 8 : type === 'float16' ? 2 : 4);
 
 const below = (penalty: number | null, floor: number | null): boolean | null =>
   penalty === null || floor === null ? null : belowMeasuredFloor(penalty, floor, MEASURED_NOISE_MARGIN);

@@ -130,7 +130,7 @@ export class WorkerPool {
   private readonly servedAt = new Map<string, number>();
   private served = 0;
   /** Called after each finished task (metrics). */
-  onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number }) => void;
+  onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number; batchRows?: number; device?: string }) => void;
   onRestart?: (reason: 'crash' | 'timeout' | 'cancelled' | 'memory') => void;
 
   constructor(readonly options: PoolOptions) {
@@ -385,8 +385,8 @@ export class WorkerPool {
       this.onTask?.({ kind: task.kind, ms, ok: false });
       throw AuditError.relayed(outcome.error);
     }
-    const result = outcome.value as { rows?: number; timings?: { forwardMs?: number } };
-    this.onTask?.({ kind: task.kind, ms, ok: true, rows: result.rows, forwardMs: result.timings?.forwardMs });
+    const result = outcome.value as { rows?: number; batchRows?: number; timings?: { forwardMs?: number } };
+    this.onTask?.({ kind: task.kind, ms, ok: true, rows: result.rows, forwardMs: result.timings?.forwardMs, batchRows: result.batchRows, device: deviceName(lane.device) });
     return outcome.value;
   }
 

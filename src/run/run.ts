@@ -18,6 +18,7 @@ import type { OpenSession, SessionCache } from '../runtime/session.js';
 import { formatShape } from '../io/ndarray.js';
 import { checkRunMemory } from '../runtime/memory-check.js';
 import { outputValues } from '../runtime/tensors.js';
+import { tuneBatchRows, type TuneResult } from '../runtime/tune.js';
 import { type FillRows, rowFeeds, unitFeeds } from './feeds.js';
 import { planUnits, type UnitPlan } from './plan.js';
 import { type LayerShape, type Probe, preflight, preflightRows } from './preflight.js';
@@ -35,6 +36,11 @@ export interface RunContext {
   onProgress?: Progress;
   /** Keep the first few generated images of image-shaped layers (the HTML report). */
   previews?: boolean;
+  /**
+   * Tune the batch size on a session's first large request (default true). A one-shot process
+   * (the CLI: one request, one session) cannot earn the tuning back, so it plans by the budget.
+   */
+  tune?: boolean;
   /** Run only these samples of the resolved request: one part of a request split over lanes (pool.ts). */
   sampleRange?: SampleRange;
 }
@@ -63,8 +69,18 @@ export interface UnitWork {
   samples?: number;
 }
 
-export interface UnitsDone {
+/** Where a plan's rows per batch came from: the memory budget alone, the tuner, or the request. */
+export type BatchRowsFrom = 'budget' | 'tuned' | 'request';
+
+/** The plan of one work, and the batch size it was cut to. */
+export interface PlannedUnits {
   plan: UnitPlan;
+  /** The largest batch the plan runs, in rows. */
+  batchRows: number;
+  batchRowsFrom: BatchRowsFrom;
+}
+
+export interface UnitsDone extends PlannedUnits {
   batches: number;
   /** Milliseconds inside onnxruntime for this work. */
   forwardMs: number;
@@ -87,6 +103,10 @@ export class Run {
     public forwardMs: number,
     /** When wrt named an intermediate tensor: the cut, and where its values came from. */
     readonly cut: CutInfo | null = null,
+    /** The session cache's key of this run's model (the cut's, when cut): derived sessions extend it. */
+    readonly sessionKey: string = model.id,
+    /** Rows per batch the request asked for (batchRows): overrides the tuner. */
+    readonly askedBatchRows: number | undefined = undefined,
   ) {}
 
   /** Validate against the model, refuse random ops, open the cached session and probe it. */
@@ -109,7 +129,7 @@ export class Run {
       checkRunMemory(model, feeds, limits.memoryBudget);
       return timedRun(open, resolved.layers, feeds, timing);
     });
-    const run = new Run(model, resolved, open, probed, limits, context, timing.forwardMs, cut?.info ?? null);
+    const run = new Run(model, resolved, open, probed, limits, context, timing.forwardMs, cut?.info ?? null, cut?.sessionKey ?? model.id, asked.batchRows);
     for (const w of warnings) run.warn(w);
     return run;
   }
@@ -161,7 +181,8 @@ export class Run {
     const mode = chooseMode(this.model, resolved, this.probed, modeWarnings, work.passes);
     const samples = mode === 'stacked' ? Math.min(work.samples ?? resolved.samples, resolved.samples) : resolved.samples;
     if (perSample * samples > this.limits.maxRows) throw work.tooMany(perSample * samples);
-    const plan = this.withinBudget((maxRows) => planUnits({ samples, unitSizes: work.unitSizes, maxRows, mode }));
+    const planned = await this.plan(samples, work.unitSizes, mode);
+    const { plan } = planned;
     const forwardBefore = this.forwardMs;
     let done = 0;
     let batches = 0;
@@ -186,7 +207,74 @@ export class Run {
       }
       this.context.onProgress?.(++done, plan.chunks.length, work.stage);
     }
-    return { plan, batches, forwardMs: this.forwardMs - forwardBefore, modeWarnings };
+    return { ...planned, batches, forwardMs: this.forwardMs - forwardBefore, modeWarnings };
+  }
+
+  /**
+   * The plan of `samples` × `unitSizes` rows: batches within the memory budget, cut further to the
+   * request's batchRows, or to the session's tuned size when the request is large enough to tune
+   * for (see TUNE_MIN_ROWS).
+   */
+  async plan(samples: number, unitSizes: readonly number[], mode: ExecutionMode, repeatCenter = false): Promise<PlannedUnits> {
+    const rows = samples * unitSizes.reduce((a, b) => a + b, 0);
+    const budgetRows = this.budgetRows();
+    let cap = Infinity;
+    let from: BatchRowsFrom = 'budget';
+    if (this.askedBatchRows !== undefined) {
+      cap = this.askedBatchRows;
+      from = 'request';
+    } else if (this.context.tune !== false && mode === 'stacked' && rows >= TUNE_MIN_ROWS && Math.min(budgetRows, rows) > TUNE_MIN_CANDIDATE) {
+      const tuned = await this.tuned(budgetRows);
+      if (tuned !== null) {
+        // With repeatCenter (the in-graph estimator) whole samples per batch: no split to merge, no center run twice.
+        const perSample = rows / samples;
+        cap = repeatCenter && tuned >= perSample ? tuned - (tuned % perSample) : tuned;
+        // Only a size that cuts the batches is the tuner's doing; a larger one leaves the budget's.
+        if (cap < Math.min(budgetRows, rows)) from = 'tuned';
+      }
+    }
+    const plan = this.withinBudget((maxRows) => planUnits({ samples, unitSizes, maxRows: Math.min(maxRows, cap), mode, repeatCenter }));
+    return { plan, batchRows: plan.largestBatch, batchRowsFrom: from };
+  }
+
+  /**
+   * The session's tuned rows per batch, measured on its first large request and kept in its facts
+   * (per input signature, like the probe); null when the largest size measured was the fastest
+   * (throughput still rising: the budget decides, as without tuning).
+   */
+  private async tuned(budgetRows: number): Promise<number | null> {
+    const key = `tune|${signature(this.resolved)}`;
+    let result = this.open.facts.get(key) as Promise<TuneResult> | undefined;
+    if (result === undefined) {
+      const { samples } = this.resolved;
+      const cpu = this.executionProvider === 'cpu';
+      result = tuneBatchRows({
+        maxRows: Math.min(budgetRows, TUNE_MAX_ROWS),
+        minRows: TUNE_MIN_CANDIDATE,
+        order: 'ascending',
+        measureRows: TUNE_MEASURE_ROWS,
+        margin: TUNE_MARGIN,
+        budgetMs: cpu ? TUNE_BUDGET_MS.cpu : TUNE_BUDGET_MS.device,
+        run: async (rows) => {
+          const centers: Row[] = Array.from({ length: rows }, (_, i) => ({ sample: i % samples, direction: -1, sign: 0 }));
+          await this.forward(rowFeeds(this.resolved, centers));
+        },
+      });
+      this.open.facts.set(key, result);
+      result.catch(() => this.open.facts.delete(key));
+    }
+    const tuned = await result;
+    this.tuning = tuned;
+    const largest = Math.max(...tuned.measurements.map((m) => m.rows));
+    return tuned.batchRows === largest ? null : tuned.batchRows;
+  }
+
+  /** The session's tuning, once this run has used it (the /metrics gauge, bench/). */
+  tuning: TuneResult | null = null;
+
+  /** Rows one batch may hold within the memory budget. */
+  budgetRows(): number {
+    return Math.max(1, Math.floor(this.limits.memoryBudget / bytesPerRow(this.resolved, this.shapes)));
   }
 
   /**
@@ -211,7 +299,7 @@ export class Run {
   private withinBudget<T>(plan: (maxRows: number) => T): T {
     const bytes = bytesPerRow(this.resolved, this.shapes);
     try {
-      return plan(Math.max(1, Math.floor(this.limits.memoryBudget / bytes)));
+      return plan(this.budgetRows());
     } catch (err) {
       if (err instanceof AuditError) {
         err.message = `${err.message} (about ${bytes} bytes per row for the layers asked, budget ${this.limits.memoryBudget} bytes)`;
@@ -221,8 +309,37 @@ export class Run {
   }
 }
 
+/**
+ * Tuning (runtime/tune.ts), bounded: only requests of at least TUNE_MIN_ROWS rows tune or use a
+ * tuned size (below that a request is one batch of a few hundred rows, and the few milliseconds a
+ * better size could save would not pay for measuring it; such plans stay what the budget gives);
+ * sizes from TUNE_MIN_CANDIDATE up to TUNE_MAX_ROWS, ascending, stopping once two sizes in a row
+ * are slower than the best or the time budget is spent (a second on a CPU, once per session:
+ * the runs are its warm-up).
+ */
+export const TUNE_MIN_ROWS = 1024;
+/** Below 64 rows a batch's own costs on the host (feeds, output tensors, a unit's bookkeeping) start to show, which bare runs do not see. */
+export const TUNE_MIN_CANDIDATE = 64;
+export const TUNE_MAX_ROWS = 4096;
+/** Each timed measurement covers at least this many rows (small sizes run several batches). */
+export const TUNE_MEASURE_ROWS = 256;
+/** A smaller size must be this much faster than every larger one: the tuner's own noise, and fewer batches to plan. */
+export const TUNE_MARGIN = 0.05;
+export const TUNE_BUDGET_MS = { cpu: 1000, device: 2000 };
+
+/** What a probe or a tuning depends on besides the session: the request's input signature. */
+function signature(resolved: ResolvedRequest): string {
+  return JSON.stringify([
+    resolved.wrt.name,
+    resolved.latentShape,
+    resolved.layers,
+    resolved.fixedBatch,
+    resolved.extras.map((e) => [e.name, e.perSample, e.array.shape.slice(e.perSample ? 1 : 0)]),
+  ]);
+}
+
 /** Run one batch on a session, adding the time spent inside onnxruntime to `timing`. */
-async function timedRun(
+export async function timedRun(
   open: OpenSession,
   layers: readonly string[],
   feeds: Record<string, ort.Tensor>,
@@ -243,13 +360,7 @@ async function timedRun(
  * model. A model whose outputs changed between two runs is probed again on every request.
  */
 async function probeOnce(open: OpenSession, resolved: ResolvedRequest, run: (rows: Row[]) => Promise<Record<string, ort.Tensor>>): Promise<Probe> {
-  const key = JSON.stringify([
-    resolved.wrt.name,
-    resolved.latentShape,
-    resolved.layers,
-    resolved.fixedBatch,
-    resolved.extras.map((e) => [e.name, e.perSample, e.array.shape.slice(e.perSample ? 1 : 0)]),
-  ]);
+  const key = signature(resolved);
   const known = open.facts.get(key) as Probe | undefined;
   if (known) return known;
   const probed = await preflight(resolved, run);

@@ -16,6 +16,19 @@ export interface OpenSession {
   fallback?: string;
   /** Facts learned by probing this session (shapes, row independence), by input signature. */
   facts: Map<string, unknown>;
+  /**
+   * Sessions derived from this one's model (the penalty suffix, run/graph-penalty.ts), by key:
+   * they live and go with it, so opening one never evicts the session a run is using.
+   */
+  companions: Map<string, Promise<OpenSession>>;
+}
+
+/** Release a session and its companions. */
+export async function releaseSession(open: OpenSession): Promise<void> {
+  const companions = [...open.companions.values()];
+  open.companions.clear();
+  await Promise.all(companions.map((c) => c.then(releaseSession).catch(() => undefined)));
+  await open.session.release();
 }
 
 export interface SessionSettings {
@@ -51,7 +64,7 @@ export async function openSession(
         // A provider that may fail (auto mode) must not spray native errors on stderr.
         logSeverityLevel: last ? 2 : 4,
       });
-      return { session, executionProvider: choice.name, facts: new Map(), ...(fallback ? { fallback } : {}) };
+      return { session, executionProvider: choice.name, facts: new Map(), companions: new Map(), ...(fallback ? { fallback } : {}) };
     } catch (err) {
       const cause = err as Error;
       if (!last) {
@@ -136,7 +149,7 @@ export class SessionCache {
       const [oldest, session] = this.entries.entries().next().value as [string, Promise<OpenSession>];
       this.entries.delete(oldest);
       this.evictions += 1;
-      session.then((s) => s.session.release()).catch(() => undefined);
+      session.then(releaseSession).catch(() => undefined);
     }
   }
 
@@ -148,6 +161,6 @@ export class SessionCache {
     const all = [...this.entries.values()];
     this.entries.clear();
     this.derivedValues.clear();
-    await Promise.all(all.map((p) => p.then((s) => s.session.release()).catch(() => undefined)));
+    await Promise.all(all.map((p) => p.then(releaseSession).catch(() => undefined)));
   }
 }

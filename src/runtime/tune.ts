@@ -23,6 +23,21 @@ export interface TuneOptions {
   budgetMs?: number;
   /** Timed runs per size after its first (warm-up) run; the fastest counts (default 2). */
   repeats?: number;
+  /**
+   * `descending` (default) measures the budget's size first; `ascending` starts at the smallest
+   * and stops once `patience` sizes in a row fail to beat the best: cheap where small batches win
+   * (a CPU), and a rising curve simply runs until the time budget.
+   */
+  order?: 'descending' | 'ascending';
+  /** Ascending only: consecutive sizes slower than the best before measuring stops (default 2). */
+  patience?: number;
+  /**
+   * Each timed run repeats a small size until this many rows ran (default 0: one batch), so small
+   * sizes are not judged on a millisecond's noise.
+   */
+  measureRows?: number;
+  /** A smaller size must beat every larger one by this share (default 0.02). */
+  margin?: number;
   run: (rows: number) => Promise<void>;
   now?: () => number;
 }
@@ -61,27 +76,38 @@ export function candidateBatchRows(maxRows: number, minRows = 16, multipleOf = 1
 const MARGIN = 0.02;
 
 export async function tuneBatchRows(options: TuneOptions): Promise<TuneResult> {
-  const { maxRows, run, budgetMs = 2000, repeats = 2, now = () => performance.now() } = options;
+  const { maxRows, run, budgetMs = 2000, repeats = 2, now = () => performance.now(), patience = 2, measureRows = 0, margin = MARGIN } = options;
+  const ascending = options.order === 'ascending';
   const candidates = candidateBatchRows(maxRows, options.minRows, options.multipleOf);
+  if (ascending) candidates.reverse();
   const start = now();
   const measurements: Measurement[] = [];
   let truncated = false;
+  let best = 0;
+  let slower = 0;
   for (const rows of candidates) {
     if (measurements.length > 0 && now() - start >= budgetMs) {
       truncated = true;
       break;
     }
+    if (ascending && slower >= patience) break;
     await run(rows);
-    let best = Infinity;
+    const times = Math.max(1, Math.ceil(measureRows / rows));
+    let fastest = Infinity;
     for (let r = 0; r < repeats; r++) {
       const t = now();
-      await run(rows);
-      best = Math.min(best, now() - t);
+      for (let i = 0; i < times; i++) await run(rows);
+      fastest = Math.min(fastest, now() - t);
     }
-    measurements.push({ rows, rowsPerSecond: (rows * 1000) / Math.max(best, 1e-6) });
+    const rowsPerSecond = (times * rows * 1000) / Math.max(fastest, 1e-6);
+    measurements.push({ rows, rowsPerSecond });
+    slower = rowsPerSecond > best ? 0 : slower + 1;
+    best = Math.max(best, rowsPerSecond);
   }
-  let chosen = measurements[0];
-  for (const m of measurements.slice(1)) if (m.rowsPerSecond > chosen.rowsPerSecond * (1 + MARGIN)) chosen = m;
+  // Larger batches first, so a smaller one must beat every larger by the margin.
+  const bySize = [...measurements].sort((a, b) => b.rows - a.rows);
+  let chosen = bySize[0];
+  for (const m of bySize.slice(1)) if (m.rowsPerSecond > chosen.rowsPerSecond * (1 + margin)) chosen = m;
   return { batchRows: chosen.rows, rowsPerSecond: chosen.rowsPerSecond, measurements, truncated };
 }
 

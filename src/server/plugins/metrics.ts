@@ -27,6 +27,12 @@ export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobStore }>(async (ap
     help: 'Forward rows per second of onnxruntime time, last penalty request',
     registers: [registry],
   });
+  const batchRows = new Gauge({
+    name: 'hessian_audit_batch_rows',
+    help: "Rows of the largest batch of the last penalty request, by device (the session's tuned size on large requests)",
+    labelNames: ['device'],
+    registers: [registry],
+  });
   const restarts = new Counter({
     name: 'hessian_audit_worker_restarts_total',
     help: 'Workers replaced after a crash or a time-out',
@@ -68,6 +74,7 @@ export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobStore }>(async (ap
     if (task.kind !== 'penalty' || !task.ok || task.rows === undefined) return;
     rows.inc(task.rows);
     if (task.forwardMs) rowsPerSecond.set(task.rows / (task.forwardMs / 1000));
+    if (task.batchRows !== undefined && task.device !== undefined) batchRows.set({ device: task.device }, task.batchRows);
   };
 
   app.addHook('onResponse', async (request, reply) => {
