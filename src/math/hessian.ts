@@ -1,5 +1,5 @@
 /**
- * The full Hessian of every output element by central differences (DESIGN.md, "Audit metrics"),
+ * The full Hessian of every output element by central differences (docs/design.md, "Audit metrics"),
  * with b_i the i-th latent direction (e_i, or row i of a basis Q), in d² + d + 1 rows per sample:
  *
  *   H_ii = (g(z+εb_i) − 2g(z) + g(z−εb_i)) / ε²

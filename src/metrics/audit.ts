@@ -1,6 +1,6 @@
 /**
  * The combined audit: the stochastic penalty, the full Hessian, activeness and orthogonality on
- * one Run (one seed: the same latents, inputs and directions; one session, one probe). A Hessian
+ * one Run (one seed: the same latents, inputs and directions; one session, one preflight). A Hessian
  * too large for the row limit is skipped with a warning instead of failing the audit.
  */
 import { AuditError } from '../contract/errors.js';

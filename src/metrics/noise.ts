@@ -4,7 +4,7 @@
  * t = 0, h, …, (m)·h, one try = one run.units() call on the request's own Run and session, so the
  * arithmetic measured is the device's as it runs the penalty (TF32, the cuDNN algorithm, float16).
  * The spacing adapts between tries (adaptSpacing). The summaries are cached on the session per
- * input signature and layer (OpenSession.facts, like the probe): a cache hit costs no row.
+ * input signature and layer (OpenSession.facts, like the preflight): a cache hit costs no row.
  *
  * The penalty plans it (`noisePlan`) and hands it its own centre rows G(z_n), so a try costs m
  * rows instead of m+1 per sample measured. The metric below runs it alone (`hessian-audit noise`, POST …/noise).
@@ -66,7 +66,7 @@ export interface NoisePlan {
 }
 
 /**
- * The key of one layer's measurement: the probe's input signature (wrt input, its shape, the
+ * The key of one layer's measurement: the preflight's input signature (wrt input, its shape, the
  * layers, a fixed batch, the extra inputs' shapes) and the ECnoise settings.
  */
 function cacheKey(resolved: ResolvedRequest, layer: string): string {
@@ -117,8 +117,8 @@ export function noisePlan(run: Run, stage: string): NoisePlan {
       if (!missing) return { layers: cached as Record<string, LayerNoise>, rows: 0, batches: 0, batchRows: 0, forwardMs: 0, cached: true, points: DEFAULT_NOISE_OPTIONS.points };
       const complete = given && resolved.layers.every((name) => given[name] !== undefined) ? given : undefined;
       const measured = await runTries(run, stage, complete);
-      // Like the probe: a model whose outputs differ between two runs is measured again each time.
-      if (Object.values(run.probed.determinism).every((d) => d === 0)) {
+      // Like the preflight: a model whose outputs differ between two runs is measured again each time.
+      if (Object.values(run.preflight.determinism).every((d) => d === 0)) {
         for (const [name, layer] of Object.entries(measured.layers)) run.open.facts.set(cacheKey(resolved, name), layer);
       }
       return measured;

@@ -1,5 +1,5 @@
 /**
- * The Hessian Penalty (DESIGN.md, "The math"): per sample one center unit and k (+, −) units,
+ * The Hessian Penalty (docs/design.md, "The math"): per sample one center unit and k (+, −) units,
  * 2k+1 rows; per element the variance over the k directions of the second difference; per layer a
  * max or mean over elements and samples; the total is the sum over layers. With `epsilons`, the
  * same latents and directions again at each ε (the sweep).
@@ -217,7 +217,7 @@ function layerResult(run: Run, name: string, p: LayerPenalty): LayerResult {
   const { resolved } = run;
   const shape = run.shapes[name];
   const floor = noiseFloor(p.maxAbsOutput, resolved.epsilon, shape.type);
-  const difference = run.probed.determinism[name];
+  const difference = run.preflight.determinism[name];
   const op = run.model.description.layers.find((l) => l.name === name)?.op;
   return {
     name,
@@ -239,7 +239,7 @@ function layerWarnings(run: Run, layer: LayerResult, p: LayerPenalty): Warning[]
   const { resolved } = run;
   const { name } = layer;
   const type = run.shapes[name].type;
-  const difference = run.probed.determinism[name];
+  const difference = run.preflight.determinism[name];
   const warnings: Warning[] = [];
   const noise = layer.noise;
   if (p.penalty === null) {

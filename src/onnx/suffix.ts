@@ -1,5 +1,5 @@
 /**
- * The estimator on the device (DESIGN.md, "Units, chunks and the estimator on the device"): ONNX
+ * The estimator on the device (docs/design.md, "Units, chunks and the estimator on the device"): ONNX
  * ops appended to the generator's own graph that reduce a chunk's stacked outputs inside the
  * session, so what leaves onnxruntime per chunk is O(samples × elements), independent of k.
  *

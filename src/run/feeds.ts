@@ -16,7 +16,7 @@ export function unitFeeds(request: ResolvedRequest, rows: readonly UnitRow[], fi
   return { [wrt.name]: new ort.Tensor(latentType, out, [rows.length, ...latentShape]), ...extraFeeds(request, rows) };
 }
 
-/** The feeds of one batch of perturbed rows (z_n + sign·ε·v_j): the probe's and the previews' rows. */
+/** The feeds of one batch of perturbed rows (z_n + sign·ε·v_j): the preflight's and the previews' rows. */
 export function rowFeeds(request: ResolvedRequest, rows: readonly Row[]): Record<string, ort.Tensor> {
   const { latents, directions, epsilon, size, samples } = request;
   const fill: FillRows = (_, out) => perturbedRows(rows, latents, directions, epsilon, size, samples, out);

@@ -21,7 +21,7 @@ export interface LayerShape {
   type: string;
 }
 
-export interface Probe {
+export interface Preflight {
   shapes: Record<string, LayerShape>;
   /** Largest |difference| per layer between two runs of the same rows. */
   determinism: Record<string, number>;
@@ -37,7 +37,7 @@ export function preflightRows(resolved: ResolvedRequest): Row[] {
   return Array.from({ length: count }, (_, r) => ({ sample: Math.min(r, resolved.samples - 1), direction: -1, sign: 0 }));
 }
 
-export async function preflight(resolved: ResolvedRequest, run: RunRows): Promise<Probe> {
+export async function preflight(resolved: ResolvedRequest, run: RunRows): Promise<Preflight> {
   const centers = preflightRows(resolved);
   const count = centers.length;
   const first = await run(centers);

@@ -1,6 +1,6 @@
 /**
  * One Run per request: it binds the request to the model (resolve), refuses random ops, opens the
- * cached session and probes it, and then executes every metric's units through one `units` call:
+ * cached session and runs its preflight, and then executes every metric's units through one `units` call:
  * the plan within the memory budget and the row limit, the execution mode, the batches through G,
  * the outputs to the metric's accumulators, progress and forward timing. Warnings are collected
  * once, deduplicated on insert; the combined audit runs all its metrics on the same Run.
@@ -21,7 +21,7 @@ import { outputValues } from '../runtime/tensors.js';
 import { tuneBatchRows, type TuneResult } from '../runtime/tune.js';
 import { type FillRows, rowFeeds, unitFeeds } from './feeds.js';
 import { planUnits, type UnitPlan } from './plan.js';
-import { type LayerShape, type Probe, preflight, preflightRows } from './preflight.js';
+import { type LayerShape, type Preflight, preflight, preflightRows } from './preflight.js';
 import { type CutInfo, isCut, openCut } from './cut.js';
 import { resolveRequest, type ResolvedRequest } from './resolve.js';
 import { onlySamples, type SampleRange } from './sample-range.js';
@@ -96,7 +96,7 @@ export class Run {
     readonly model: LoadedModel,
     readonly resolved: ResolvedRequest,
     readonly open: OpenSession,
-    readonly probed: Probe,
+    readonly preflight: Preflight,
     readonly limits: Limits,
     readonly context: RunContext,
     /** Milliseconds spent inside onnxruntime so far. */
@@ -109,7 +109,7 @@ export class Run {
     readonly askedBatchRows: number | undefined = undefined,
   ) {}
 
-  /** Validate against the model, refuse random ops, open the cached session and probe it. */
+  /** Validate against the model, refuse random ops, open the cached session and run its preflight. */
   static async open(whole: LoadedModel, asked: MetricRequest, context: RunContext): Promise<Run> {
     const limits = context.limits ?? DEFAULT_LIMITS;
     // wrt naming an intermediate tensor: the Run audits the suffix tensor → layers (run/cut.ts).
@@ -124,18 +124,18 @@ export class Run {
     const open = await context.sessions.get(cut?.sessionKey ?? model.id, model.bytes, resolved.expose, context.device);
     if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
     const timing = { forwardMs: 0 };
-    const probed = await probeOnce(open, resolved, (rows) => {
+    const checked = await preflightOnce(open, resolved, (rows) => {
       const feeds = rowFeeds(resolved, rows);
       checkRunMemory(model, feeds, limits.memoryBudget);
       return timedRun(open, resolved.layers, feeds, timing);
     });
-    const run = new Run(model, resolved, open, probed, limits, context, timing.forwardMs, cut?.info ?? null, cut?.sessionKey ?? model.id, asked.batchRows);
+    const run = new Run(model, resolved, open, checked, limits, context, timing.forwardMs, cut?.info ?? null, cut?.sessionKey ?? model.id, asked.batchRows);
     for (const w of warnings) run.warn(w);
     return run;
   }
 
   get shapes(): Record<string, LayerShape> {
-    return this.probed.shapes;
+    return this.preflight.shapes;
   }
 
   get executionProvider(): string {
@@ -144,7 +144,7 @@ export class Run {
 
   /** The execution mode units() will run in (units() gives its warning). */
   get executionMode(): ExecutionMode {
-    return chooseMode(this.model, this.resolved, this.probed, [], '');
+    return chooseMode(this.model, this.resolved, this.preflight, [], '');
   }
 
   /** Add a warning unless the same one is there already. */
@@ -178,7 +178,7 @@ export class Run {
     const { resolved } = this;
     const perSample = work.unitSizes.reduce((a, b) => a + b, 0);
     const modeWarnings: Warning[] = [];
-    const mode = chooseMode(this.model, resolved, this.probed, modeWarnings, work.passes);
+    const mode = chooseMode(this.model, resolved, this.preflight, modeWarnings, work.passes);
     const samples = mode === 'stacked' ? Math.min(work.samples ?? resolved.samples, resolved.samples) : resolved.samples;
     if (perSample * samples > this.limits.maxRows) throw work.tooMany(perSample * samples);
     const planned = await this.plan(samples, work.unitSizes, mode);
@@ -239,7 +239,7 @@ export class Run {
 
   /**
    * The session's tuned rows per batch, measured on its first large request and kept in its facts
-   * (per input signature, like the probe); null when the largest size measured was the fastest
+   * (per input signature, like the preflight); null when the largest size measured was the fastest
    * (throughput still rising: the budget decides, as without tuning).
    */
   private async tuned(budgetRows: number): Promise<number | null> {
@@ -278,7 +278,7 @@ export class Run {
   }
 
   /**
-   * Every batch's outputs must have the shapes the probe found: a layer whose per-row size depends
+   * Every batch's outputs must have the shapes the preflight found: a layer whose per-row size depends
    * on the batch size would otherwise be read at the wrong offsets.
    */
   private checkShapes(outputs: Record<string, ort.Tensor>, rows: number): void {
@@ -327,7 +327,7 @@ export const TUNE_MEASURE_ROWS = 256;
 export const TUNE_MARGIN = 0.05;
 export const TUNE_BUDGET_MS = { cpu: 1000, device: 2000 };
 
-/** What a probe or a tuning depends on besides the session: the request's input signature. */
+/** What a preflight or a tuning depends on besides the session: the request's input signature. */
 function signature(resolved: ResolvedRequest): string {
   return JSON.stringify([
     resolved.wrt.name,
@@ -356,16 +356,16 @@ export async function timedRun(
 }
 
 /**
- * Probe a session once per input signature: shapes and row independence are properties of the
- * model. A model whose outputs changed between two runs is probed again on every request.
+ * The preflight of a session, once per input signature: shapes and row independence are properties of the
+ * model. A model whose outputs changed between two runs is checked again on every request.
  */
-async function probeOnce(open: OpenSession, resolved: ResolvedRequest, run: (rows: Row[]) => Promise<Record<string, ort.Tensor>>): Promise<Probe> {
+async function preflightOnce(open: OpenSession, resolved: ResolvedRequest, run: (rows: Row[]) => Promise<Record<string, ort.Tensor>>): Promise<Preflight> {
   const key = signature(resolved);
-  const known = open.facts.get(key) as Probe | undefined;
+  const known = open.facts.get(key) as Preflight | undefined;
   if (known) return known;
-  const probed = await preflight(resolved, run);
-  if (Object.values(probed.determinism).every((d) => d === 0)) open.facts.set(key, probed);
-  return probed;
+  const checked = await preflight(resolved, run);
+  if (Object.values(checked.determinism).every((d) => d === 0)) open.facts.set(key, checked);
+  return checked;
 }
 
 /** Random ops make G(z+εv), G(z), G(z−εv) different computations: refuse unless overridden. */
@@ -384,8 +384,8 @@ function refuseRandomOps(model: LoadedModel, allowed: boolean, warnings: Warning
   warnings.push({ code: 'nondeterministic_model', message: `run despite random ops: ${nodes}` });
 }
 
-/** Stacked unless rows interact (graph or probe) or the batch size is fixed: then pass by pass. */
-function chooseMode(model: LoadedModel, resolved: ResolvedRequest, probed: Probe, warnings: Warning[], passes: string): ExecutionMode {
+/** Stacked unless rows interact (graph or preflight) or the batch size is fixed: then pass by pass. */
+function chooseMode(model: LoadedModel, resolved: ResolvedRequest, checked: Preflight, warnings: Warning[], passes: string): ExecutionMode {
   if (resolved.mode) return resolved.mode;
   if (resolved.fixedBatch !== null) {
     warnings.push({
@@ -395,10 +395,10 @@ function chooseMode(model: LoadedModel, resolved: ResolvedRequest, probed: Probe
     return 'per-pass';
   }
   const mixing = model.description.batchMixingOps;
-  if (mixing.length > 0 || probed.rowsInteract) {
+  if (mixing.length > 0 || checked.rowsInteract) {
     const why = mixing.length > 0
       ? mixing.map((m) => `${m.node} (${m.op}: ${m.why})`).join(', ')
-      : 'a probe changed one row and another row changed too';
+      : 'the preflight changed one row and another row changed too';
     warnings.push({
       code: 'rows_interact',
       message: `rows of a batch influence each other (${why}), so ${passes} runs as its own batch of ${resolved.samples}, as the reference implementations do`,
