@@ -10,8 +10,8 @@
  * so the merged variance equals the variance over all k directions whatever the split.
  */
 import type { RowRef, UnitRow } from './rows.js';
-import { type Reduction, reduceSamples, SampleStats } from './reduction.js';
-import type { LayerPenalty } from './second-difference.js';
+import type { Reduction } from './reduction.js';
+import { type LayerPenalty, PenaltyReduction } from './second-difference.js';
 import { type VarianceKind, varianceDivisor } from './variance.js';
 
 /** Per-element partial moments of one sample over some of its directions. */
@@ -128,10 +128,7 @@ export interface SuffixLayerOutputs {
  */
 export class MomentsPenaltyAccumulator {
   private readonly inFlight = new Map<number, Moments>();
-  private readonly stats: SampleStats[];
-  private readonly elementSum: Float64Array;
-  private nonFinite = 0;
-  private maxAbsOutput = 0;
+  private readonly reduction: PenaltyReduction;
 
   constructor(
     readonly samples: number,
@@ -139,14 +136,13 @@ export class MomentsPenaltyAccumulator {
     readonly k: number,
     readonly variance: VarianceKind,
   ) {
-    this.stats = Array.from({ length: samples }, () => new SampleStats());
-    this.elementSum = new Float64Array(size);
+    this.reduction = new PenaltyReduction(samples, size, varianceDivisor(k, variance));
   }
 
   /** One chunk's outputs for this layer; `samples[s]` is slot s's sample. */
   chunk(samples: readonly number[], outputs: SuffixLayerOutputs): void {
     samples.forEach((sample, s) => {
-      if (outputs.maxAbs[s] > this.maxAbsOutput) this.maxAbsOutput = outputs.maxAbs[s];
+      if (outputs.maxAbs[s] > this.reduction.maxAbsOutput) this.reduction.maxAbsOutput = outputs.maxAbs[s];
       let moments = this.inFlight.get(sample);
       if (moments === undefined) {
         moments = { count: 0, mean: new Float64Array(this.size), m2: new Float64Array(this.size) };
@@ -165,36 +161,13 @@ export class MomentsPenaltyAccumulator {
   }
 
   private finishSample(sample: number, { m2 }: Moments): void {
-    const divisor = varianceDivisor(this.k, this.variance);
-    const stats = this.stats[sample];
-    let max = -Infinity;
-    let sum = 0;
-    for (let e = 0; e < this.size; e++) {
-      const penalty = m2[e] / divisor;
-      if (!Number.isFinite(penalty)) {
-        this.nonFinite++;
-        continue;
-      }
-      if (penalty > max) max = penalty;
-      sum += penalty;
-      this.elementSum[e] += penalty;
-    }
-    stats.max = max;
-    stats.sum = sum;
-    stats.count = this.size;
+    this.reduction.finish(sample, m2);
     this.inFlight.delete(sample);
   }
 
   result(reduction: Reduction): LayerPenalty {
     if (this.inFlight.size > 0) throw new Error(`plan error: ${this.inFlight.size} samples did not receive k directions`);
-    const perSample = Float64Array.from(this.stats, (s) => (s.count === 0 ? NaN : s.value(reduction)));
-    return {
-      penalty: this.nonFinite === 0 ? reduceSamples(perSample, reduction) : null,
-      perSample,
-      elementMean: this.elementSum.map((x) => x / this.samples),
-      nonFinite: this.nonFinite,
-      maxAbsOutput: this.maxAbsOutput,
-    };
+    return this.reduction.result(reduction);
   }
 }
 

@@ -38,6 +38,61 @@ interface SampleState {
 }
 
 /**
+ * What every penalty accumulator does once a sample has all k directions (the host's here, the
+ * in-graph estimator's merge in moments.ts): the per-element penalty Var_v q(v) = M2 / divisor,
+ * folded into the sample's max and sum and the per-element sums for heatmaps; NaN or ±∞ is
+ * counted, never a silent max.
+ */
+export class PenaltyReduction {
+  private readonly stats: SampleStats[];
+  private readonly elementSum: Float64Array;
+  private nonFinite = 0;
+  /** Largest |g(z)| seen: the scale of the rounding noise floor. */
+  maxAbsOutput = 0;
+
+  constructor(
+    readonly samples: number,
+    readonly size: number,
+    readonly divisor: number,
+  ) {
+    this.stats = Array.from({ length: samples }, () => new SampleStats());
+    this.elementSum = new Float64Array(size);
+  }
+
+  /** Sample `sample`'s M2 over all k directions, one value per element. */
+  finish(sample: number, m2: ArrayLike<number>): void {
+    const { divisor, elementSum } = this;
+    let max = -Infinity;
+    let sum = 0;
+    for (let e = 0; e < this.size; e++) {
+      const penalty = m2[e] / divisor;
+      if (!Number.isFinite(penalty)) {
+        this.nonFinite++;
+        continue;
+      }
+      if (penalty > max) max = penalty;
+      sum += penalty;
+      elementSum[e] += penalty;
+    }
+    const stats = this.stats[sample];
+    stats.max = max;
+    stats.sum = sum;
+    stats.count = this.size;
+  }
+
+  result(reduction: Reduction): LayerPenalty {
+    const perSample = Float64Array.from(this.stats, (s) => (s.count === 0 ? NaN : s.value(reduction)));
+    return {
+      penalty: this.nonFinite === 0 ? reduceSamples(perSample, reduction) : null,
+      perSample,
+      elementMean: this.elementSum.map((x) => x / this.samples),
+      nonFinite: this.nonFinite,
+      maxAbsOutput: this.maxAbsOutput,
+    };
+  }
+}
+
+/**
  * The Hessian Penalty of one layer, fed row by row as the plan's batches come back:
  * per element, the variance over k directions of the second difference q(v); then a reduction
  * over elements and samples. A sample's state is dropped once its k directions are in, so memory
@@ -47,10 +102,7 @@ export class LayerPenaltyAccumulator {
   private readonly inFlight = new Map<number, SampleState>();
   /** Finished samples' buffers, reused: fresh memory per sample costs more than the arithmetic. */
   private readonly spare: SampleState[] = [];
-  private readonly stats: SampleStats[];
-  private readonly elementSum: Float64Array;
-  private nonFinite = 0;
-  private maxAbsOutput = 0;
+  private readonly reduction: PenaltyReduction;
 
   constructor(
     readonly samples: number,
@@ -59,8 +111,7 @@ export class LayerPenaltyAccumulator {
     readonly epsilon: number,
     readonly variance: VarianceKind,
   ) {
-    this.stats = Array.from({ length: samples }, () => new SampleStats());
-    this.elementSum = new Float64Array(size);
+    this.reduction = new PenaltyReduction(samples, size, varianceDivisor(k, variance));
   }
 
   /** A unit of penaltyUnitSizes: the center (unit 0), or direction unit − 1 as its (+, −) rows. */
@@ -80,7 +131,7 @@ export class LayerPenaltyAccumulator {
     for (let e = 0; e < this.size; e++) {
       const g = values[offset + e];
       state.center[e] = g;
-      if (Math.abs(g) > this.maxAbsOutput) this.maxAbsOutput = Math.abs(g);
+      if (Math.abs(g) > this.reduction.maxAbsOutput) this.reduction.maxAbsOutput = Math.abs(g);
     }
   }
 
@@ -108,41 +159,13 @@ export class LayerPenaltyAccumulator {
 
   /** All k directions are in: per-element penalty = Var_v q(v); fold it into the reductions. */
   private finishSample(sample: number, state: SampleState): void {
-    const { q } = state;
-    const stats = this.stats[sample];
-    const divisor = varianceDivisor(this.k, this.variance);
-    const { m2 } = q;
-    const elementSum = this.elementSum;
-    let max = -Infinity;
-    let sum = 0;
-    for (let e = 0; e < this.size; e++) {
-      const penalty = m2[e] / divisor;
-      if (!Number.isFinite(penalty)) {
-        this.nonFinite++;
-        continue;
-      }
-      if (penalty > max) max = penalty;
-      sum += penalty;
-      elementSum[e] += penalty;
-    }
-    stats.max = max;
-    stats.sum = sum;
-    stats.count = this.size;
+    this.reduction.finish(sample, state.q.m2);
     this.inFlight.delete(sample);
     this.spare.push(state);
   }
 
   result(reduction: Reduction): LayerPenalty {
     if (this.inFlight.size > 0) throw new Error(`plan error: ${this.inFlight.size} samples did not receive k directions`);
-    const perSample = Float64Array.from(this.stats, (s) => (s.count === 0 ? NaN : s.value(reduction)));
-    const elementMean = this.elementSum.map((x) => x / this.samples);
-    const valid = this.nonFinite === 0;
-    return {
-      penalty: valid ? reduceSamples(perSample, reduction) : null,
-      perSample,
-      elementMean,
-      nonFinite: this.nonFinite,
-      maxAbsOutput: this.maxAbsOutput,
-    };
+    return this.reduction.result(reduction);
   }
 }
