@@ -6,36 +6,19 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import t from 'tap';
 import { renderReport } from '../dist/report/index.js';
-import { browserVerdict } from './helpers/browser.js';
+import { launchBrowser } from './helpers/browser.js';
 import { cli } from './helpers/cli.js';
 import { modelPath } from './helpers/reference.js';
 
-const browserCheck = browserVerdict();
 const ARTIFACTS = new URL('./artifacts/', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'audit-report-'));
 mkdirSync(ARTIFACTS, { recursive: true });
 
-if ('fail' in browserCheck) {
-  t.fail(browserCheck.fail);
-} else if ('skip' in browserCheck) {
-  t.skip(browserCheck.skip);
-} else {
-  const CHROMIUM = browserCheck.run;
-  const userDataDir = mkdtempSync(join(tmpdir(), 'audit-chromium-'));
-  const browser: BrowserContext = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1200, height: 900 },
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-  t.teardown(async () => {
-    await browser.close();
-    rmSync(userDataDir, { recursive: true, force: true });
-  });
-
+const browser: BrowserContext | null = await launchBrowser(t);
+if (browser) {
   /** Open a report file; collect console errors, page errors and any request that is not the file itself. */
   async function open(file: string): Promise<{ page: Page; errors: string[]; requests: string[] }> {
     const page = await browser.newPage();

@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { PNG } from 'pngjs';
-import { chromium } from 'playwright-core';
 import t from 'tap';
 import { groupedDirections, resolveGroups } from '../dist/math/groups.js';
 import { standardNormal } from '../dist/math/index.js';
 import { orderByScore, traversalGrid, traversalPoints } from '../dist/report/traversal.js';
 import { TRAVERSAL_FRACTIONS } from '../dist/metrics/traversal.js';
+import { launchBrowser } from './helpers/browser.js';
 import { cli } from './helpers/cli.js';
 import { modelBytes, modelPath, relative } from './helpers/reference.js';
 import { multipart, startApp } from './helpers/server.js';
@@ -198,31 +198,17 @@ t.test('traversal: the grid equals direct runs of G at the traversal points; CLI
   t.match(html.body, /<section id="activeness">[\s\S]*<section id="traversal">[\s\S]*<section id="orthogonality">/, 'the report’s traversal sits after activeness');
 });
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = new URL('./artifacts/', import.meta.url).pathname;
 
 t.test('the audit report of StyleGAN2 in W: the traversal section in headless Chromium, after activeness, rows by activeness', async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.fail(`this test needs Debian's chromium at ${CHROMIUM}: apt-get install -y chromium`);
-    return;
-  }
+  const browser = await launchBrowser(t);
+  if (!browser) return;
   const report = join(dir, 'report.html');
   const r = await json('audit', whole, '--wrt', 'w', '--samples', '2', '--seed', '1', '--epsilon', '0.3', '--report', report);
   t.equal(r.cut.tensor, 'w');
   t.notOk('traversal' in r && 'png' in r.traversal, 'the JSON keeps the PNG out');
   const activeness: number[] = r.activeness.layers[0].activeness;
   mkdirSync(ARTIFACTS, { recursive: true });
-  const userDataDir = mkdtempSync(join(tmpdir(), 'audit-chromium-'));
-  const browser = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1200, height: 900 },
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-  t.teardown(async () => {
-    await browser.close();
-    rmSync(userDataDir, { recursive: true, force: true });
-  });
   const page = await browser.newPage();
   const errors: string[] = [];
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));

@@ -2,7 +2,10 @@
  * Whether the browser tests can run here. A developer without Chromium gets them skipped with the
  * one command that installs it; CI (the CI variable set, as .ci/run does) must not skip silently.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type BrowserContext, chromium } from 'playwright-core';
 
 export const CHROMIUM_INSTALL = 'sudo apt-get install -y chromium';
 
@@ -15,4 +18,39 @@ export function browserVerdict(env: NodeJS.ProcessEnv = process.env): BrowserVer
   // Any non-empty CI value but "false"/"0" means CI, as most CI services set it to "true" or "1".
   const ci = env.CI !== undefined && env.CI !== '' && env.CI !== 'false' && env.CI !== '0';
   return ci ? { fail: `${missing}; CI is set, so a missing browser is a failure` } : { skip: `${missing}; install it with: ${CHROMIUM_INSTALL}` };
+}
+
+/** The part of a tap test that launchBrowser uses. */
+interface BrowserTest {
+  fail(message: string): unknown;
+  skip(message: string): unknown;
+  teardown(fn: () => unknown): unknown;
+}
+
+/**
+ * Headless Chromium for one test, closed at its teardown; null when the verdict above skipped or
+ * failed the test (said on `t`), so every browser test treats a missing browser alike.
+ */
+export async function launchBrowser(t: BrowserTest): Promise<BrowserContext | null> {
+  const verdict = browserVerdict();
+  if ('fail' in verdict) {
+    t.fail(verdict.fail);
+    return null;
+  }
+  if ('skip' in verdict) {
+    t.skip(verdict.skip);
+    return null;
+  }
+  const userDataDir = mkdtempSync(join(tmpdir(), 'audit-chromium-'));
+  const browser = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: verdict.run,
+    headless: true,
+    viewport: { width: 1200, height: 900 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  t.teardown(async () => {
+    await browser.close();
+    rmSync(userDataDir, { recursive: true, force: true });
+  });
+  return browser;
 }
