@@ -3,7 +3,7 @@
  * Every section renders, no console errors, no network requests; screenshots go to
  * test/artifacts/ (git-ignored) for a person to look at.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';

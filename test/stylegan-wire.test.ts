@@ -4,7 +4,7 @@
  * directions against the same directions given explicitly, the traversal metric against direct
  * runs of G at its points, and the errors, worded the same by both front ends.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';

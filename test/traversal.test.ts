@@ -3,7 +3,7 @@
  * each traversal point, every bound and argument error, and the report section in headless
  * Chromium (screenshot in test/artifacts/traversal.png).
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
