@@ -28,6 +28,8 @@ const { values: opts } = parseArgs({
     samples: { type: 'string', default: '8' },
     k: { type: 'string', default: '4' },
     model: { type: 'string', default: 'models/dcgan.onnx' },
+    'batch-max-requests': { type: 'string' },
+    'batch-delay-ms': { type: 'string' },
   },
 });
 const seconds = Number(opts.seconds);
@@ -49,6 +51,8 @@ async function startServer() {
   const dir = mkdtempSync(join(tmpdir(), 'ha-bench-'));
   const args = ['dist/cli/main.js', 'serve', '--host', '127.0.0.1', '--port', '0', '--model-dir', dir, '--preload', opts.model, '--log-level', 'warn'];
   args.push('--workers', opts.workers, '--threads', opts.threads);
+  if (opts['batch-max-requests']) args.push('--batch-max-requests', opts['batch-max-requests']);
+  if (opts['batch-delay-ms']) args.push('--batch-delay-ms', opts['batch-delay-ms']);
   // Every load client shares one address: the per-client limit would turn this into a test of it.
   args.push('--max-per-client', '0');
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'] });

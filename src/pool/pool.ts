@@ -18,6 +18,13 @@
  * results are merged (metrics/merge.ts) and say `lanes`. A part that cannot run as a part (rows
  * interact, a limit scaled to its share) makes the pool run the request whole on one lane, so
  * refusals and results are always those of one lane.
+ *
+ * Dynamic batching: small penalty requests on the same model (at most `batchMaxRows` rows each)
+ * that wait for a worker together go to it as one batch task, up to `batchMaxRequests`; a worker
+ * that is free when one arrives holds it `batchDelayMs` for others. In the worker their stacked
+ * batches share runs (runtime/shared-batches.ts), and each request gets its own outcome: the
+ * figures it would have got alone. A batch counts as one running task on its lane; each of its
+ * requests counts for its own client.
  */
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -32,7 +39,7 @@ import { DEFAULTS, type MetricRequest } from '../contract/request.js';
 import { mergeParts, SPLIT_METRICS, type SplitMetric } from '../metrics/merge.js';
 import { randomSeed } from '../math/sampling.js';
 import { type Device, deviceName } from '../runtime/device.js';
-import { type MetricTask, type MetricValue, type Outcome, type ProviderValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
+import { type BatchValue, type MetricTask, type MetricValue, type Outcome, type ProviderValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 
 /** Chunks of a task done so far, as the worker reports them (stage: which pass of an audit). */
 export interface TaskProgress {
@@ -69,6 +76,32 @@ export interface PoolOptions {
   env?: Record<string, string>;
   /** Split a request over idle lanes only when each gets at least this many samples (default 8; 0: never split). */
   splitMinSamples?: number;
+  /** Requests one batch task may hold (default 16; 1: no batching across requests). */
+  batchMaxRequests?: number;
+  /** Milliseconds a free worker waits for more requests to batch with the first (default 0). */
+  batchDelayMs?: number;
+  /** Only requests of at most this many forward rows are batched (default 1,024: larger ones fill batches alone). */
+  batchMaxRows?: number;
+}
+
+/** A request that may share a batch task, waiting to be dispatched or running in one. */
+interface Member {
+  task: MetricTask;
+  client: string;
+  resolve: (value: TaskValue) => void;
+  reject: (err: unknown) => void;
+  /** The member left (its client went away): its outcome is dropped. */
+  gone?: boolean;
+  /** Once dispatched: aborts the batch task when every member has left (its worker is replaced, as for one task). */
+  left?: () => void;
+}
+
+/** Requests on one model gathered for one worker: open until `dispatch`. */
+interface Gathering {
+  key: string;
+  lane: Lane;
+  members: Member[];
+  timer?: NodeJS.Timeout;
 }
 
 export interface LaneStatus {
@@ -122,7 +155,11 @@ export class WorkerPool {
   private averageMs = 1000;
   private closed = false;
   /** Tasks waiting for a free worker, in arrival order; release() picks among them fairly. */
-  private readonly waiting: { client: string; take: (lane: Lane) => void }[] = [];
+  private readonly waiting: Waiting[] = [];
+  /** Batches gathering on a free worker (batchDelayMs), by model. */
+  private readonly gathering = new Map<string, Gathering>();
+  /** Requests run in batch tasks of more than one, and those tasks (/metrics, bench/). */
+  readonly batching = { requests: 0, batches: 0, runs: 0, packedRuns: 0 };
   /** Tasks queued or running, and running only, per client. */
   private readonly inFlight = new Map<string, number>();
   private readonly runningBy = new Map<string, number>();
@@ -130,7 +167,7 @@ export class WorkerPool {
   private readonly servedAt = new Map<string, number>();
   private served = 0;
   /** Called after each finished task (metrics). */
-  onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number; batchRows?: number; device?: string }) => void;
+  onTask?: (info: { kind: Task['kind']; ms: number; ok: boolean; rows?: number; forwardMs?: number; batchRows?: number; device?: string; sharedWith?: number }) => void;
   onRestart?: (reason: 'crash' | 'timeout' | 'cancelled' | 'memory') => void;
 
   constructor(readonly options: PoolOptions) {
@@ -198,6 +235,8 @@ export class WorkerPool {
   evaluate(task: MetricTask, cancel?: AbortSignal, client?: string, onProgress?: OnTaskProgress): Promise<MetricValue> {
     const split = this.splitLanes(task);
     if (split) return this.evaluateSplit(task, split.samples, split.lanes, cancel, client, onProgress);
+    const key = onProgress ? null : this.batchKey(task);
+    if (key !== null) return this.runBatched(task, key, cancel, client) as Promise<MetricValue>;
     // The worker's outcome crosses the process boundary as data: its shape is the metric's result.
     return this.run(task, cancel, client, onProgress) as Promise<MetricValue>;
   }
@@ -301,26 +340,20 @@ export class WorkerPool {
 
   private acquire(task: Task, client: string, cancel?: AbortSignal): Promise<Lane> {
     if (this.closed) throw new AuditError('shutting_down', 'the server is shutting down');
-    const free = this.lanes.filter((l) => l.running < l.workers).sort((a, b) => a.running / a.workers - b.running / b.workers)[0];
+    const free = this.freeLane();
     if (free) {
       free.running++;
       return Promise.resolve(free);
     }
-    if (this.waiting.length >= this.options.maxQueue) {
-      const busy = this.lanes.reduce((n, l) => n + l.running, 0);
-      throw new AuditError(
-        'overloaded',
-        `all ${busy} workers are busy and ${this.waiting.length} requests are waiting (queue limit ${this.options.maxQueue}); retry later`,
-        { retryAfter: this.retryAfterSeconds() },
-      );
-    }
+    if (this.waiting.length >= this.options.maxQueue) throw this.overloaded();
     return new Promise((resolve, reject) => {
       const leave = (): void => {
         this.waiting.splice(this.waiting.indexOf(entry), 1);
         reject(cancelled(task));
       };
-      const entry = {
+      const entry: Waiting = {
         client,
+        member: null,
         take: (lane: Lane): void => {
           cancel?.removeEventListener('abort', leave);
           resolve(lane);
@@ -348,7 +381,139 @@ export class WorkerPool {
       if (running < bestRunning || (running === bestRunning && served < bestServed)) best = i;
     }
     const [next] = this.waiting.splice(best, 1);
-    next.take(lane);
+    if (next.member === null) return next.take(lane);
+    // A request that may be batched takes with it the others waiting on the same model.
+    const members = [next.member];
+    const max = this.options.batchMaxRequests ?? 16;
+    for (let i = 0; i < this.waiting.length && members.length < max; ) {
+      const other = this.waiting[i];
+      if (other.member !== null && other.key === next.key) {
+        this.waiting.splice(i, 1);
+        members.push(other.member);
+      } else i++;
+    }
+    this.dispatch({ key: next.key!, lane, members });
+  }
+
+  /**
+   * Which requests may share a batch task: a penalty as JSON, small enough that it would not fill
+   * batches alone, stacked unless the model says otherwise; the key is its session. Null: alone.
+   */
+  private batchKey(task: MetricTask): string | null {
+    if ((this.options.batchMaxRequests ?? 16) <= 1 || task.kind !== 'penalty' || task.format === 'html' || task.sampleRange) return null;
+    const samples = requestSamples(task.request);
+    if (samples === null) return null;
+    const k = task.request.k ?? DEFAULTS.k;
+    const rows = samples * (2 * k + 1) * (1 + (task.request.epsilons?.length ?? 0));
+    if (rows > (this.options.batchMaxRows ?? 1024)) return null;
+    // One session per batch task: the same model, layers and wrt (a worker's session cache could
+    // otherwise evict a session another request of the batch still runs on).
+    const { layers, wrt } = task.request;
+    return JSON.stringify([task.modelId, layers ?? null, wrt ?? null]);
+  }
+
+  /**
+   * A request that may share a batch task (see the header): it joins the batch gathering on its
+   * model, or gathers one on a free worker, or waits for a worker in the one queue, where a
+   * freed worker takes it with the others waiting on the same model.
+   */
+  private async runBatched(task: MetricTask, key: string, cancel?: AbortSignal, client = ''): Promise<TaskValue> {
+    if (cancel?.aborted) throw cancelled(task);
+    if (this.closed) throw new AuditError('shutting_down', 'the server is shutting down');
+    this.admit(client);
+    try {
+      return await new Promise<TaskValue>((resolve, reject) => {
+        const member: Member = { task, client, resolve, reject };
+        const max = this.options.batchMaxRequests ?? 16;
+        const leave = (): void => {
+          member.gone = true;
+          const at = this.waiting.findIndex((w) => w.member === member);
+          if (at >= 0) this.waiting.splice(at, 1);
+          const open = this.gathering.get(key);
+          if (open && open.members.includes(member)) open.members.splice(open.members.indexOf(member), 1);
+          member.left?.();
+          reject(cancelled(task));
+        };
+        cancel?.addEventListener('abort', leave, { once: true });
+        const done = (settle: () => void): void => {
+          cancel?.removeEventListener('abort', leave);
+          settle();
+        };
+        member.resolve = (value) => done(() => resolve(value));
+        member.reject = (err) => done(() => reject(err));
+        const open = this.gathering.get(key);
+        if (open) {
+          open.members.push(member);
+          if (open.members.length >= max) this.dispatch(open);
+          return;
+        }
+        const lane = this.freeLane();
+        if (lane) {
+          lane.running++;
+          const gathering: Gathering = { key, lane, members: [member] };
+          const delay = this.options.batchDelayMs ?? 0;
+          if (delay <= 0) return this.dispatch(gathering);
+          this.gathering.set(key, gathering);
+          gathering.timer = setTimeout(() => this.dispatch(gathering), delay);
+          return;
+        }
+        if (this.waiting.length >= this.options.maxQueue) {
+          cancel?.removeEventListener('abort', leave);
+          return reject(this.overloaded());
+        }
+        this.waiting.push({ client, member, key, take: () => undefined });
+      });
+    } finally {
+      if (bump(this.inFlight, client, -1) === 0) this.servedAt.delete(client);
+    }
+  }
+
+  /** Run a gathered batch on its lane (whose `running` already counts it): alone when it holds one request. */
+  private dispatch(gathering: Gathering): void {
+    clearTimeout(gathering.timer);
+    if (this.gathering.get(gathering.key) === gathering) this.gathering.delete(gathering.key);
+    const { lane } = gathering;
+    const members = gathering.members.filter((m) => !m.gone);
+    if (members.length === 0) return this.release(lane);
+    for (const m of members) {
+      bump(this.runningBy, m.client, 1);
+      this.servedAt.set(m.client, ++this.served);
+    }
+    const finished = (m: Member): void => void bump(this.runningBy, m.client, -1);
+    // Nobody left to answer: stop the task and replace its worker, as for a task alone.
+    const abandoned = new AbortController();
+    for (const m of members) m.left = () => members.every((x) => x.gone) && abandoned.abort();
+    if (members.length === 1) {
+      const [m] = members;
+      this.runOn(lane, m.task, abandoned.signal).then(m.resolve, m.reject).finally(() => finished(m));
+      return;
+    }
+    this.batching.requests += members.length;
+    this.batching.batches++;
+    this.runOn(lane, { kind: 'batch', tasks: members.map((m) => m.task) }, abandoned.signal)
+      .then(
+        (value) => {
+          const batch = value as BatchValue;
+          this.batching.runs += batch.runs;
+          this.batching.packedRuns += batch.packed;
+          batch.outcomes.forEach((outcome, i) => (outcome.ok ? members[i].resolve(outcome.value) : members[i].reject(AuditError.relayed(outcome.error))));
+        },
+        (err: unknown) => members.forEach((m) => m.reject(err)),
+      )
+      .finally(() => members.forEach(finished));
+  }
+
+  private freeLane(): Lane | undefined {
+    return this.lanes.filter((l) => l.running < l.workers).sort((a, b) => a.running / a.workers - b.running / b.workers)[0];
+  }
+
+  private overloaded(): AuditError {
+    const busy = this.lanes.reduce((n, l) => n + l.running, 0);
+    return new AuditError(
+      'overloaded',
+      `all ${busy} workers are busy and ${this.waiting.length} requests are waiting (queue limit ${this.options.maxQueue}); retry later`,
+      { retryAfter: this.retryAfterSeconds() },
+    );
   }
 
   /** Runs on a lane whose `running` count already includes this task. */
@@ -385,9 +550,17 @@ export class WorkerPool {
       this.onTask?.({ kind: task.kind, ms, ok: false });
       throw AuditError.relayed(outcome.error);
     }
-    const result = outcome.value as { rows?: number; batchRows?: number; timings?: { forwardMs?: number } };
-    this.onTask?.({ kind: task.kind, ms, ok: true, rows: result.rows, forwardMs: result.timings?.forwardMs, batchRows: result.batchRows, device: deviceName(lane.device) });
+    if (task.kind === 'batch') {
+      // Each request of a batch as the metrics would see it alone.
+      for (const [i, o] of (outcome.value as BatchValue).outcomes.entries()) this.taskDone(task.tasks[i].kind, ms, o.ok ? o.value : null, lane, task.tasks.length - 1);
+    } else this.taskDone(task.kind, ms, outcome.value, lane, 0);
     return outcome.value;
+  }
+
+  private taskDone(kind: Task['kind'], ms: number, value: TaskValue | null, lane: Lane, sharedWith: number): void {
+    if (value === null) return this.onTask?.({ kind, ms, ok: false });
+    const result = value as { rows?: number; batchRows?: number; timings?: { forwardMs?: number } };
+    this.onTask?.({ kind, ms, ok: true, rows: result.rows, forwardMs: result.timings?.forwardMs, batchRows: result.batchRows, device: deviceName(lane.device), sharedWith });
   }
 
   /** Replace one idle worker (its slot is still held, so no task can reach it meanwhile). */
@@ -482,6 +655,14 @@ export class WorkerPool {
 }
 
 export type { WorkerState };
+
+/** A task waiting for a worker: one that runs alone (`take`), or a request that may be batched (`member`, by `key`). */
+interface Waiting {
+  client: string;
+  member: Member | null;
+  key?: string;
+  take: (lane: Lane) => void;
+}
 
 /** Refusals of a part that the whole request may not share: it runs whole on one lane to find out. */
 const WHOLE_DECIDES = new Set(['split_refused', 'limit_exceeded', 'hessian_too_large', 'memory_budget_exceeded']);

@@ -33,8 +33,26 @@ export interface MetricTask {
   sampleRange?: SampleRange;
 }
 
+/**
+ * Metric tasks on the same model that run together in one worker (dynamic batching, pool.ts):
+ * their stacked batches share runs (runtime/shared-batches.ts); each gets its own outcome.
+ */
+export interface BatchTask {
+  kind: 'batch';
+  tasks: MetricTask[];
+}
+
+/** A batch task's value: one outcome per task, in order. */
+export interface BatchValue {
+  outcomes: ({ ok: true; value: MetricValue } | { ok: false; error: ErrorData })[];
+  /** session.run calls the batch made for its stacked batches, and how many of them were packed. */
+  runs: number;
+  packed: number;
+}
+
 export type Task =
   | { kind: 'provider' }
+  | BatchTask
   | { kind: 'describe'; path: string }
   | MetricTask
   /** The release gate's bootstrap; modelId (the candidate's) only names it for test fault injection. */
@@ -65,5 +83,5 @@ export interface ProviderValue {
 /** A metric's JSON result (typed by the caller), or `{html}` for the report. */
 export type MetricValue = { html: string } | Record<string, unknown>;
 
-export type TaskValue = ProviderValue | ModelDescription | MetricValue | CompareOutput;
+export type TaskValue = ProviderValue | ModelDescription | MetricValue | CompareOutput | BatchValue;
 

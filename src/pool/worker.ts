@@ -16,7 +16,8 @@ import { evaluateMetric } from '../metrics/evaluate.js';
 import { metric } from '../metrics/registry.js';
 import { renderReport } from '../report/index.js';
 import { providerCheckModel } from '../runtime/provider-check.js';
-import { type ErrorData, type Outcome, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
+import { type BatchValue, type ErrorData, type MetricTask, type MetricValue, type Outcome, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
+import { SharedBatches } from '../runtime/shared-batches.js';
 import { type OpenSession, SessionCache, type SessionSettings } from '../runtime/session.js';
 import { watchParent } from '../runtime/watchdog.js';
 
@@ -89,27 +90,53 @@ async function execute(task: Task): Promise<TaskValue> {
     case 'compare':
       injectFault(`compare:${task.modelId}`);
       return compareAll(task.input);
-    default: {
-      injectFault(task.modelId);
-      const model = await loaded(task.modelId, task.modelPath);
-      const html = task.format === 'html';
-      const result = await evaluateMetric(task.kind, model, task.request, {
-        device,
-        sessions,
-        limits: task.limits,
-        previews: html,
-        onProgress: reportProgress,
-        ...(task.sampleRange ? { sampleRange: task.sampleRange } : {}),
-      });
-      // Rows that interact (batch statistics) make a part's figures depend on the other samples: the pool runs it whole.
-      if (task.sampleRange && (result as { mode?: string }).mode !== 'stacked') {
-        throw new AuditError('split_refused', `the ${task.kind} task runs pass by pass (rows interact), so its samples cannot be split over lanes`);
-      }
-      // Rendered here, so the preview images never cross the process boundary and the event loop never builds PNGs.
-      if (!html) return { ...result };
-      return { html: renderReport({ ...(task.modelName ? { modelName: task.modelName } : {}), ...metric(task.kind).report(result) }) };
-    }
+    case 'batch':
+      return runBatch(task.tasks);
+    default:
+      return runMetric(task);
   }
+}
+
+async function runMetric(task: MetricTask, shared?: SharedBatches): Promise<MetricValue> {
+  injectFault(task.modelId);
+  const model = await loaded(task.modelId, task.modelPath);
+  const html = task.format === 'html';
+  const result = await evaluateMetric(task.kind, model, task.request, {
+    device,
+    sessions,
+    limits: task.limits,
+    previews: html,
+    onProgress: reportProgress,
+    ...(task.sampleRange ? { sampleRange: task.sampleRange } : {}),
+    ...(shared ? { shared } : {}),
+  });
+  // Rows that interact (batch statistics) make a part's figures depend on the other samples: the pool runs it whole.
+  if (task.sampleRange && (result as { mode?: string }).mode !== 'stacked') {
+    throw new AuditError('split_refused', `the ${task.kind} task runs pass by pass (rows interact), so its samples cannot be split over lanes`);
+  }
+  // Rendered here, so the preview images never cross the process boundary and the event loop never builds PNGs.
+  if (!html) return { ...result };
+  return { html: renderReport({ ...(task.modelName ? { modelName: task.modelName } : {}), ...metric(task.kind).report(result) }) };
+}
+
+/** Every task at once, their stacked batches shared; one task's failure is its own outcome. */
+async function runBatch(tasks: MetricTask[]): Promise<BatchValue> {
+  const shared = new SharedBatches();
+  const outcomes = await Promise.all(
+    tasks.map((task) =>
+      runMetric(task, shared).then(
+        (value) => ({ ok: true as const, value }),
+        (err: unknown) => ({ ok: false as const, error: errorData(err) }),
+      ),
+    ),
+  );
+  return { outcomes, runs: shared.stats.runs, packed: shared.stats.packed };
+}
+
+function errorData(err: unknown): ErrorData {
+  return err instanceof AuditError
+    ? { code: err.code, message: err.message, status: err.status, ...(err.details === undefined ? {} : { details: err.details }) }
+    : { code: 'internal', message: `the worker failed: ${(err as Error).message ?? String(err)}`, status: 500 };
 }
 
 export default async function handle(task: Task): Promise<Outcome<TaskValue>> {
@@ -122,10 +149,6 @@ export default async function handle(task: Task): Promise<Outcome<TaskValue>> {
   try {
     return { ok: true, value: await execute(task), worker: worker() };
   } catch (err) {
-    const error: ErrorData =
-      err instanceof AuditError
-        ? { code: err.code, message: err.message, status: err.status, ...(err.details === undefined ? {} : { details: err.details }) }
-        : { code: 'internal', message: `the worker failed: ${(err as Error).message ?? String(err)}`, status: 500 };
-    return { ok: false, error, worker: worker() };
+    return { ok: false, error: errorData(err), worker: worker() };
   }
 }

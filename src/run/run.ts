@@ -17,6 +17,7 @@ import type { LoadedModel } from '../runtime/model.js';
 import type { OpenSession, SessionCache } from '../runtime/session.js';
 import { formatShape } from '../io/ndarray.js';
 import { checkRunMemory } from '../runtime/memory-check.js';
+import type { SharedBatches } from '../runtime/shared-batches.js';
 import { outputValues } from '../runtime/tensors.js';
 import { tuneBatchRows, type TuneResult } from '../runtime/tune.js';
 import { type FillRows, rowFeeds, unitFeeds } from './feeds.js';
@@ -43,6 +44,12 @@ export interface RunContext {
   tune?: boolean;
   /** Run only these samples of the resolved request: one part of a request split over lanes (pool.ts). */
   sampleRange?: SampleRange;
+  /**
+   * Batches shared with the other requests of the same worker task (dynamic batching, pool.ts):
+   * stacked batches go there instead of straight to onnxruntime. The session then tunes its batch
+   * size on its first request whatever its size: the packs are cut to it.
+   */
+  shared?: SharedBatches;
 }
 
 /** Per layer, whatever combines a unit's rows (the metric's accumulator). */
@@ -158,9 +165,30 @@ export class Run {
    * One batch through G, counting the time spent inside onnxruntime; refused before it runs when
    * shape inference says a tensor would pass the memory budget (runtime/memory-check.ts).
    */
-  forward(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+  forward(feeds: Record<string, ort.Tensor>, stacked = false): Promise<Record<string, ort.Tensor>> {
     checkRunMemory(this.model, feeds, this.limits.memoryBudget);
-    return timedRun(this.open, this.resolved.layers, feeds, this);
+    const alone = (): Promise<Record<string, ort.Tensor>> => timedRun(this.open, this.resolved.layers, feeds, this);
+    const { shared } = this.context;
+    // Only stacked rows may share a run (rows that interact must stay in their own batch), and only
+    // when every input has a row per batch row (an input held as given cannot be concatenated).
+    if (!shared || !stacked || !this.resolved.extras.every((e) => e.perSample)) return alone();
+    const rows = Number(Object.values(feeds)[0].dims[0]);
+    return shared.run({ open: this.open, layers: this.resolved.layers, feeds, rows, maxRows: this.packRows, alone, timing: this });
+  }
+
+  /**
+   * The most rows a run shared with other requests may have: the largest size the session's tuner
+   * measured within its margin of the best throughput (packing further would slow every row; up
+   * to there, fewer and larger runs), unbounded when throughput still rose at the largest; within
+   * the memory budget.
+   */
+  private get packRows(): number {
+    const measured = this.tuning?.measurements ?? [];
+    if (measured.length === 0) return this.budgetRows();
+    const best = Math.max(...measured.map((m) => m.rowsPerSecond));
+    const cap = Math.max(...measured.filter((m) => m.rowsPerSecond >= best * (1 - TUNE_MARGIN)).map((m) => m.rows));
+    const largest = Math.max(...measured.map((m) => m.rows));
+    return Math.min(this.budgetRows(), cap === largest ? Infinity : cap);
   }
 
   /** The generated images of the first samples, for previews: one batch of center rows. */
@@ -189,7 +217,7 @@ export class Run {
     for (const chunk of plan.chunks) {
       const outputs: Record<string, Activations>[] = [];
       for (const batch of chunk.batches) {
-        const result = await this.forward(unitFeeds(resolved, batch, work.fill));
+        const result = await this.forward(unitFeeds(resolved, batch, work.fill), mode === 'stacked');
         this.checkShapes(result, batch.length);
         outputs.push(Object.fromEntries(resolved.layers.map((name) => [name, outputValues(result[name])])));
         batches++;
@@ -220,10 +248,13 @@ export class Run {
     const budgetRows = this.budgetRows();
     let cap = Infinity;
     let from: BatchRowsFrom = 'budget';
+    // Batches shared with other requests are packed to the session's tuned sizes (packRows), so a
+    // session that packs tunes on its first request, however small; the request's own plan stays.
+    if (this.context.shared && this.context.tune !== false && mode === 'stacked' && budgetRows > TUNE_MIN_CANDIDATE) await this.tuned(budgetRows);
     if (this.askedBatchRows !== undefined) {
       cap = this.askedBatchRows;
       from = 'request';
-    } else if (this.context.tune !== false && mode === 'stacked' && rows >= TUNE_MIN_ROWS && Math.min(budgetRows, rows) > TUNE_MIN_CANDIDATE) {
+    } else if (this.context.tune !== false && mode === 'stacked' && Math.min(budgetRows, rows) > TUNE_MIN_CANDIDATE && rows >= TUNE_MIN_ROWS) {
       const tuned = await this.tuned(budgetRows);
       if (tuned !== null) {
         // With repeatCenter (the in-graph estimator) whole samples per batch: no split to merge, no center run twice.
@@ -257,6 +288,7 @@ export class Run {
         budgetMs: cpu ? TUNE_BUDGET_MS.cpu : TUNE_BUDGET_MS.device,
         run: async (rows) => {
           const centers: Row[] = Array.from({ length: rows }, (_, i) => ({ sample: i % samples, direction: -1, sign: 0 }));
+          // Alone, never shared: the tuner times this session's own runs.
           await this.forward(rowFeeds(this.resolved, centers));
         },
       });

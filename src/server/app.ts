@@ -47,6 +47,8 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     maxQueue: config.maxQueue,
     maxPerClient: config.maxPerClient,
     maxWorkerRss: config.maxWorkerRssBytes,
+    batchMaxRequests: config.batchMaxRequests,
+    batchDelayMs: config.batchDelayMs,
     taskTimeoutMs: config.requestTimeoutMs,
     sessionCacheSize: config.sessionCacheSize,
     ...(config.safety ? { safety: config.safety } : {}),

@@ -25,6 +25,10 @@ export interface ServerConfig {
   maxPerClient: number;
   /** A worker whose resident memory passes this after a task is replaced, bytes; 0: never. */
   maxWorkerRssBytes: number;
+  /** Small penalty requests on one model that one worker runs together, their batches shared (1: none). */
+  batchMaxRequests: number;
+  /** Milliseconds a free worker waits for more requests to batch with the first (0: none). */
+  batchDelayMs: number;
   /** Request bodies over largeBodyBytes read and parsed at once; one more gets 503. 0: no limit. */
   maxLargeBodies: number;
   largeBodyBytes: number;
@@ -67,6 +71,8 @@ export const SERVER_DEFAULTS = {
   maxQueue: 64,
   maxPerClient: 16,
   maxWorkerRssMiB: 2048,
+  batchMaxRequests: 16,
+  batchDelayMs: 0,
   maxLargeBodies: 2,
   largeBodyMiB: 1,
   requestTimeoutMs: 120_000,
@@ -90,6 +96,8 @@ export function serverConfig(overrides: Partial<ServerConfig> & Pick<ServerConfi
     maxQueue: SERVER_DEFAULTS.maxQueue,
     maxPerClient: SERVER_DEFAULTS.maxPerClient,
     maxWorkerRssBytes: SERVER_DEFAULTS.maxWorkerRssMiB * 1024 * 1024,
+    batchMaxRequests: SERVER_DEFAULTS.batchMaxRequests,
+    batchDelayMs: SERVER_DEFAULTS.batchDelayMs,
     maxLargeBodies: SERVER_DEFAULTS.maxLargeBodies,
     largeBodyBytes: SERVER_DEFAULTS.largeBodyMiB * 1024 * 1024,
     requestTimeoutMs: SERVER_DEFAULTS.requestTimeoutMs,

@@ -42,6 +42,13 @@ const nonNegative = (flag: string) => (value: string): number => {
   return x;
 };
 
+/** A short bounded wait: a batch delay beyond a second would hold every lone request that long. */
+const batchDelay = (value: string): number => {
+  const x = num('--batch-delay-ms')(value);
+  if (!(x >= 0 && x <= 1000)) throw invalid(`--batch-delay-ms must be a number from 0 to 1000, got '${value}'`);
+  return x;
+};
+
 const positive = (flag: string) => (value: string): number => {
   const x = num(flag)(value);
   if (!(x > 0)) throw invalid(`${flag} must be a number greater than 0, got '${value}'`);
@@ -84,6 +91,8 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--workers <n>', 'worker processes per device (default: half the cores for cpu, 1 per GPU)', 'WORKERS', whole('--workers', 1)))
     .addOption(option('--max-queue <n>', 'requests that may wait for a worker before 503', 'MAX_QUEUE', whole('--max-queue', 0), SERVER_DEFAULTS.maxQueue))
     .addOption(option('--max-per-client <n>', 'requests one client address may have queued or running before 503 (0: no limit)', 'MAX_PER_CLIENT', whole('--max-per-client', 0), SERVER_DEFAULTS.maxPerClient))
+    .addOption(option('--batch-max-requests <n>', 'small penalty requests on one model a worker runs together, sharing batches (1: no batching across requests)', 'BATCH_MAX_REQUESTS', whole('--batch-max-requests', 1), SERVER_DEFAULTS.batchMaxRequests))
+    .addOption(option('--batch-delay-ms <ms>', 'milliseconds a free worker waits for more requests to batch with the first (0: none)', 'BATCH_DELAY_MS', batchDelay, SERVER_DEFAULTS.batchDelayMs))
     .addOption(option('--max-worker-rss-mib <mib>', 'replace a worker whose resident memory passes this after a task (0: never)', 'MAX_WORKER_RSS_MIB', nonNegative('--max-worker-rss-mib'), SERVER_DEFAULTS.maxWorkerRssMiB))
     .addOption(option('--max-large-bodies <n>', 'request bodies over 1 MiB read and parsed at once before 503 (0: no limit)', 'MAX_LARGE_BODIES', whole('--max-large-bodies', 0), SERVER_DEFAULTS.maxLargeBodies))
     .addOption(option('--request-timeout <s>', 'seconds a request may run on a worker before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
@@ -136,6 +145,8 @@ export function registerServe(program: Command, io: Io): void {
         maxPerClient: options.maxPerClient as number,
         maxLargeBodies: options.maxLargeBodies as number,
         maxWorkerRssBytes: Math.round((options.maxWorkerRssMib as number) * MiB),
+        batchMaxRequests: options.batchMaxRequests as number,
+        batchDelayMs: options.batchDelayMs as number,
         requestTimeoutMs: (options.requestTimeout as number) * 1000,
         headersTimeoutMs,
         receiveTimeoutMs,

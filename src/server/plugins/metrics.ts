@@ -33,6 +33,11 @@ export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobStore }>(async (ap
     labelNames: ['device'],
     registers: [registry],
   });
+  const batched = new Counter({
+    name: 'hessian_audit_batched_requests_total',
+    help: 'Requests that ran in one worker task with others, their batches shared (dynamic batching)',
+    registers: [registry],
+  });
   const restarts = new Counter({
     name: 'hessian_audit_worker_restarts_total',
     help: 'Workers replaced after a crash or a time-out',
@@ -71,6 +76,7 @@ export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobStore }>(async (ap
   restarts.inc({ reason: 'memory' }, 0);
   pool.onRestart = (reason) => restarts.inc({ reason });
   pool.onTask = (task) => {
+    if (task.ok && task.sharedWith) batched.inc();
     if (task.kind !== 'penalty' || !task.ok || task.rows === undefined) return;
     rows.inc(task.rows);
     if (task.forwardMs) rowsPerSecond.set(task.rows / (task.forwardMs / 1000));
