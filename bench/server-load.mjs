@@ -5,6 +5,13 @@
  * show that the event loop stays free (target: p99 < 50 ms). Then one request end to end over HTTP
  * against the same evaluatePenalty call in process (target: ratio <= 1.2).
  *
+ * Many small requests (issue 13, dynamic batching): two servers, one batching across requests (the
+ * default) and one not (--batch-max-requests 1), loaded in turn at each concurrency, REPEATS times
+ * (default 3), medians; rows/s against the floor: the fastest bare onnxruntime rows/s over batch
+ * sizes 16…1,024 with the workers' thread setting (measured first, nothing else running). Then
+ * eight different concurrent requests on the batching server must give exactly the figures the
+ * other server gives each alone.
+ *
  *   npm run build && node bench/server-load.mjs [--seconds 10] [--workers N] [--threads T] [--samples 8] [--k 4]
  */
 import { spawn } from 'node:child_process';
@@ -15,6 +22,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import autocannon from 'autocannon';
+import * as ort from 'onnxruntime-node';
 import { parseDevice } from '../dist/runtime/device.js';
 import { evaluatePenalty } from '../dist/metrics/evaluate.js';
 import { loadModel } from '../dist/runtime/model.js';
@@ -28,7 +36,7 @@ const { values: opts } = parseArgs({
     samples: { type: 'string', default: '8' },
     k: { type: 'string', default: '4' },
     model: { type: 'string', default: 'models/dcgan.onnx' },
-    'batch-max-requests': { type: 'string' },
+    repeats: { type: 'string', default: '3' },
     'batch-delay-ms': { type: 'string' },
   },
 });
@@ -47,12 +55,12 @@ const percentile = (xs, p) => {
 const median = (xs) => percentile(xs, 50);
 const ms = (x) => `${x.toFixed(1)} ms`;
 
-async function startServer() {
+async function startServer(extra = []) {
   const dir = mkdtempSync(join(tmpdir(), 'ha-bench-'));
   const args = ['dist/cli/main.js', 'serve', '--host', '127.0.0.1', '--port', '0', '--model-dir', dir, '--preload', opts.model, '--log-level', 'warn'];
   args.push('--workers', opts.workers, '--threads', opts.threads);
-  if (opts['batch-max-requests']) args.push('--batch-max-requests', opts['batch-max-requests']);
   if (opts['batch-delay-ms']) args.push('--batch-delay-ms', opts['batch-delay-ms']);
+  args.push(...extra);
   // Every load client shares one address: the per-client limit would turn this into a test of it.
   args.push('--max-per-client', '0');
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'] });
@@ -180,25 +188,92 @@ async function single(server) {
   return { httpMs: median(viaHttp), workerMs: median(inWorker), inProcessMs: median(local), ratio: median(viaHttp) / median(local) };
 }
 
-const server = await startServer();
+/** The floor's rows/s: bare session.run of ROWS rows at each batch size, alternating, medians, the best size. */
+async function floor() {
+  const bytes = new Uint8Array(readFileSync(opts.model));
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: Number(opts.threads), graphOptimizationLevel: 'all' });
+  const input = session.inputNames[0];
+  const width = latentWidth(bytes);
+  const rows = 1152;
+  const data = new Float32Array(rows * width).map(() => Math.random() - 0.5);
+  const sizes = [16, 32, 64, 128, 256, 512, 1024];
+  const times = new Map(sizes.map((b) => [b, []]));
+  for (let rep = 0; rep < 5; rep++) {
+    for (const b of sizes) {
+      const t = performance.now();
+      for (let first = 0; first < rows; first += b) {
+        const n = Math.min(b, rows - first);
+        await session.run({ [input]: new ort.Tensor('float32', data.subarray(first * width, (first + n) * width), [n, width]) });
+      }
+      times.get(b).push(performance.now() - t);
+    }
+  }
+  await session.release();
+  const best = sizes.map((b) => ({ b, ms: median(times.get(b)) })).sort((x, y) => x.ms - y.ms)[0];
+  return { rowsPerSecond: (rows / best.ms) * 1000, batchRows: best.b };
+}
+
+/** The latent width from the model's description (the first input's last dimension). */
+function latentWidth(bytes) {
+  return loadModel(bytes).description.inputs[0].shape.at(-1);
+}
+
+/** Eight different requests at once on `on`, each alone on `off`: the figures must be the same. */
+async function identical(on, off) {
+  const asks = Array.from({ length: 8 }, (_, i) => ({ latents: { samples: 2 + i }, k: 2 + (i % 4), epsilon: 0.05 * (1 + (i % 3)), seed: 100 + i }));
+  const strip = ({ timings, batches, batchRows, batchRowsFrom, noise, ...rest }) => JSON.stringify(rest);
+  const post = (server, ask) => fetch(`${server.base}/v1/models/${server.id}/penalty`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ask) }).then((r) => r.json());
+  const together = await Promise.all(asks.map((a) => post(on, a)));
+  let same = 0;
+  for (const [i, a] of asks.entries()) if (strip(await post(off, a)) === strip(together[i])) same++;
+  return { requests: asks.length, same };
+}
+
+const floorRate = await floor();
+const on = await startServer();
+const off = await startServer(['--batch-max-requests', '1']);
 try {
-  console.log(`hessian-audit server load: ${opts.model}, N=${request.latents.samples} k=${request.k} (${request.latents.samples * (2 * request.k + 1)} rows/request), ${server.workers} worker(s), onnxruntime threads ${opts.threads === '0' ? 'auto' : opts.threads}, ${cores} cores, load average ${loadavg()[0].toFixed(1)}, ${seconds} s per level`);
-  const one = await single(server);
+  console.log(
+    `hessian-audit server load: ${opts.model}, N=${request.latents.samples} k=${request.k} (${request.latents.samples * (2 * request.k + 1)} rows/request), ${on.workers} worker(s), onnxruntime threads ${opts.threads === '0' ? 'auto' : opts.threads}, ${cores} cores, load average ${loadavg()[0].toFixed(1)}, ${seconds} s per level, ${opts.repeats} repeats`,
+  );
+  console.log(`floor: ${Math.round(floorRate.rowsPerSecond)} rows/s (bare onnxruntime, best batch ${floorRate.batchRows} rows)`);
+  const one = await single(off);
   console.log(
     `single request: HTTP ${ms(one.httpMs)} (evaluatePenalty inside the worker ${ms(one.workerMs)}) vs in-process ${ms(one.inProcessMs)} (medians of 30, interleaved) -> ratio ${one.ratio.toFixed(2)} (target <= 1.2)`,
   );
+  // Warm-up, not counted: the batching server's session tunes its batch size on its first shared batch.
+  for (const server of [on, off]) await autocannon({ url: `${server.base}/v1/models/${server.id}/penalty`, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections: 8, duration: 2 });
+  const runs = { on: { 8: [], 32: [] }, off: { 8: [], 32: [] } };
+  for (let rep = 0; rep < Number(opts.repeats); rep++) {
+    for (const c of [8, 32]) {
+      for (const [name, server] of rep % 2 === 0 ? [['on', on], ['off', off]] : [['off', off], ['on', on]]) runs[name][c].push(await load(server, c));
+    }
+  }
   const levels = [];
   for (const c of [8, 32]) {
-    const r = await load(server, c);
-    levels.push(r);
-    console.log(
-      `concurrency ${String(c).padStart(2)}: ${r.throughput.toFixed(1)} req/s (${Math.round(r.rowsPerSecond)} rows/s), ${r.requests} requests, non-2xx ${r.non2xx}, errors ${r.errors}; ` +
-        `latency p50 ${r.latency.p50} ms p90 ${r.latency.p90} ms p99 ${r.latency.p99} ms; ` +
-        `/healthz p50 ${ms(r.healthz.p50)} p99 ${ms(r.healthz.p99)} max ${ms(r.healthz.max)} over ${r.healthz.probes} probes (target p99 < 50 ms)`,
-    );
+    for (const name of ['on', 'off']) {
+      const rs = runs[name][c];
+      const r = {
+        batching: name,
+        connections: c,
+        rowsPerSecond: median(rs.map((x) => x.rowsPerSecond)),
+        overFloor: median(rs.map((x) => x.rowsPerSecond)) / floorRate.rowsPerSecond,
+        latencyP99: median(rs.map((x) => x.latency.p99)),
+        healthzP99: median(rs.map((x) => x.healthz.p99)),
+        non2xx: rs.reduce((n, x) => n + x.non2xx + x.errors, 0),
+      };
+      levels.push(r);
+      console.log(
+        `concurrency ${String(c).padStart(2)}, batching ${name.padEnd(3)}: ${Math.round(r.rowsPerSecond)} rows/s = ${r.overFloor.toFixed(2)}x the floor (target >= 0.8), ` +
+          `latency p99 ${r.latencyP99} ms, /healthz p99 ${ms(r.healthzP99)} (target < 50 ms), non-2xx or errors ${r.non2xx} (medians of ${rs.length})`,
+      );
+    }
   }
-  console.log(JSON.stringify({ single: one, levels }));
+  const check = await identical(on, off);
+  console.log(`identical figures: ${check.same} of ${check.requests} concurrent requests on the batching server equal the same request alone`);
+  console.log(JSON.stringify({ floor: floorRate, single: one, levels, identical: check, loadAverage: loadavg() }));
 } finally {
   agent.destroy();
-  await server.stop();
+  await on.stop();
+  await off.stop();
 }

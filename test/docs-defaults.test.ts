@@ -30,6 +30,8 @@ t.test('docs/server.md states the defaults the code uses', async (t) => {
     ['--max-upload-mib', SERVER_DEFAULTS.maxUploadMiB],
     ['--max-body-mib', SERVER_DEFAULTS.maxBodyMiB],
     ['--session-cache', SERVER_DEFAULTS.sessionCacheSize],
+    ['--batch-max-requests', SERVER_DEFAULTS.batchMaxRequests],
+    ['--batch-delay-ms', SERVER_DEFAULTS.batchDelayMs],
   ];
   for (const [flag, value] of expected) t.equal(documented(flag), value, flag);
 });
