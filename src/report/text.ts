@@ -17,6 +17,15 @@ const short = (x: number | null | undefined): string => (x === null || x === und
 /** How the device computes: TF32 on CUDA, nothing to say elsewhere. */
 export const precisionText = (tf32: boolean | null | undefined): string => (tf32 === true ? ', TF32 on' : tf32 === false ? ', TF32 off' : '');
 
+const BATCH_ROWS_FROM = { budget: 'memory budget', tuned: "the session's tuned size", request: 'batchRows asked' } as const;
+
+/** Bytes as B, KB or MB (decimal: what a network or a copy is counted in). */
+function formatBytes(bytes: number): string {
+  if (bytes < 1e3) return `${bytes} B`;
+  if (bytes < 1e6) return `${(bytes / 1e3).toFixed(1)} KB`;
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
 export function formatPenalty(result: PenaltyResult, modelName: string): string {
   const measured = result.layers.some((l) => l.noise);
   const rows = result.layers.map((l) => {
@@ -31,7 +40,8 @@ export function formatPenalty(result: PenaltyResult, modelName: string): string 
   const lines = [
     `model      ${modelName} (sha256 ${result.model.slice(0, 12)})`,
     `settings   N=${result.samples} k=${result.k} epsilon=${result.epsilon} reduction=${result.reduction} variance=${result.variance} wrt=${result.wrt}`,
-    `execution  ${result.rows} rows in ${result.batches} batch(es), ${result.mode}, ${result.executionProvider}${precisionText(result.precision?.tf32)}, seed ${result.seed}, ${result.timings.totalMs.toFixed(0)} ms`,
+    `execution  ${result.rows} rows in ${result.batches} batch(es) of up to ${result.batchRows} rows (${BATCH_ROWS_FROM[result.batchRowsFrom]}), ${result.mode}, ${result.executionProvider}${precisionText(result.precision?.tf32)}, seed ${result.seed}, ${result.timings.totalMs.toFixed(0)} ms`,
+    `estimator  moments reduced ${result.estimator === 'graph' ? 'in the graph' : 'on the host'}, ${formatBytes(result.fetchedBytes)} copied out of onnxruntime`,
     ...(noise ? [`noise      ECnoise, ${noise.points} points, ${noise.cached ? 'cached (0 rows)' : `${noise.rows} extra rows`}, h ${noise.tries.map((t) => t.h).join(', ')}`] : []),
     '',
     table(['layer', 'shape', 'op', 'penalty', ...(measured ? ['sigma p90', 'floor', 'recommended epsilon'] : [])], rows),
