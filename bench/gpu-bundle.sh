@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packs what bench/gpu-check.sh needs on a machine with no network and no Node: this machine's
-# node binary, the production node_modules (onnxruntime-node's linux/x64 binary only) and dist/,
+# node binary, the production node_modules (onnxruntime-node's linux/x64 binary only) plus
+# autocannon (the load of stage 7) and dist/,
 # into .gpu/bundle.tar.xz (ignored by git). Carry `.gpu` to the GPU machine; gpu-check.sh unpacks
 # it when `node` or node_modules is missing there. About 45 MB; the device tool carries 64 MiB.
 #
@@ -19,7 +20,8 @@ STAGE=$(mktemp -d "${TMPDIR:-/tmp}/gpu-bundle.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE/bin"
 cp "$(command -v node)" "$STAGE/bin/node"
-npm ls --omit=dev --parseable --all 2>/dev/null | sed "s|^$ROOT/||" | grep '^node_modules/' | sort -u >"$STAGE/modules.txt"
+# The production modules, and autocannon's tree for stage 7's load (bench/server-load.mjs).
+{ npm ls --omit=dev --parseable --all 2>/dev/null; npm ls autocannon --parseable --all 2>/dev/null; } | sed "s|^$ROOT/||" | grep '^node_modules/' | sort -u >"$STAGE/modules.txt"
 tar -cf "$STAGE/payload.tar" -C "$STAGE" bin/node
 # Each module's files, without the other platforms' onnxruntime binaries.
 while read -r dir; do

@@ -29,6 +29,10 @@
 #    `--estimator graph` against `--estimator host` on the same GPU, dcgan and dcgan64, N = 64,
 #    k = 2, 8, 32: the penalties within the tolerance, the bytes fetched out of onnxruntime the same
 #    for every k with the graph, the tuned batchRows, and the median time of 3 runs each.
+# 7. Many small requests (dynamic batching, issue 13): bench/server-load.mjs on the GPU, N = 8,
+#    k = 4, 8 and 32 connections, a batching and a non-batching server in turn: rows/s against the
+#    bare-CUDA floor (target ≥ 0.8×), /healthz p99 (target < 50 ms), and eight concurrent requests
+#    that must equal the same requests alone.
 # Every stage runs under `timeout` (STAGE_TIMEOUT, default 240 s).
 # Prints a Markdown section for bench/RESULTS.md; exits 1 when a comparison fails.
 # DRY_RUN=1 lets the CPU stand in for the GPU, to check this script's plumbing on any machine.
@@ -157,6 +161,13 @@ for model in dcgan dcgan64; do
   done
 done
 
+# --- 7. many small requests: a batching and a non-batching server against the bare floor --------
+SMALL_SECONDS=5
+[ "${DRY_RUN:-0}" = 1 ] && SMALL_SECONDS=1
+timeout "$STAGE_TIMEOUT" node bench/server-load.mjs --device "$RUN_ON" --workers 1 --threads 1 --seconds "$SMALL_SECONDS" --repeats 1 >"$WORK/small.txt" \
+  || die "bench/server-load.mjs on $RUN_ON failed"
+tail -n 1 "$WORK/small.txt" >"$WORK/small.json"
+
 node --input-type=module - "$WORK" "$RTOL" "$ATOL" "$GPU" "${DRY_RUN:-0}" "$ORT_VERSION" "${WEBGPU:-0}" "${MODELS[@]}" <<'JS'
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
@@ -233,6 +244,12 @@ for (const model of ['dcgan', 'dcgan64']) {
   }
   if (graphBytes.size !== 1) { failed++; lines.push(`| ${model} | | | | | | NO: the graph's bytes depend on k (${[...graphBytes].join(', ')}) | | | | | |`); }
 }
+const small = read('small');
+lines.push('', `Many small requests (N = 8, k = 4, bench/server-load.mjs): floor ${Math.round(small.floor.rowsPerSecond)} rows/s at batches of ${small.floor.batchRows} rows.`, '');
+lines.push('| connections | batching | rows/s | over the floor (target ≥ 0.8) | latency p99 ms | /healthz p99 ms (target < 50) | non-2xx or errors |', '| --- | --- | --- | --- | --- | --- | --- |');
+for (const l of small.levels) lines.push(`| ${l.connections} | ${l.batching} | ${Math.round(l.rowsPerSecond)} | ${l.overFloor.toFixed(2)} | ${l.latencyP99} | ${l.healthzP99.toFixed(1)} | ${l.non2xx} |`);
+if (small.identical.same !== small.identical.requests) failed++;
+lines.push('', `Concurrent requests on the batching server equal to the same requests alone: ${small.identical.same} of ${small.identical.requests}.`);
 lines.push('', `Tolerance: |cuda − cpu| ≤ ${rtol}·|cpu| + ${atol}. ${failed ? `${failed} comparison(s) FAILED.` : 'All comparisons within tolerance.'}`);
 console.log(lines.join('\n'));
 process.exit(failed ? 1 : 0);

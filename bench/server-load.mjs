@@ -8,7 +8,7 @@
  * Many small requests (issue 13, dynamic batching): two servers, one batching across requests (the
  * default) and one not (--batch-max-requests 1), loaded in turn at each concurrency, REPEATS times
  * (default 3), medians; rows/s against the floor: the fastest bare onnxruntime rows/s over batch
- * sizes 16…1,024 with the workers' thread setting (measured first, nothing else running). Then
+ * sizes 16…1,024 with the workers' thread setting on --device (measured first, nothing else running). Then
  * eight different concurrent requests on the batching server must give exactly the figures the
  * other server gives each alone.
  *
@@ -26,7 +26,7 @@ import * as ort from 'onnxruntime-node';
 import { parseDevice } from '../dist/runtime/device.js';
 import { evaluatePenalty } from '../dist/metrics/evaluate.js';
 import { loadModel } from '../dist/runtime/model.js';
-import { SessionCache } from '../dist/runtime/session.js';
+import { openSession, SessionCache } from '../dist/runtime/session.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -37,6 +37,7 @@ const { values: opts } = parseArgs({
     k: { type: 'string', default: '4' },
     model: { type: 'string', default: 'models/dcgan.onnx' },
     repeats: { type: 'string', default: '3' },
+    device: { type: 'string', default: 'cpu' },
     'batch-delay-ms': { type: 'string' },
   },
 });
@@ -58,7 +59,7 @@ const ms = (x) => `${x.toFixed(1)} ms`;
 async function startServer(extra = []) {
   const dir = mkdtempSync(join(tmpdir(), 'ha-bench-'));
   const args = ['dist/cli/main.js', 'serve', '--host', '127.0.0.1', '--port', '0', '--model-dir', dir, '--preload', opts.model, '--log-level', 'warn'];
-  args.push('--workers', opts.workers, '--threads', opts.threads);
+  args.push('--workers', opts.workers, '--threads', opts.threads, '--device', opts.device);
   if (opts['batch-delay-ms']) args.push('--batch-delay-ms', opts['batch-delay-ms']);
   args.push(...extra);
   // Every load client shares one address: the per-client limit would turn this into a test of it.
@@ -168,7 +169,7 @@ async function single(server) {
     }
   }
   const sessions = new Sessions(1);
-  const context = { device: parseDevice('cpu'), sessions };
+  const context = { device: parseDevice(opts.device), sessions };
   const viaHttp = [];
   const inWorker = [];
   const local = [];
@@ -191,7 +192,7 @@ async function single(server) {
 /** The floor's rows/s: bare session.run of ROWS rows at each batch size, alternating, medians, the best size. */
 async function floor() {
   const bytes = new Uint8Array(readFileSync(opts.model));
-  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: Number(opts.threads), graphOptimizationLevel: 'all' });
+  const { session } = await openSession(bytes, [], parseDevice(opts.device), { intraOpThreads: Number(opts.threads) });
   const input = session.inputNames[0];
   const width = latentWidth(bytes);
   const rows = 1152;
