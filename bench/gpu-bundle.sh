@@ -21,7 +21,18 @@ trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE/bin"
 cp "$(command -v node)" "$STAGE/bin/node"
 # The production modules, and autocannon's tree for stage 7's load (bench/server-load.mjs).
-{ npm ls --omit=dev --parseable --all 2>/dev/null; npm ls autocannon --parseable --all 2>/dev/null; } | sed "s|^$ROOT/||" | grep '^node_modules/' | sort -u >"$STAGE/modules.txt"
+# (npm ls lists no dependency tree under one package: the closure is walked here.)
+closure() {
+  node -e '
+    const { existsSync, readFileSync } = require("node:fs");
+    const { dirname, join } = require("node:path");
+    const seen = new Set();
+    const find = (name, from) => { for (let d = from; ; d = dirname(d)) { const p = join(d, "node_modules", name); if (existsSync(join(p, "package.json"))) return p; if (d === dirname(d)) return null; } };
+    const walk = (dir) => { if (seen.has(dir)) return; seen.add(dir); const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")); for (const name of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) { const d = find(name, dir); if (d) walk(d); } };
+    walk(find(process.argv[1], process.cwd()));
+    console.log([...seen].join("\n"));' "$1"
+}
+{ npm ls --omit=dev --parseable --all 2>/dev/null; closure autocannon; } | sed "s|^$ROOT/||" | grep '^node_modules/' | sort -u >"$STAGE/modules.txt"
 tar -cf "$STAGE/payload.tar" -C "$STAGE" bin/node
 # Each module's files, without the other platforms' onnxruntime binaries.
 while read -r dir; do
