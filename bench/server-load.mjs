@@ -239,8 +239,11 @@ try {
   );
   console.log(`floor: ${Math.round(floorRate.rowsPerSecond)} rows/s (bare onnxruntime, best batch ${floorRate.batchRows} rows)`);
   const one = await single(off);
+  const rowsPerRequest = request.latents.samples * (2 * request.k + 1);
+  one.httpOverFloor = one.httpMs / ((rowsPerRequest / floorRate.rowsPerSecond) * 1000);
   console.log(
-    `single request: HTTP ${ms(one.httpMs)} (evaluatePenalty inside the worker ${ms(one.workerMs)}) vs in-process ${ms(one.inProcessMs)} (medians of 30, interleaved) -> ratio ${one.ratio.toFixed(2)} (target <= 1.2)`,
+    `single request: HTTP ${ms(one.httpMs)} (evaluatePenalty inside the worker ${ms(one.workerMs)}) vs in-process ${ms(one.inProcessMs)} (medians of 30, interleaved) -> ratio ${one.ratio.toFixed(2)} (target <= 1.2); ` +
+      `HTTP = ${one.httpOverFloor.toFixed(2)}x the floor of its ${rowsPerRequest} rows`,
   );
   // Warm-up, not counted: the batching server's session tunes its batch size on its first shared batch.
   for (const server of [on, off]) await autocannon({ url: `${server.base}/v1/models/${server.id}/penalty`, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections: 8, duration: 2 });

@@ -275,3 +275,29 @@ t.test('the pool: a batch whose every request left is stopped and its worker rep
   }
   t.equal(pool.status().restarts, 1, 'the hanging worker was replaced once both had left');
 });
+
+t.test('the pool: a worker that crashes under a batch fails each of its requests with worker_crashed; the next is served', async (t) => {
+  const crashing = idOf('mlp.onnx');
+  const pool = new WorkerPool({
+    devices: [cpu],
+    workersPerDevice: 1,
+    maxQueue: 8,
+    taskTimeoutMs: 60_000,
+    intraOpThreads: 1,
+    batchMaxRequests: 2,
+    batchDelayMs: 1000,
+    env: { HESSIAN_AUDIT_TEST_FAULTS: `abort=${crashing}` },
+  });
+  t.teardown(() => pool.destroy());
+  await pool.openProviders();
+  const task = (modelId: string, file: string, seed: number) => ({ kind: 'penalty', modelId, modelPath: path(file), request: { latents: { samples: 2 }, k: 2, seed }, limits: DEFAULT_LIMITS }) as never;
+  // Two requests fill the batch (batchMaxRequests 2), so it goes at once, without the delay.
+  const settled = await Promise.allSettled([pool.evaluate(task(crashing, 'mlp.onnx', 1)), pool.evaluate(task(crashing, 'mlp.onnx', 2))]);
+  for (const s of settled) {
+    t.equal(s.status, 'rejected');
+    t.match((s as PromiseRejectedResult).reason, { code: 'worker_crashed', status: 500 });
+  }
+  t.equal(pool.batching.batches, 1, 'they ran as one batch');
+  const next = (await pool.evaluate(task(idOf('dcgan.onnx'), 'dcgan.onnx', 3))) as { penalty: number };
+  t.ok(Number.isFinite(next.penalty), 'the replacement worker serves the next request');
+});
