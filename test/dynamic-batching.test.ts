@@ -301,3 +301,25 @@ t.test('the pool: a worker that crashes under a batch fails each of its requests
   const next = (await pool.evaluate(task(idOf('dcgan.onnx'), 'dcgan.onnx', 3))) as { penalty: number };
   t.ok(Number.isFinite(next.penalty), 'the replacement worker serves the next request');
 });
+
+t.test('auto on a GPU: a small request sharing batches is reduced on the host, a large one in the graph', async (t) => {
+  const { chooseEstimator, SHARED_HOST_BYTES } = await import('../dist/run/graph-penalty.js');
+  const run = (samples: number, shared: boolean, provider = 'cuda:0', epsilons?: number[]) =>
+    ({
+      executionMode: 'stacked',
+      executionProvider: provider,
+      context: shared ? { shared: new SharedBatches() } : {},
+      resolved: { samples, k: 4, layers: ['y'], ...(epsilons ? { epsilons } : {}) },
+      shapes: { y: { bytesPerRow: 3 * 32 * 32 * 4 } },
+    }) as never;
+  // 8 samples × 9 rows × 12,288 bytes = 0.9 MB: worth copying to share the forward.
+  t.equal(chooseEstimator(run(8, true), 'auto'), 'host');
+  t.equal(chooseEstimator(run(8, false), 'auto'), 'graph', 'alone: the graph, as before');
+  // Just above the bound: 9 rows per sample of 12,288 bytes.
+  const over = Math.floor(SHARED_HOST_BYTES / (9 * 12288)) + 1;
+  t.equal(chooseEstimator(run(over, true), 'auto'), 'graph');
+  t.equal(chooseEstimator(run(over - 1, true), 'auto'), 'host');
+  t.equal(chooseEstimator(run(over - 1, true, 'cuda:0', [0.05, 0.2]), 'auto'), 'graph', 'a sweep copies every ε');
+  t.equal(chooseEstimator(run(8, true), 'graph'), 'graph', 'as asked');
+  t.equal(chooseEstimator(run(8, true, 'cpu'), 'auto'), 'host');
+});

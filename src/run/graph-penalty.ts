@@ -23,12 +23,26 @@ export type Estimator = 'graph' | 'host';
  * Where the penalty's moments are reduced: as asked, else in the graph on CUDA/WebGPU (the copy
  * out and one JavaScript thread are what a GPU waits on) and on the host on the CPU (measured
  * faster there, bench/RESULTS.md). Per-pass runs (rows interact) stay on the host: a pass's
- * rows are separate batches, and the suffix reduces within one.
+ * rows are separate batches, and the suffix reduces within one. A small request whose batches
+ * are shared with other requests (dynamic batching) is reduced on the host too when its rows are
+ * at most SHARED_HOST_BYTES: then its forward can share a run (the suffix's runs are not shared),
+ * and copying that little costs less than running alone.
  */
 export function chooseEstimator(run: Run, asked: 'auto' | Estimator | undefined): Estimator {
   if (run.executionMode !== 'stacked') return 'host';
   if (asked === 'graph' || asked === 'host') return asked;
-  return /^(cuda|webgpu)/.test(run.executionProvider) ? 'graph' : 'host';
+  if (!/^(cuda|webgpu)/.test(run.executionProvider)) return 'host';
+  return run.context.shared && hostBytes(run) <= SHARED_HOST_BYTES ? 'host' : 'graph';
+}
+
+/** Bytes of a shared request's rows below which it is reduced on the host (see chooseEstimator). */
+export const SHARED_HOST_BYTES = 16 * 1024 * 1024;
+
+/** Bytes the host reduction would copy out: every row of every ε, every layer. */
+function hostBytes(run: Run): number {
+  const { resolved, shapes } = run;
+  const rows = resolved.samples * (2 * resolved.k + 1) * (1 + (resolved.epsilons?.length ?? 0));
+  return rows * resolved.layers.reduce((sum, name) => sum + shapes[name].bytesPerRow, 0);
 }
 
 export interface GraphPenaltyWork {
