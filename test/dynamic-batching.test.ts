@@ -196,6 +196,16 @@ t.test('the pool: who is not batched, and a request that leaves a batch', async 
   t.equal(pool.batching.batches, 1);
   t.equal(pool.batching.requests, 2, 'the batch held the two that stayed');
 
+  // A lone gathering request that leaves: the worker it held is free again once the delay ends.
+  const lone = new AbortController();
+  const gone = pool.evaluate(task({ latents: { samples: 2 }, k: 2, seed: 8 }), lone.signal);
+  lone.abort();
+  await t.rejects(gone, { code: 'cancelled' });
+  const deadline = Date.now() + 10_000;
+  while (pool.status().running > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.equal(pool.status().running, 0, 'no worker held for nobody');
+  t.equal(pool.batching.batches, 1, 'nothing ran for it');
+
   // The queue bound holds for batched requests: the worker busy, one waiting, the next is refused.
   const slow = pool.evaluate(task({ latents: { samples: 64 }, k: 8, seed: 5 }));
   const waiting = pool.evaluate(task({ latents: { samples: 2 }, k: 2, seed: 6 }));
