@@ -34,16 +34,22 @@ const gate = (candidate: Uint8Array, extra: Record<string, unknown> = {}) =>
     payload: JSON.stringify({ candidate: sha256(candidate), baseline: sha256(mlp), penalty: { samples: 8, k: 2, seed: 5 }, resamples: 500, ...extra }),
   });
 
-/** Tasks the pool ran, in order, with the pid of the worker that ran each. */
+/**
+ * Tasks the pool ran, in order, with the pid of the worker that ran each: metrics as they are
+ * evaluated (small ones may be batched, never passing run()), the rest as they are run.
+ */
 const tasks: { kind: Task['kind']; pid?: number }[] = [];
-const original = context.pool.run.bind(context.pool);
-context.pool.run = async (task: Task, cancel?: AbortSignal) => {
-  const entry: { kind: Task['kind']; pid?: number } = { kind: task.kind };
+const record = async <T>(kind: Task['kind'], work: () => Promise<T>): Promise<T> => {
+  const entry: { kind: Task['kind']; pid?: number } = { kind };
   tasks.push(entry);
-  const value = await original(task, cancel);
+  const value = await work();
   entry.pid = context.pool.status().lanes[0].pids[0];
   return value;
 };
+const run = context.pool.run.bind(context.pool);
+context.pool.run = (task: Task, ...rest: unknown[]) => (task.kind === 'compare' ? record(task.kind, () => run(task, ...(rest as []))) : run(task, ...(rest as [])));
+const evaluate = context.pool.evaluate.bind(context.pool) as (...args: unknown[]) => Promise<unknown>;
+context.pool.evaluate = ((task: Task, ...rest: unknown[]) => record(task.kind, () => evaluate(task, ...rest))) as never;
 
 t.test('the bootstrap runs as a worker task; /healthz answers while it runs; the numbers equal the in-process ones', async (t) => {
   tasks.length = 0;
