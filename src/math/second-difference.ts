@@ -34,7 +34,18 @@ export interface LayerPenalty {
 
 interface SampleState {
   center: Float64Array;
+  /** The directions folded in so far (q.count of them): per element, the running mean and M2 of q(v). */
   q: Welford;
+  /** A direction not yet folded in, waiting for the next so that two share one pass over the state; or none. */
+  waiting: OutputRows | null;
+}
+
+/** Where one direction's two output rows lie: g(z + εv) and g(z − εv). */
+interface OutputRows {
+  plus: Activations;
+  plusOffset: number;
+  minus: Activations;
+  minusOffset: number;
 }
 
 /**
@@ -120,41 +131,96 @@ export class LayerPenaltyAccumulator {
     else this.direction(sample, values[0], offsets[0], values[1], offsets[1]);
   }
 
-  /** g(z) for `sample`, at `offset` of `values`. */
+  /** g(z) for `sample`, at `offset` of `values`: copied once (every direction reads it), its largest |g| noted. */
   center(sample: number, values: Activations, offset: number): void {
     let state = this.inFlight.get(sample);
     if (state === undefined) {
-      state = this.spare.pop() ?? { center: new Float64Array(this.size), q: new Welford(this.size) };
-      state.q.reset();
+      // No reset: the first fold starts from mean = M2 = 0 without reading them (see fold).
+      state = this.spare.pop() ?? { center: new Float64Array(this.size), q: new Welford(this.size), waiting: null };
+      state.q.count = 0;
       this.inFlight.set(sample, state);
     }
-    for (let e = 0; e < this.size; e++) {
+    const { center } = state;
+    const size = this.size;
+    let maxAbs = this.reduction.maxAbsOutput;
+    for (let e = 0; e < size; e++) {
       const g = values[offset + e];
-      state.center[e] = g;
-      if (Math.abs(g) > this.reduction.maxAbsOutput) this.reduction.maxAbsOutput = Math.abs(g);
+      center[e] = g;
+      const magnitude = Math.abs(g);
+      if (magnitude > maxAbs) maxAbs = magnitude;
     }
+    this.reduction.maxAbsOutput = maxAbs;
   }
 
-  /** One direction: g(z + εv) at `plusOffset` and g(z − εv) at `minusOffset`; its sample's center came first. */
+  /**
+   * One direction: g(z + εv) at `plusOffset` and g(z − εv) at `minusOffset`; its sample's center
+   * came first. Directions are folded in two at a time (one pass over the sample's mean and M2 for
+   * two), so this one may wait for the next: the arrays must stay unchanged until the sample's
+   * k-th direction is in (the Run's outputs are fresh per batch). At most one waits per sample.
+   */
   direction(sample: number, plus: Activations, plusOffset: number, minus: Activations, minusOffset: number): void {
     const state = this.inFlight.get(sample);
     if (state === undefined) throw new Error(`plan error: direction for sample ${sample} before its center`);
-    const { center, q } = state;
-    q.next();
-    // The hot loop of the whole service (elements × directions × samples): the second difference q
-    // and Welford's update, written out so that V8 keeps it on typed arrays.
+    const rows: OutputRows = { plus, plusOffset, minus, minusOffset };
+    const { waiting } = state;
+    if (waiting !== null) {
+      state.waiting = null;
+      this.fold(state, waiting, rows);
+    } else if (state.q.count + 1 < this.k) {
+      state.waiting = rows;
+      return;
+    } else {
+      this.fold(state, rows, null);
+    }
+    if (state.q.count === this.k) this.finishSample(sample, state);
+  }
+
+  /**
+   * The hot loop of the whole service (elements × directions × samples): per element, the second
+   * difference q = (g(z + εv) − 2·g(z) + g(z − εv)) / ε² of one or two directions, each added by
+   * Welford's update (mean += δ/count, M2 += δ·(q − mean)), in direction order, in float64; written
+   * out on typed arrays and locals so that V8 keeps it monomorphic. The first fold starts from
+   * mean = M2 = 0 as Welford's does, so the figures are those of one direction at a time, bit for bit.
+   */
+  private fold({ center, q }: SampleState, first: OutputRows, second: OutputRows | null): void {
     const { mean, m2 } = q;
-    const weight = 1 / q.count;
+    const fresh = q.count === 0;
     const inverseEpsilonSquared = 1 / (this.epsilon * this.epsilon);
     const size = this.size;
-    for (let e = 0; e < size; e++) {
-      const x = (plus[plusOffset + e] - 2 * center[e] + minus[minusOffset + e]) * inverseEpsilonSquared;
-      const delta = x - mean[e];
-      const updated = mean[e] + delta * weight;
-      mean[e] = updated;
-      m2[e] += delta * (x - updated);
+    const { plus: p1, plusOffset: p1At, minus: m1, minusOffset: m1At } = first;
+    const weight1 = 1 / (q.count + 1);
+    if (second === null) {
+      for (let e = 0; e < size; e++) {
+        let mu = fresh ? 0 : mean[e];
+        let s = fresh ? 0 : m2[e];
+        const x = (p1[p1At + e] - 2 * center[e] + m1[m1At + e]) * inverseEpsilonSquared;
+        const delta = x - mu;
+        mu = mu + delta * weight1;
+        s += delta * (x - mu);
+        mean[e] = mu;
+        m2[e] = s;
+      }
+      q.count += 1;
+      return;
     }
-    if (q.count === this.k) this.finishSample(sample, state);
+    const { plus: p2, plusOffset: p2At, minus: m2Rows, minusOffset: m2At } = second;
+    const weight2 = 1 / (q.count + 2);
+    for (let e = 0; e < size; e++) {
+      let mu = fresh ? 0 : mean[e];
+      let s = fresh ? 0 : m2[e];
+      const twiceCenter = 2 * center[e];
+      const x1 = (p1[p1At + e] - twiceCenter + m1[m1At + e]) * inverseEpsilonSquared;
+      const delta1 = x1 - mu;
+      mu = mu + delta1 * weight1;
+      s += delta1 * (x1 - mu);
+      const x2 = (p2[p2At + e] - twiceCenter + m2Rows[m2At + e]) * inverseEpsilonSquared;
+      const delta2 = x2 - mu;
+      mu = mu + delta2 * weight2;
+      s += delta2 * (x2 - mu);
+      mean[e] = mu;
+      m2[e] = s;
+    }
+    q.count += 2;
   }
 
   /** All k directions are in: per-element penalty = Var_v q(v); fold it into the reductions. */
