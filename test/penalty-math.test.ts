@@ -162,15 +162,15 @@ t.test('a plan that skips a sample is caught', async (t) => {
 const GOLDEN_0 = [594849490, 3015317673, 242079054, 1903481736];
 const GOLDEN_BIG = [3103537899, 135503886, 2219497545, 1872794575];
 
-t.test('directions folded two at a time equal the two-pass float64 formula for every k and batch split', async (t) => {
+t.test('directions folded up to four at a time equal the two-pass float64 formula for every k and batch split', async (t) => {
   // Random layer outputs per row; the reference takes each element's q_j = (g+ − 2g + g−)/ε² and
   // its variance in two passes. Batches of 3, 4, 7 and 100 rows split samples anywhere, so a
-  // direction waits for its pair across batches too (odd k folds the last one alone).
+  // direction waits for its pair across batches too (k = 2..8 take every mix of the four-, two- and one-direction passes).
   const samples = 3;
   const size = 5;
   const eps = 0.25;
   const rng = new Xoshiro128(7, 1);
-  for (const k of [2, 3, 4, 5]) {
+  for (const k of [2, 3, 4, 5, 6, 7, 8]) {
     const rowsPer = 2 * k + 1;
     const g = Array.from({ length: samples * rowsPer }, () => Float32Array.from({ length: size }, () => rng.nextUint32() / 2 ** 32 - 0.5));
     const reference = Array.from({ length: samples }, (_, n) =>

@@ -1,0 +1,27 @@
+/**
+ * checkRunMemory infers the largest tensor once per model and input shapes (every batch of a plan
+ * has one of a few shapes): a remembered answer refuses and passes exactly as a fresh one.
+ */
+import * as ort from 'onnxruntime-node';
+import t from 'tap';
+import { loadModel } from '../dist/runtime/model.js';
+import { checkRunMemory } from '../dist/runtime/memory-check.js';
+import { encode, expandModel } from './helpers/onnx-build.js';
+
+const feeds = (rows: number) => ({ z: new ort.Tensor('float32', new Float32Array(rows * 3), [rows, 3]) });
+const refusal = (rows: number, budget: number) =>
+  `tensor 'y' (Expand) would have shape [${rows}, 3, 1024], ${rows * 3 * 1024 * 4} bytes, for a batch of ${rows} rows: ` +
+  `over the memory budget of ${budget} bytes (--memory-budget), so the model is not run`;
+
+t.test('the same shapes give the same answer, asked again and under another budget', async (t) => {
+  const model = loadModel(encode(expandModel(1024)));
+  for (let i = 0; i < 2; i++) {
+    t.throws(() => checkRunMemory(model, feeds(4), 40_000), { code: 'memory_budget_exceeded', message: refusal(4, 40_000) }, `4 rows, call ${i + 1}`);
+    t.doesNotThrow(() => checkRunMemory(model, feeds(4), 4 * 3 * 1024 * 4), `4 rows within a budget of exactly their bytes, call ${i + 1}`);
+    t.doesNotThrow(() => checkRunMemory(model, feeds(2), 40_000), `2 rows (24,576 bytes) within 40,000, call ${i + 1}`);
+    t.throws(() => checkRunMemory(model, feeds(8), 40_000), { message: refusal(8, 40_000) }, `8 rows, call ${i + 1}`);
+  }
+  // Another model with the same input shapes has its own answer.
+  const wider = loadModel(encode(expandModel(4096)));
+  t.throws(() => checkRunMemory(wider, feeds(2), 40_000), { message: /shape \[2, 3, 4096\], 98304 bytes/ });
+});
