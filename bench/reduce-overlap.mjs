@@ -7,7 +7,9 @@
 //   busyReductions how many requests' reductions the worker finished meanwhile.
 // Sequential costs forwardMs + reduceMs per request. An overlapped pipeline would cost about
 // max(busyForwardMs, reduceMs × its slowdown); it pays only if busyForwardMs is well below
-// forwardMs + reduceMs. Alternating, medians over REPEATS (default 9); prints JSON with the load.
+// forwardMs + reduceMs. The worker reduces without pause (more than one request needs), so
+// forwardLostPerReductionMs scales the slowdown to the reduction done. On a machine shared with
+// other work, a third thread also takes CPU from the other tenants: measure on a quiet machine. Alternating, medians over REPEATS (default 9); prints JSON with the load.
 //
 //   npm run build && node bench/reduce-overlap.mjs [MODEL.onnx]
 import { readFileSync } from 'node:fs';
@@ -125,6 +127,9 @@ console.log(
       busyReductions: median(ms.busyReductions),
       // Below 1: running the reduction beside the forward would save time; at or above 1 it would not.
       busyForwardOverSequential: round(busyForwardMs / (forwardMs + reduceMs), 3),
+      // Forward time lost per millisecond of reduction done beside it: near 1, the two threads
+      // only share the cores (nothing gained); near 0, the reduction would be free.
+      forwardLostPerReductionMs: round((busyForwardMs - forwardMs) / (median(ms.busyReductions) * reduceMs), 2),
     },
     null,
     2,
