@@ -25,3 +25,19 @@ t.test('the same shapes give the same answer, asked again and under another budg
   const wider = loadModel(encode(expandModel(4096)));
   t.throws(() => checkRunMemory(wider, feeds(2), 40_000), { message: /shape \[2, 3, 4096\], 98304 bytes/ });
 });
+
+t.test('more shapes than the memory keeps (256 per model): every answer is still right', async (t) => {
+  const model = loadModel(encode(expandModel(1024)));
+  const budget = 100 * 3 * 1024 * 4; // 100 rows fit exactly
+  let wrong = 0;
+  for (const rows of [...Array.from({ length: 300 }, (_, i) => i + 1), 1, 100, 101, 300]) {
+    let refused = false;
+    try {
+      checkRunMemory(model, feeds(rows), budget);
+    } catch (err) {
+      refused = (err as { code?: string }).code === 'memory_budget_exceeded';
+    }
+    if (refused !== rows > 100) wrong++;
+  }
+  t.equal(wrong, 0, 'rows ≤ 100 pass and rows > 100 are refused, before and after the memory starts over');
+});

@@ -141,7 +141,7 @@ export class LayerPenaltyAccumulator {
   center(sample: number, values: Activations, offset: number): void {
     let state = this.inFlight.get(sample);
     if (state === undefined) {
-      // No reset: the first fold starts from mean = M2 = 0 without reading them (see fold).
+      // No reset: the first fold starts from mean = M2 = 0 without reading them (see fold1, fold2, fold4).
       state = this.spare.pop() ?? { center: new Float64Array(this.size), q: new Welford(this.size), waiting: [] };
       state.q.count = 0;
       this.inFlight.set(sample, state);
