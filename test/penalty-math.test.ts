@@ -161,3 +161,48 @@ t.test('a plan that skips a sample is caught', async (t) => {
 
 const GOLDEN_0 = [594849490, 3015317673, 242079054, 1903481736];
 const GOLDEN_BIG = [3103537899, 135503886, 2219497545, 1872794575];
+
+t.test('directions folded up to four at a time equal the two-pass float64 formula for every k and batch split', async (t) => {
+  // Random layer outputs per row; the reference takes each element's q_j = (g+ − 2g + g−)/ε² and
+  // its variance in two passes. Batches of 3, 4, 7 and 100 rows split samples anywhere, so a
+  // direction waits for its pair across batches too (k = 2..8 take every mix of the four-, two- and one-direction passes).
+  const samples = 3;
+  const size = 5;
+  const eps = 0.25;
+  const rng = new Xoshiro128(7, 1);
+  for (const k of [2, 3, 4, 5, 6, 7, 8]) {
+    const rowsPer = 2 * k + 1;
+    const g = Array.from({ length: samples * rowsPer }, () => Float32Array.from({ length: size }, () => rng.nextUint32() / 2 ** 32 - 0.5));
+    const reference = Array.from({ length: samples }, (_, n) =>
+      Array.from({ length: size }, (_, e) => {
+        const q = Array.from({ length: k }, (_, j) => (g[n * rowsPer + 2 * j + 1][e] - 2 * g[n * rowsPer][e] + g[n * rowsPer + 2 * j + 2][e]) / eps ** 2);
+        const mean = q.reduce((a, b) => a + b, 0) / k;
+        return q.reduce((a, b) => a + (b - mean) ** 2, 0) / (k - 1);
+      }),
+    );
+    for (const maxRows of [3, 4, 7, 100]) {
+      const plan = planUnits({ samples, unitSizes: penaltyUnitSizes(k), maxRows });
+      const acc = new LayerPenaltyAccumulator(samples, size, k, eps, 'unbiased');
+      for (const chunk of plan.chunks) {
+        // Each batch's rows in one fresh array, as onnxruntime hands them over.
+        const outputs = chunk.batches.map((rows) => {
+          const out = new Float32Array(rows.length * size);
+          rows.forEach(({ sample, index }, r) => out.set(g[sample * rowsPer + index], r * size));
+          return out;
+        });
+        for (const { sample, unit, rows } of chunk.units) {
+          acc.unit(sample, unit, rows.map((r) => outputs[r.batch]), rows.map((r) => r.row * size));
+        }
+      }
+      const r = acc.result('max');
+      const worst = Math.max(
+        ...reference.map((p, n) => Math.abs(r.perSample[n] - Math.max(...p)) / Math.max(...p)),
+        ...Array.from({ length: size }, (_, e) => {
+          const mean = reference.reduce((a, p) => a + p[e], 0) / samples;
+          return Math.abs(r.elementMean[e] - mean) / mean;
+        }),
+      );
+      t.ok(worst < 1e-12, `k = ${k}, batches of ${maxRows} rows: worst relative difference ${worst.toExponential(2)}`);
+    }
+  }
+});

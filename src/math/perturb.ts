@@ -13,17 +13,18 @@ export function perturbedRows(
   samples: number,
   out: Float32Array | Float64Array = new Float32Array(rows.length * size),
 ): Float32Array | Float64Array {
-  rows.forEach(({ sample, direction, sign }, r) => {
+  for (let r = 0; r < rows.length; r++) {
+    const { sample, direction, sign } = rows[r];
     const zn = sample * size;
     const row = r * size;
     if (sign === 0) {
       for (let i = 0; i < size; i++) out[row + i] = z[zn + i];
-      return;
+      continue;
     }
     const v = (direction * samples + sample) * size;
     const step = sign * epsilon;
     for (let i = 0; i < size; i++) out[row + i] = z[zn + i] + step * directions[v + i];
-  });
+  }
   return out;
 }
 

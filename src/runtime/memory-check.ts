@@ -7,7 +7,7 @@ import type * as ort from 'onnxruntime-node';
 import { AuditError } from '../contract/errors.js';
 import { formatShape } from '../io/ndarray.js';
 import { parseModel } from '../onnx/describe.js';
-import { largestTensor, shapeGraph, type ShapeGraph } from '../onnx/shapes.js';
+import { largestTensor, shapeGraph, type ShapeGraph, type TensorSize } from '../onnx/shapes.js';
 import type { LoadedModel } from './model.js';
 
 /** One shape graph per loaded model (workers keep their LoadedModels, so this is once per model). */
@@ -22,10 +22,31 @@ function graphOf(model: LoadedModel): ShapeGraph {
   return graph;
 }
 
+/**
+ * The largest tensor per model and input shapes: every batch of a plan has one of a few shapes,
+ * so inference runs once per shape, not once per batch. Bounded: a model fed many shapes starts over.
+ */
+const largestByShapes = new WeakMap<LoadedModel, Map<string, TensorSize | null>>();
+const MAX_SHAPES_PER_MODEL = 256;
+
+function largestFor(model: LoadedModel, shapes: Record<string, number[]>): TensorSize | null {
+  let known = largestByShapes.get(model);
+  if (!known) {
+    known = new Map();
+    largestByShapes.set(model, known);
+  }
+  const key = JSON.stringify(shapes);
+  if (known.has(key)) return known.get(key)!;
+  if (known.size >= MAX_SHAPES_PER_MODEL) known.clear();
+  const largest = largestTensor(graphOf(model), shapes);
+  known.set(key, largest);
+  return largest;
+}
+
 export function checkRunMemory(model: LoadedModel, feeds: Record<string, ort.Tensor>, budget: number): void {
   const rows = Number(Object.values(feeds)[0]?.dims[0] ?? 0);
   const shapes = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, t.dims.map(Number)]));
-  const largest = largestTensor(graphOf(model), shapes);
+  const largest = largestFor(model, shapes);
   if (!largest || largest.bytes <= budget) return;
   throw new AuditError(
     'memory_budget_exceeded',
