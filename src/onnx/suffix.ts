@@ -40,18 +40,21 @@
  * The full-Hessian suffix (appendHessianSuffix, d² + d + 1 rows per sample, hessian-compact.ts):
  *   inputs   hessian_suffix.hessian.rows     int64 [S, R]  each slot's R = d² + d + 1 rows, layout order
  *            hessian_suffix.hessian.stencil  A [d², R]     compactStencilMatrix(d, ε), so ε stays an input
+ *            hessian_suffix.hessian.element  int64 [1]     the element whose full Hessian .element returns
  *   outputs  hessian_suffix.hessian.<i>.off_squares, max_diagonal, max_off, sum_diagonal, sum_off  A [S, E]
  *            hessian_suffix.hessian.<i>.interaction  A [S, d²];  .max_abs  A [S]
+ *            hessian_suffix.hessian.<i>.element  A [S, d², 1]  (not in `fetches`: fetched when asked for)
  * H = W·G is one MatMul over the gathered [S, R, E]; constant 0/1 masks pick the diagonal and the
- * off-diagonal. SuffixHessianAccumulator (hessian-compact.ts) turns these into HessianFigures.
+ * off-diagonal. HessianAccumulator.slots (math/hessian.ts) folds these into HessianFigures.
  *
  * The activeness suffix (appendActivenessSuffix, 3 rows per latent and sample):
  *   inputs   hessian_suffix.activeness.rows  int64 [U, 3]  each unit's rows (latent at −extent, 0, +extent)
  *   outputs  hessian_suffix.activeness.<i>.variance_sum  A [U]  Σ_e of the unbiased variance of the 3
  * The host adds output u to its latent's sum and E to its count (ActivenessAccumulator's state).
  *
- * Designed, not built: orthogonality and bases reuse the Hessian suffix's [S, d², E] before its
- * reductions (a second MatMul with the basis for bases).
+ * Bases need no suffix of their own: the directions b_i are in the latent rows the host fills, so
+ * the Hessian and activeness suffixes reduce along a basis unchanged. Orthogonality has no suffix
+ * yet (docs/design.md, "Adding an in-graph estimator", says what it would take).
  */
 import { decodeModel, modelProto, type NodeProto, type TensorProto } from './proto.js';
 
@@ -183,14 +186,16 @@ export interface HessianSuffixLayer {
   sumOff: string;
   /** [S]: max |g(z)| over the center's elements. */
   maxAbs: string;
+  /** [S, d², 1]: the full Hessian of the element fed as inputs.element (fetch it only when asked for). */
+  element: string;
 }
 
 export interface HessianSuffix {
   bytes: Uint8Array;
   accumulation: Accumulation;
   latents: number;
-  /** rows int64 [S, d² + d + 1]: each slot's rows in compactHessianLayout order; stencil A [d², d² + d + 1]: compactStencilMatrix(d, ε). */
-  inputs: { rows: string; stencil: string };
+  /** rows int64 [S, d² + d + 1]: each slot's rows in compactHessianLayout order; stencil A [d², d² + d + 1]: compactStencilMatrix(d, ε); element int64 [1]. */
+  inputs: { rows: string; stencil: string; element: string };
   outputs: Record<string, HessianSuffixLayer>;
   fetches: string[];
 }
@@ -209,9 +214,10 @@ export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOpt
   if (opset < 13) throw new Error(`the Hessian suffix needs opset 13 or later; the model imports opset ${opset}`);
   const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
   const R = d * d + d + 1;
-  const inputs = { rows: `${PREFIX}.hessian.rows`, stencil: `${PREFIX}.hessian.stencil` };
+  const inputs = { rows: `${PREFIX}.hessian.rows`, stencil: `${PREFIX}.hessian.stencil`, element: `${PREFIX}.hessian.element` };
   g.input(inputs.rows, INT64, ['slots', String(R)]);
   g.input(inputs.stencil, g.type, [String(d * d), String(R)]);
+  g.input(inputs.element, INT64, ['1']);
   const diagonal = Array.from({ length: d * d }, (_, p) => (Math.floor(p / d) === p % d ? 1 : 0));
   const diagonalMask = g.constant('hessian_diagonal', diagonal, [d * d, 1]);
   const offMask = g.constant('hessian_off', diagonal.map((x) => 1 - x), [d * d, 1]);
@@ -225,7 +231,7 @@ export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOpt
     const squares = g.node('Mul', [h, h]);
     const abs = g.node('Abs', [h]);
     const name = (what: string) => `${PREFIX}.hessian.${i}.${what}`;
-    const names: HessianSuffixLayer = {
+    const names: Omit<HessianSuffixLayer, 'element'> = {
       offSquares: g.reduce('ReduceSum', g.node('Mul', [squares, offMask]), [1], false, name('off_squares')),
       interaction: g.reduce('ReduceSum', squares, [2], false, name('interaction')),
       maxDiagonal: g.reduce('ReduceMax', g.node('Mul', [abs, diagonalMask]), [1], false, name('max_diagonal')),
@@ -234,15 +240,17 @@ export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOpt
       sumOff: g.reduce('ReduceSum', g.node('Mul', [abs, offMask]), [1], false, name('sum_off')),
       maxAbs: g.reduce('ReduceMax', g.node('Abs', [g.node('Gather', [stacked, centerRow], [{ name: 'axis', type: ATTR_INT, i: 1 }])]), [1, 2], false, name('max_abs')),
     };
-    for (const output of Object.values(names)) g.output(output);
-    outputs[layer] = names;
+    const element = g.node('Gather', [h, inputs.element], [{ name: 'axis', type: ATTR_INT, i: 2 }], name('element'));
+    for (const output of [...Object.values(names), element]) g.output(output);
+    outputs[layer] = { ...names, element };
   });
   const type = modelProto();
   const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
   const joined = new Uint8Array(bytes.length + extra.length);
   joined.set(bytes, 0);
   joined.set(extra, bytes.length);
-  return { bytes: joined, accumulation, latents: d, inputs, outputs, fetches: Object.values(outputs).flatMap((l) => Object.values(l)) };
+  const fetches = Object.values(outputs).flatMap(({ element: _, ...figures }) => Object.values(figures));
+  return { bytes: joined, accumulation, latents: d, inputs, outputs, fetches };
 }
 
 export interface ActivenessSuffix {

@@ -229,6 +229,7 @@ export class Run {
         // With repeatCenter (the in-graph estimator) whole samples per batch: no split to merge, no center run twice.
         const perSample = rows / samples;
         cap = repeatCenter && tuned >= perSample ? tuned - (tuned % perSample) : tuned;
+        cap = Math.max(cap, ...unitSizes); // a batch holds at least one unit (the in-graph Hessian's is a whole sample)
         // Only a size that cuts the batches is the tuner's doing; a larger one leaves the budget's.
         if (cap < Math.min(budgetRows, rows)) from = 'tuned';
       }
