@@ -40,7 +40,8 @@ for (const [model, d, layer] of [['cubic', 2, 'y1'], ['mlp', 8, 'out'], ['dcgan'
       {
         ...feeds,
         [suffix.inputs.rows]: new ort.Tensor('int64', index, [SAMPLES, R]),
-        [suffix.inputs.stencil]: new ort.Tensor('float64', compactStencilMatrix(d, EPSILON), [d * d, R]),
+        [suffix.inputs.stencil]: new ort.Tensor('float64', compactStencilMatrix(d), [d * d, R]),
+        [suffix.inputs.epsilon]: new ort.Tensor('float64', Float64Array.of(EPSILON), []),
         [suffix.inputs.element]: new ort.Tensor('int64', BigInt64Array.of(0n), [1]),
       },
       [...suffix.fetches, suffix.outputs[layer].element],
@@ -153,7 +154,8 @@ t.test('the in-graph figures equal hessian.ts’s streamed figures (the same d²
         {
           ...now.feeds,
           [suffix.inputs.rows]: new ort.Tensor('int64', index, [1, now.R]),
-          [suffix.inputs.stencil]: new ort.Tensor('float64', compactStencilMatrix(d, EPSILON), [d * d, now.R]),
+          [suffix.inputs.stencil]: new ort.Tensor('float64', compactStencilMatrix(d), [d * d, now.R]),
+          [suffix.inputs.epsilon]: new ort.Tensor('float64', Float64Array.of(EPSILON), []),
           [suffix.inputs.element]: new ort.Tensor('int64', BigInt64Array.of(0n), [1]),
         },
         suffix.fetches,

@@ -53,8 +53,8 @@ export function combineCompactHessian(values: ArrayLike<number>, d: number, size
 
 /**
  * The stencil as a constant matrix W [d², R] (R = d² + d + 1), row-major: H_flat = W · G for a
- * sample's rows G [R, E]. The in-graph suffix's MatMul; 1/ε² is a factor so ε can stay an input
- * (W(ε) = W(1)/ε²).
+ * sample's rows G [R, E]. The in-graph suffix's MatMul takes W(1), whose products are exact, and
+ * divides by ε² after it (W(ε) = W(1)/ε²).
  */
 export function compactStencilMatrix(d: number, epsilon = 1): Float64Array {
   const rows = compactHessianRowsPerSample(d);

@@ -39,13 +39,16 @@
  *
  * The full-Hessian suffix (appendHessianSuffix, d² + d + 1 rows per sample, hessian-compact.ts):
  *   inputs   hessian_suffix.hessian.rows     int64 [S, R]  each slot's R = d² + d + 1 rows, layout order
- *            hessian_suffix.hessian.stencil  A [d², R]     compactStencilMatrix(d, ε), so ε stays an input
+ *            hessian_suffix.hessian.stencil  A [d², R]     compactStencilMatrix(d): the weights at ε = 1
+ *            hessian_suffix.hessian.epsilon  A []          ε
  *            hessian_suffix.hessian.element  int64 [1]     the element whose full Hessian .element returns
  *   outputs  hessian_suffix.hessian.<i>.off_squares, max_diagonal, max_off, sum_diagonal, sum_off  A [S, E]
  *            hessian_suffix.hessian.<i>.interaction  A [S, d²];  .max_abs  A [S]
  *            hessian_suffix.hessian.<i>.element  A [S, d², 1]  (not in `fetches`: fetched when asked for)
- * H = W·G is one MatMul over the gathered [S, R, E]; constant 0/1 masks pick the diagonal and the
- * off-diagonal. HessianAccumulator.slots (math/hessian.ts) folds these into HessianFigures.
+ * H = (W·G) / ε² is one MatMul over the gathered [S, R, E] and one Div; constant 0/1 masks pick the
+ * diagonal and the off-diagonal. W at ε = 1 holds 1, −2, ±½: its products are exact, so W·G sums
+ * the reference's terms and the Div is the reference's (math/hessian.ts), and a linear layer's
+ * Hessian is exactly 0 here too (W(ε) would round 1/ε² into every product). HessianAccumulator.slots (math/hessian.ts) folds these into HessianFigures.
  *
  * The activeness suffix (appendActivenessSuffix, 3 rows per latent and sample):
  *   inputs   hessian_suffix.activeness.rows  int64 [U, 3]  each unit's rows (latent at −extent, 0, +extent)
@@ -194,8 +197,8 @@ export interface HessianSuffix {
   bytes: Uint8Array;
   accumulation: Accumulation;
   latents: number;
-  /** rows int64 [S, d² + d + 1]: each slot's rows in compactHessianLayout order; stencil A [d², d² + d + 1]: compactStencilMatrix(d, ε); element int64 [1]. */
-  inputs: { rows: string; stencil: string; element: string };
+  /** rows int64 [S, d² + d + 1]: each slot's rows in compactHessianLayout order; stencil A [d², d² + d + 1]: compactStencilMatrix(d); epsilon A []; element int64 [1]. */
+  inputs: { rows: string; stencil: string; epsilon: string; element: string };
   outputs: Record<string, HessianSuffixLayer>;
   fetches: string[];
 }
@@ -214,30 +217,34 @@ export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOpt
   if (opset < 13) throw new Error(`the Hessian suffix needs opset 13 or later; the model imports opset ${opset}`);
   const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
   const R = d * d + d + 1;
-  const inputs = { rows: `${PREFIX}.hessian.rows`, stencil: `${PREFIX}.hessian.stencil`, element: `${PREFIX}.hessian.element` };
+  const inputs = { rows: `${PREFIX}.hessian.rows`, stencil: `${PREFIX}.hessian.stencil`, epsilon: `${PREFIX}.hessian.epsilon`, element: `${PREFIX}.hessian.element` };
   g.input(inputs.rows, INT64, ['slots', String(R)]);
   g.input(inputs.stencil, g.type, [String(d * d), String(R)]);
+  g.input(inputs.epsilon, g.type, []);
   g.input(inputs.element, INT64, ['1']);
   const diagonal = Array.from({ length: d * d }, (_, p) => (Math.floor(p / d) === p % d ? 1 : 0));
   const diagonalMask = g.constant('hessian_diagonal', diagonal, [d * d, 1]);
   const offMask = g.constant('hessian_off', diagonal.map((x) => 1 - x), [d * d, 1]);
   const flat = g.int64s('hessian_flat', [0, -1]);
   const centerRow = g.int64s('hessian_center_row', [0]);
+  const epsilonSquared = g.node('Mul', [inputs.epsilon, inputs.epsilon]);
   const outputs: Record<string, HessianSuffixLayer> = {};
   layers.forEach((layer, i) => {
     const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
     const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
-    const h = g.node('MatMul', [inputs.stencil, stacked]);
+    const h = g.node('Div', [g.node('MatMul', [inputs.stencil, stacked]), epsilonSquared]);
     const squares = g.node('Mul', [h, h]);
     const abs = g.node('Abs', [h]);
+    const absDiagonal = g.node('Mul', [abs, diagonalMask]);
+    const absOff = g.node('Mul', [abs, offMask]);
     const name = (what: string) => `${PREFIX}.hessian.${i}.${what}`;
     const names: Omit<HessianSuffixLayer, 'element'> = {
       offSquares: g.reduce('ReduceSum', g.node('Mul', [squares, offMask]), [1], false, name('off_squares')),
       interaction: g.reduce('ReduceSum', squares, [2], false, name('interaction')),
-      maxDiagonal: g.reduce('ReduceMax', g.node('Mul', [abs, diagonalMask]), [1], false, name('max_diagonal')),
-      maxOff: g.reduce('ReduceMax', g.node('Mul', [abs, offMask]), [1], false, name('max_off')),
-      sumDiagonal: g.reduce('ReduceSum', g.node('Mul', [abs, diagonalMask]), [1], false, name('sum_diagonal')),
-      sumOff: g.reduce('ReduceSum', g.node('Mul', [abs, offMask]), [1], false, name('sum_off')),
+      maxDiagonal: g.reduce('ReduceMax', absDiagonal, [1], false, name('max_diagonal')),
+      maxOff: g.reduce('ReduceMax', absOff, [1], false, name('max_off')),
+      sumDiagonal: g.reduce('ReduceSum', absDiagonal, [1], false, name('sum_diagonal')),
+      sumOff: g.reduce('ReduceSum', absOff, [1], false, name('sum_off')),
       maxAbs: g.reduce('ReduceMax', g.node('Abs', [g.node('Gather', [stacked, centerRow], [{ name: 'axis', type: ATTR_INT, i: 1 }])]), [1, 2], false, name('max_abs')),
     };
     const element = g.node('Gather', [h, inputs.element], [{ name: 'axis', type: ATTR_INT, i: 2 }], name('element'));

@@ -10,7 +10,7 @@ import type { AuditError } from '../contract/errors.js';
 import { type ActivenessAccumulator, activenessUnitSizes } from '../math/activeness.js';
 import { type ActivenessSuffix, appendActivenessSuffix } from '../onnx/suffix.js';
 import type { FillRows } from './feeds.js';
-import { opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
+import { graphBatchRows, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
 import type { Run } from './run.js';
 
 export interface GraphActivenessWork {
@@ -21,7 +21,17 @@ export interface GraphActivenessWork {
 }
 
 /** Why the activeness suffix cannot serve this Run (null: it can): the host reduces instead. */
-export const activenessGraphRefusal = (run: Run): string | null => opsetRefusal(run, 11, 'activeness');
+export function activenessGraphRefusal(run: Run): string | null {
+  const opset = opsetRefusal(run, 11, 'activeness');
+  if (opset !== null) return opset;
+  const fits = graphBatchRows(run, activenessSuffixBytesPerRow(run));
+  return fits < 3 ? `the suffix needs a unit's 3 rows in one batch, and batches hold ${fits} rows (memory budget or batchRows)` : null;
+}
+
+/** Per row, the suffix's float64 tensors: about 16 × E per unit of 3 rows (cast, gathered, the three points, their differences and squares). */
+function activenessSuffixBytesPerRow(run: Run): number {
+  return (8 * 16 * run.resolved.layers.reduce((n, name) => n + run.shapes[name].size, 0)) / 3;
+}
 
 /** Every unit's variance sums through G plus the suffix, into `work.accumulators`. */
 export async function activenessInGraph(run: Run, work: GraphActivenessWork): Promise<SuffixDone> {
@@ -32,6 +42,7 @@ export async function activenessInGraph(run: Run, work: GraphActivenessWork): Pr
     stage: work.stage,
     unitSizes: activenessUnitSizes(resolved.size),
     tooMany: work.tooMany,
+    suffixBytesPerRow: activenessSuffixBytesPerRow(run),
     fill: work.fill,
     // A unit's number is its latent (one unit per latent, math/activeness.ts).
     layout: (chunk) => ({

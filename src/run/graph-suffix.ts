@@ -62,6 +62,8 @@ export interface SuffixWork<S extends BuiltSuffix, L> {
   repeatCenter?: boolean;
   /** The refusal when N × rows per sample is above the row limit (the host path's). */
   tooMany: (rows: number) => AuditError;
+  /** Bytes the suffix's own tensors take per row of a batch (suffixBatchRows), beside the model's; without it, the model's budget alone. */
+  suffixBytesPerRow?: number;
   fill: FillRows;
   /** A chunk's layout, worked out once for the three below. */
   layout(chunk: UnitChunk): L;
@@ -82,7 +84,7 @@ export interface SuffixDone {
 export async function runSuffix<S extends BuiltSuffix, L>(run: Run, work: SuffixWork<S, L>): Promise<SuffixDone> {
   const rows = run.resolved.samples * work.unitSizes.reduce((a, b) => a + b, 0);
   if (rows > run.limits.maxRows) throw work.tooMany(rows);
-  const planned = await run.plan(run.resolved.samples, work.unitSizes, 'stacked', work.repeatCenter);
+  const planned = await run.plan(run.resolved.samples, work.unitSizes, 'stacked', work.repeatCenter, work.suffixBytesPerRow === undefined ? Infinity : suffixBatchRows(run, work.suffixBytesPerRow));
   const { suffix, open } = await companion(run, work);
   const timing = { forwardMs: 0 };
   let bytes = 0;
@@ -118,6 +120,17 @@ async function companion<S extends BuiltSuffix>(run: Run, work: { name: string; 
 export function modelOpset(run: Run): number {
   return run.model.description.opsets.find((o) => o.domain === '' || o.domain === 'ai.onnx')?.version ?? 0;
 }
+
+/**
+ * Rows a batch may hold for the suffix's own tensors within the memory budget: the budget counts
+ * the model's outputs (Run.budgetRows), and a suffix's float64 intermediates are several times
+ * those (the Hessian's [S, d², E] most of all), so the plan is cut to both.
+ */
+export const suffixBatchRows = (run: Run, suffixBytesPerRow: number): number => Math.max(1, Math.floor(run.limits.memoryBudget / suffixBytesPerRow));
+
+/** Rows a suffix's batch may hold: the budget's for the model and for the suffix, and the request's batchRows. */
+export const graphBatchRows = (run: Run, suffixBytesPerRow: number): number =>
+  Math.min(run.budgetRows(), suffixBatchRows(run, suffixBytesPerRow), run.askedBatchRows ?? Infinity);
 
 /** A refusal (estimatorFor) when the model's opset is below what a suffix's ops need. */
 export function opsetRefusal(run: Run, minimum: number, suffix: string): string | null {
