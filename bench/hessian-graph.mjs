@@ -32,7 +32,7 @@ function worstRelative(a, b) {
   return Math.max(0, ...Object.keys(b).map((key) => worstRelative(a[key], b[key])));
 }
 const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-const mb = (bytes) => `${(bytes / 1e6).toFixed(2)} MB`;
+const mb = (bytes) => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(2)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
 
 let commit = 'unknown';
 try {
