@@ -88,6 +88,7 @@ const CASES: Case[] = [
   { metric: 'orthogonality', model: 'quadratic.onnx', what: 'orthogonality k below 2', flags: ['--k', '1'], body: { k: 1 }, status: 400, code: 'invalid_request' },
   { metric: 'hessian', model: 'quadratic.onnx', what: 'an unknown estimator', flags: ['--estimator', 'gpu'], body: { estimator: 'gpu' }, status: 400, code: 'invalid_request' },
   { metric: 'activeness', model: 'quadratic.onnx', what: 'an unknown estimator', flags: ['--estimator', 'gpu'], body: { estimator: 'gpu' }, status: 400, code: 'invalid_request' },
+  { metric: 'orthogonality', model: 'quadratic.onnx', what: 'an unknown estimator', flags: ['--estimator', 'gpu'], body: { estimator: 'gpu' }, status: 400, code: 'invalid_request' },
 ];
 
 for (const c of CASES) {

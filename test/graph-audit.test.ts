@@ -1,7 +1,8 @@
 /**
- * The Hessian's and activeness's in-graph estimators through the real path (issue 13, item 1):
- * the suffix in a companion session (run/graph-suffix.ts), its figures folded by the same
- * accumulators as the host's rows (HessianAccumulator.slots, ActivenessAccumulator.unitSums).
+ * The Hessian's, activeness's and orthogonality's in-graph estimators through the real path (issue
+ * 13, item 1): the suffix in a companion session (run/graph-suffix.ts), its figures folded by the
+ * same accumulators as the host's rows (HessianAccumulator.slots, ActivenessAccumulator.unitSums,
+ * OrthogonalityAccumulator.norms).
  *
  * Tolerances. Both estimators accumulate in float64 from the same float32 rows. The Hessian
  * suffix computes W(1)·G / ε² (exact products, the host's division) and reduces in onnxruntime's
@@ -16,7 +17,9 @@ import { AuditRequestSchema, DEFAULT_LIMITS, parseRequest } from '../dist/contra
 import { evaluateMetric } from '../dist/metrics/evaluate.js';
 import { loadModel } from '../dist/runtime/model.js';
 import { SessionCache } from '../dist/runtime/session.js';
+import { appendOrthogonalitySuffix } from '../dist/onnx/suffix.js';
 import { cli } from './helpers/cli.js';
+import { encode, linearModel } from './helpers/onnx-build.js';
 import { modelBytes, modelPath } from './helpers/reference.js';
 import { multipart, sha256, startApp } from './helpers/server.js';
 
@@ -44,10 +47,10 @@ function worstRelative(a: unknown, b: unknown, path = ''): { worst: number; at: 
 }
 
 /** The figures of a result, without how it ran (estimator, bytes, batches, timings). */
-const figures = (r: any) => ({ penalty: r.penalty, layers: r.layers, unused: r.unused, rows: r.rows, rowsPerSample: r.rowsPerSample });
+const figures = (r: any) => ({ penalty: r.penalty, score: r.score, layers: r.layers, unused: r.unused, rows: r.rows, rowsPerSample: r.rowsPerSample });
 
 const CONDITIONAL = { label: { type: 'int64', shape: [2], data: [0, 2] }, truncation: { shape: [1], data: [0.7] } };
-/** Every example model the two metrics accept (noisy.onnx: refused, random ops; bn_train.onnx: rows interact, below). */
+/** Every example model the three metrics accept (noisy.onnx: refused, random ops; bn_train.onnx: rows interact, below). */
 const MODELS: { name: string; body?: Record<string, unknown>; hessian?: false }[] = [
   { name: 'cubic.onnx' },
   { name: 'quadratic.onnx' },
@@ -75,7 +78,7 @@ const MODELS: { name: string; body?: Record<string, unknown>; hessian?: false }[
 ];
 
 for (const m of MODELS) {
-  const metrics = m.hessian === false ? ['activeness'] : ['hessian', 'activeness'];
+  const metrics = m.hessian === false ? ['activeness', 'orthogonality'] : ['hessian', 'activeness', 'orthogonality'];
   t.test(`${m.name}: graph and host estimators agree (${metrics.join(', ')})`, async (t) => {
     for (const metric of metrics) {
       const body = { latents: { samples: 2 }, seed: 3, ...m.body };
@@ -137,6 +140,8 @@ t.test('bytes out of onnxruntime: per sample, not per row, and independent of th
       t.equal(element.fetchedBytes, samples * (5 * E + 2 * d * d + 1) * 8, 'with element: its d² entries per sample more');
       const activeness = await evaluate('activeness', 'dcgan.onnx', body);
       t.equal(activeness.fetchedBytes, samples * d * 8, 'activeness: one float64 per latent and sample, whatever the layer size');
+      const orthogonality = await evaluate('orthogonality', 'dcgan.onnx', { ...body, k: 6 });
+      t.equal(orthogonality.fetchedBytes, samples * 6 * 8, 'orthogonality: k float64 per sample, whatever the layer size');
     }
     const host = await evaluate('hessian', 'dcgan.onnx', { latents: { samples }, seed: 1, layers: ['image'], estimator: 'host' });
     t.equal(host.fetchedBytes, samples * R * E * 4, 'the host copies every float32 row');
@@ -146,7 +151,7 @@ t.test('bytes out of onnxruntime: per sample, not per row, and independent of th
 });
 
 t.test('graph asked for where it cannot serve: the host reduces, with estimator_host saying why', async (t) => {
-  for (const metric of ['hessian', 'activeness']) {
+  for (const metric of ['hessian', 'activeness', 'orthogonality']) {
     const interacting = await evaluate(metric, 'bn_train.onnx', { latents: { samples: 4 }, seed: 5, estimator: 'graph' });
     t.equal(interacting.estimator, 'host', `${metric}: rows interact`);
     const warning = interacting.warnings.find((w: { code: string }) => w.code === 'estimator_host');
@@ -166,21 +171,52 @@ t.test('graph asked for where it cannot serve: the host reduces, with estimator_
   t.equal(cpu.estimator, 'host', 'auto on the CPU: the host');
 });
 
+t.test('orthogonality: samples split over chunks repeat their center and fold in direction order', async (t) => {
+  const body = { latents: { samples: 3 }, seed: 8, k: 5, layers: ['image'] };
+  const host = await evaluate('orthogonality', 'dcgan.onnx', { ...body, estimator: 'host' });
+  for (const batchRows of [2, 4, 7]) {
+    const graph = await evaluate('orthogonality', 'dcgan.onnx', { ...body, estimator: 'graph', batchRows });
+    t.equal(graph.estimator, 'graph');
+    t.ok(graph.rows > host.rows, `batchRows ${batchRows}: ${graph.rows - host.rows} centers run again`);
+    const { worst } = worstRelative(graph.layers[0].perSample, host.layers[0].perSample);
+    t.ok(worst <= 1e-9, `batchRows ${batchRows}: worst relative difference ${worst.toExponential(2)}`);
+  }
+});
+
+t.test('a model of an older opset: the suffixes refuse, the host reduces, estimator_host names the opset', async (t) => {
+  const old = loadModel(encode(linearModel({}, { opsetImport: [{ domain: '', version: 10 }] })));
+  for (const [metric, needed] of [['hessian', 13], ['activeness', 11], ['orthogonality', 11]] as const) {
+    const r: any = await evaluateMetric(metric, old, parseRequest({ latents: { samples: 2 }, seed: 1, estimator: 'graph' }, {}, AuditRequestSchema), context);
+    t.equal(r.estimator, 'host', metric);
+    t.match(r.warnings.find((w: { code: string }) => w.code === 'estimator_host')?.message, new RegExp(`suffix needs opset ${needed} or later, and the model imports opset 10`));
+  }
+});
+
+t.test('orthogonality suffix argument errors', async (t) => {
+  const bytes = modelBytes('mlp.onnx');
+  t.throws(() => appendOrthogonalitySuffix(bytes, { layers: [] }), /at least one layer/);
+  t.throws(() => appendOrthogonalitySuffix(bytes, { layers: ['out'], opset: 10 }), /opset 11 or later/);
+  const f32 = appendOrthogonalitySuffix(bytes, { layers: ['out'], accumulation: 'float32' });
+  t.same([f32.accumulation, f32.fetches.length], ['float32', 1]);
+});
+
 t.test('the graph path keeps the row limit', async (t) => {
   const limits = { ...DEFAULT_LIMITS, maxRows: 40 };
   await t.rejects(evaluate('hessian', 'quadratic.onnx', { latents: { samples: 2 }, seed: 1, estimator: 'graph' }, limits), { code: 'hessian_too_large' });
   await t.rejects(evaluate('activeness', 'mlp.onnx', { latents: { samples: 2 }, seed: 1, estimator: 'graph' }, limits), { code: 'limit_exceeded' });
+  await t.rejects(evaluate('orthogonality', 'mlp.onnx', { latents: { samples: 8 }, k: 5, seed: 1, estimator: 'graph' }, limits), { code: 'limit_exceeded' });
   await t.rejects(evaluate('penalty', 'mlp.onnx', { latents: { samples: 4 }, k: 5, seed: 1, noise: false, estimator: 'graph' }, limits), { code: 'limit_exceeded' });
 });
 
 t.test('the audit runs its Hessian and activeness on the estimator asked for', async (t) => {
   const body = { latents: { samples: 2 }, seed: 4, k: 3, noise: false };
   const graph = await evaluate('audit', 'mlp.onnx', { ...body, estimator: 'graph' });
-  t.same([graph.penalty.estimator, graph.hessian.estimator, graph.activeness.estimator], ['graph', 'graph', 'graph']);
+  const parts = ['hessian', 'activeness', 'orthogonality'] as const;
+  t.same([graph.penalty.estimator, ...parts.map((p) => graph[p].estimator)], ['graph', 'graph', 'graph', 'graph']);
   const host = await evaluate('audit', 'mlp.onnx', body);
-  t.same([host.penalty.estimator, host.hessian.estimator, host.activeness.estimator], ['host', 'host', 'host']);
-  t.ok(graph.hessian.fetchedBytes < host.hessian.fetchedBytes);
-  for (const part of ['hessian', 'activeness'] as const) {
+  t.same([host.penalty.estimator, ...parts.map((p) => host[p].estimator)], ['host', 'host', 'host', 'host']);
+  for (const part of parts) {
+    t.ok(graph[part].fetchedBytes < host[part].fetchedBytes, `${part}: fewer bytes in the graph`);
     const { worst } = worstRelative(figures(graph[part]), figures(host[part]));
     t.ok(worst <= 1e-9, `${part}: ${worst}`);
   }
@@ -190,7 +226,7 @@ t.test('CLI --estimator and HTTP estimator give the same figures', async (t) => 
   const { app } = await startApp(t);
   const form = multipart([{ name: 'model', filename: 'mlp.onnx', data: modelBytes('mlp.onnx') }]);
   t.equal((await app.inject({ method: 'POST', url: '/v1/models', payload: form.payload, headers: form.headers })).statusCode, 201);
-  for (const metric of ['hessian', 'activeness']) {
+  for (const metric of ['hessian', 'activeness', 'orthogonality']) {
     const local = await cli(metric, modelPath('mlp.onnx'), '--samples', '2', '--seed', '6', '--estimator', 'graph', '--json');
     t.equal(local.code, 0, local.stderr);
     const res = await app.inject({

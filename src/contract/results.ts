@@ -214,6 +214,7 @@ export const OrthogonalityResultSchema = z
   .object({
     metric: z.literal('orthogonality'),
     ...RunInfo,
+    ...Estimator('the Jacobian norms', 'k values per sample and layer with the graph estimator instead of 1 + k rows'),
     k: z.number(),
     epsilon: z.number(),
     reduction: z.enum(['max', 'mean']),

@@ -150,7 +150,7 @@ function mergeOrthogonality(parts: OrthogonalityResult[]): OrthogonalityResult {
     if (score === null) warnings.push(nonFinite(first.name, Number.NaN));
     return { ...first, shape: withSamples(first.shape, samples), score, perSample };
   });
-  return { ...parts[0], ...mergeRunInfo(parts, warnings), metric: 'orthogonality', score: totalOverLayers(layers.map((x) => x.score)), layers };
+  return { ...parts[0], ...mergeRunInfo(parts, warnings), fetchedBytes: sumFetched(parts), metric: 'orthogonality', score: totalOverLayers(layers.map((x) => x.score)), layers };
 }
 
 function mergeActiveness(parts: ActivenessResult[]): ActivenessResult {

@@ -55,9 +55,15 @@
  *   outputs  hessian_suffix.activeness.<i>.variance_sum  A [U]  Σ_e of the unbiased variance of the 3
  * The host adds output u to its latent's sum and E to its count (ActivenessAccumulator's state).
  *
+ * The orthogonality suffix (appendOrthogonalitySuffix, 1 + k rows per sample):
+ *   inputs   hessian_suffix.orthogonality.center  int64 [S]     batch row of slot s's center g(z)
+ *            hessian_suffix.orthogonality.plus    int64 [S, m]  batch row of g(z + εv_j) (padding: the center)
+ *            hessian_suffix.orthogonality.epsilon A []
+ *   outputs  hessian_suffix.orthogonality.<i>.norms  A [S, m]  ‖(g(z + εv_j) − g(z)) / ε‖² over E
+ * The variance over the k norms of a sample stays on the host (OrthogonalityAccumulator).
+ *
  * Bases need no suffix of their own: the directions b_i are in the latent rows the host fills, so
- * the Hessian and activeness suffixes reduce along a basis unchanged. Orthogonality has no suffix
- * yet (docs/design.md, "Adding an in-graph estimator", says what it would take).
+ * every suffix reduces along a basis unchanged.
  */
 import { decodeModel, modelProto, type NodeProto, type TensorProto } from './proto.js';
 
@@ -167,11 +173,7 @@ export function appendPenaltySuffix(bytes: Uint8Array, options: PenaltySuffixOpt
     outputLayers[layer] = names;
   });
 
-  const type = modelProto();
-  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
-  const joined = new Uint8Array(bytes.length + extra.length);
-  joined.set(bytes, 0);
-  joined.set(extra, bytes.length);
+  const joined = appendGraph(bytes, g);
   const outputs = { count, layers: outputLayers };
   const fetches = [count, ...Object.values(outputLayers).flatMap((l) => [l.mean, l.m2, l.maxAbs, l.nonFinite])];
   return { bytes: joined, accumulation, inputs, outputs, fetches };
@@ -251,11 +253,7 @@ export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOpt
     for (const output of [...Object.values(names), element]) g.output(output);
     outputs[layer] = { ...names, element };
   });
-  const type = modelProto();
-  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
-  const joined = new Uint8Array(bytes.length + extra.length);
-  joined.set(bytes, 0);
-  joined.set(extra, bytes.length);
+  const joined = appendGraph(bytes, g);
   const fetches = Object.values(outputs).flatMap(({ element: _, ...figures }) => Object.values(figures));
   return { bytes: joined, accumulation, latents: d, inputs, outputs, fetches };
 }
@@ -301,12 +299,58 @@ export function appendActivenessSuffix(bytes: Uint8Array, options: PenaltySuffix
     g.output(varianceSum);
     outputs[layer] = { varianceSum };
   });
+  return { bytes: appendGraph(bytes, g), accumulation, inputs, outputs, fetches: Object.values(outputs).map((o) => o.varianceSum) };
+}
+
+export interface OrthogonalitySuffix {
+  bytes: Uint8Array;
+  accumulation: Accumulation;
+  /** center int64 [S]: each slot's center row; plus int64 [S, m]: its direction rows (pad with the center: ‖Jv‖² = 0 there); epsilon A []. */
+  inputs: { center: string; plus: string; epsilon: string };
+  /** Per layer, [S, m]: ‖(g(z + εv_j) − g(z)) / ε‖² over the layer's elements. */
+  outputs: Record<string, { norms: string }>;
+  fetches: string[];
+}
+
+/**
+ * The orthogonality suffix (math/orthogonality.ts): per slot and direction column the squared
+ * norm of the forward difference, the reference's operations in its order ((g+ − g) / ε, squared,
+ * summed over elements). The variance over directions stays on the host (k values per sample).
+ */
+export function appendOrthogonalitySuffix(bytes: Uint8Array, options: PenaltySuffixOptions): OrthogonalitySuffix {
+  const { layers } = options;
+  if (layers.length === 0) throw new Error('the orthogonality suffix needs at least one layer');
+  const accumulation = options.accumulation ?? 'float64';
+  const opset = options.opset ?? defaultOpset(bytes);
+  if (opset < 11) throw new Error(`the orthogonality suffix needs opset 11 or later; the model imports opset ${opset}`);
+  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const inputs = { center: `${PREFIX}.orthogonality.center`, plus: `${PREFIX}.orthogonality.plus`, epsilon: `${PREFIX}.orthogonality.epsilon` };
+  g.input(inputs.center, INT64, ['slots']);
+  g.input(inputs.plus, INT64, ['slots', 'directions']);
+  g.input(inputs.epsilon, g.type, []);
+  const flat = g.int64s('orthogonality_flat', [0, -1]);
+  const column = g.int64s('orthogonality_column', [0, 1, -1]);
+  const outputs: Record<string, { norms: string }> = {};
+  layers.forEach((layer, i) => {
+    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const center = g.node('Reshape', [g.node('Gather', [rows, inputs.center], [{ name: 'axis', type: ATTR_INT, i: 0 }]), column]);
+    const plus = g.node('Gather', [rows, inputs.plus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    const jv = g.node('Div', [g.node('Sub', [plus, center]), inputs.epsilon]);
+    const norms = g.reduce('ReduceSum', g.node('Mul', [jv, jv]), [2], false, `${PREFIX}.orthogonality.${i}.norms`);
+    g.output(norms);
+    outputs[layer] = { norms };
+  });
+  return { bytes: appendGraph(bytes, g), accumulation, inputs, outputs, fetches: Object.values(outputs).map((o) => o.norms) };
+}
+
+/** The model's bytes with the suffix's graph appended (the module comment says why appending merges). */
+function appendGraph(bytes: Uint8Array, g: GraphBuilder): Uint8Array {
   const type = modelProto();
   const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
   const joined = new Uint8Array(bytes.length + extra.length);
   joined.set(bytes, 0);
   joined.set(extra, bytes.length);
-  return { bytes: joined, accumulation, inputs, outputs, fetches: Object.values(outputs).map((o) => o.varianceSum) };
+  return joined;
 }
 
 interface ValueInfoObject {
