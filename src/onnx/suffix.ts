@@ -114,12 +114,7 @@ export function defaultOpset(bytes: Uint8Array): number {
 
 /** Appends the penalty suffix for `layers`; see the module comment for its inputs and outputs. */
 export function appendPenaltySuffix(bytes: Uint8Array, options: PenaltySuffixOptions): PenaltySuffix {
-  const { layers } = options;
-  if (layers.length === 0) throw new Error('the penalty suffix needs at least one layer');
-  const accumulation = options.accumulation ?? 'float64';
-  const opset = options.opset ?? defaultOpset(bytes);
-  if (opset < 11) throw new Error(`the penalty suffix needs opset 11 or later; the model imports opset ${opset}`);
-  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const { layers, accumulation, g } = startSuffix(bytes, options, 'penalty', 11);
   const inputs = {
     center: `${PREFIX}.center`,
     plus: `${PREFIX}.plus`,
@@ -148,7 +143,7 @@ export function appendPenaltySuffix(bytes: Uint8Array, options: PenaltySuffixOpt
 
   const outputLayers: Record<string, PenaltySuffixLayer> = {};
   layers.forEach((layer, i) => {
-    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const rows = g.flatRows(layer, flat);
     const center = g.node('Gather', [rows, inputs.center], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     const plus = g.node('Gather', [rows, inputs.plus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     const minus = g.node('Gather', [rows, inputs.minus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
@@ -211,13 +206,9 @@ export interface HessianSuffix {
  * per-element figures hessian.ts reduces. A sample's rows must lie in one chunk.
  */
 export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOptions & { latents: number }): HessianSuffix {
-  const { layers, latents: d } = options;
-  if (layers.length === 0) throw new Error('the Hessian suffix needs at least one layer');
+  const d = options.latents;
   if (!Number.isInteger(d) || d < 1) throw new Error(`latents must be a positive integer, got ${d}`);
-  const accumulation = options.accumulation ?? 'float64';
-  const opset = options.opset ?? defaultOpset(bytes);
-  if (opset < 13) throw new Error(`the Hessian suffix needs opset 13 or later; the model imports opset ${opset}`);
-  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const { layers, accumulation, g } = startSuffix(bytes, options, 'Hessian', 13);
   const R = d * d + d + 1;
   const inputs = { rows: `${PREFIX}.hessian.rows`, stencil: `${PREFIX}.hessian.stencil`, epsilon: `${PREFIX}.hessian.epsilon`, element: `${PREFIX}.hessian.element` };
   g.input(inputs.rows, INT64, ['slots', String(R)]);
@@ -232,7 +223,7 @@ export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOpt
   const epsilonSquared = g.node('Mul', [inputs.epsilon, inputs.epsilon]);
   const outputs: Record<string, HessianSuffixLayer> = {};
   layers.forEach((layer, i) => {
-    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const rows = g.flatRows(layer, flat);
     const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     const h = g.node('Div', [g.node('MatMul', [inputs.stencil, stacked]), epsilonSquared]);
     const squares = g.node('Mul', [h, h]);
@@ -273,12 +264,7 @@ export interface ActivenessSuffix {
  * three outputs a, b, c — the reference's form, so an ignored latent gives exactly 0 here too.
  */
 export function appendActivenessSuffix(bytes: Uint8Array, options: PenaltySuffixOptions): ActivenessSuffix {
-  const { layers } = options;
-  if (layers.length === 0) throw new Error('the activeness suffix needs at least one layer');
-  const accumulation = options.accumulation ?? 'float64';
-  const opset = options.opset ?? defaultOpset(bytes);
-  if (opset < 11) throw new Error(`the activeness suffix needs opset 11 or later; the model imports opset ${opset}`);
-  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const { layers, accumulation, g } = startSuffix(bytes, options, 'activeness', 11);
   const inputs = { rows: `${PREFIX}.activeness.rows` };
   g.input(inputs.rows, INT64, ['units', '3']);
   const flat = g.int64s('activeness_flat', [0, -1]);
@@ -286,7 +272,7 @@ export function appendActivenessSuffix(bytes: Uint8Array, options: PenaltySuffix
   const six = g.scalar('activeness_six', 6);
   const outputs: Record<string, { varianceSum: string }> = {};
   layers.forEach((layer, i) => {
-    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const rows = g.flatRows(layer, flat);
     const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     // [U, 1, E] each; Gather with a scalar index would drop the axis, a [1] index keeps it.
     const [a, b, c] = point.map((p) => g.node('Gather', [stacked, p], [{ name: 'axis', type: ATTR_INT, i: 1 }]));
@@ -318,12 +304,7 @@ export interface OrthogonalitySuffix {
  * summed over elements). The variance over directions stays on the host (k values per sample).
  */
 export function appendOrthogonalitySuffix(bytes: Uint8Array, options: PenaltySuffixOptions): OrthogonalitySuffix {
-  const { layers } = options;
-  if (layers.length === 0) throw new Error('the orthogonality suffix needs at least one layer');
-  const accumulation = options.accumulation ?? 'float64';
-  const opset = options.opset ?? defaultOpset(bytes);
-  if (opset < 11) throw new Error(`the orthogonality suffix needs opset 11 or later; the model imports opset ${opset}`);
-  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const { layers, accumulation, g } = startSuffix(bytes, options, 'orthogonality', 11);
   const inputs = { center: `${PREFIX}.orthogonality.center`, plus: `${PREFIX}.orthogonality.plus`, epsilon: `${PREFIX}.orthogonality.epsilon` };
   g.input(inputs.center, INT64, ['slots']);
   g.input(inputs.plus, INT64, ['slots', 'directions']);
@@ -332,7 +313,7 @@ export function appendOrthogonalitySuffix(bytes: Uint8Array, options: PenaltySuf
   const column = g.int64s('orthogonality_column', [0, 1, -1]);
   const outputs: Record<string, { norms: string }> = {};
   layers.forEach((layer, i) => {
-    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const rows = g.flatRows(layer, flat);
     const center = g.node('Reshape', [g.node('Gather', [rows, inputs.center], [{ name: 'axis', type: ATTR_INT, i: 0 }]), column]);
     const plus = g.node('Gather', [rows, inputs.plus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     const jv = g.node('Div', [g.node('Sub', [plus, center]), inputs.epsilon]);
@@ -341,6 +322,15 @@ export function appendOrthogonalitySuffix(bytes: Uint8Array, options: PenaltySuf
     outputs[layer] = { norms };
   });
   return { bytes: appendGraph(bytes, g), accumulation, inputs, outputs, fetches: Object.values(outputs).map((o) => o.norms) };
+}
+
+/** A suffix's common start: its layers checked, the accumulation type, and a builder for the model's opset (at least `minimumOpset`). */
+function startSuffix(bytes: Uint8Array, options: PenaltySuffixOptions, what: string, minimumOpset: number): { layers: readonly string[]; accumulation: Accumulation; g: GraphBuilder } {
+  if (options.layers.length === 0) throw new Error(`the ${what} suffix needs at least one layer`);
+  const accumulation = options.accumulation ?? 'float64';
+  const opset = options.opset ?? defaultOpset(bytes);
+  if (opset < minimumOpset) throw new Error(`the ${what} suffix needs opset ${minimumOpset} or later; the model imports opset ${opset}`);
+  return { layers: options.layers, accumulation, g: new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT) };
 }
 
 /** The model's bytes with the suffix's graph appended (the module comment says why appending merges). */
@@ -379,6 +369,11 @@ class GraphBuilder {
   /** Declared by name only: onnxruntime infers its type and shape. */
   output(name: string): void {
     this.outputs.push({ name });
+  }
+
+  /** A layer's rows flattened to [batch, E] (`flat` holds [0, −1]), in the accumulation type. */
+  flatRows(layer: string, flat: string): string {
+    return this.node('Cast', [this.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: this.type }]);
   }
 
   int64s(name: string, values: number[]): string {
