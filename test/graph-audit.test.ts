@@ -123,6 +123,23 @@ t.test('quadratic zᵀAz: the graph Hessian is A + Aᵀ, penalty 33, for every s
   t.equal(l.diagonalFraction, 1);
 });
 
+t.test('along a basis: the rows carry the directions, so the suffixes serve it unchanged (quadratic: Q H Qᵀ)', async (t) => {
+  const A = [[1, 2, 0, -1], [0, 3, 1, 0], [0.5, 0, -2, 1], [0, 1, 0, 1]];
+  const H = A.map((row, i) => row.map((x, j) => x + A[j][i]));
+  const [c, s] = [Math.cos(0.3), Math.sin(0.3)];
+  const Q = [[c, s, 0, 0], [0, 0, -s, c]];
+  const QHQ = Q.map((qi) => Q.map((qj) => qi.reduce((sum, a, x) => sum + a * qj.reduce((r, b, y) => r + H[x][y] * b, 0), 0)));
+  const body = { latents: { samples: 3 }, seed: 9, k: 2, epsilon: 0.5, basis: Q };
+  for (const metric of ['hessian', 'orthogonality']) {
+    const graph = await evaluate(metric, 'quadratic.onnx', { ...body, estimator: 'graph' });
+    const host = await evaluate(metric, 'quadratic.onnx', { ...body, estimator: 'host' });
+    t.same([graph.estimator, graph.basis], ['graph', 2]);
+    const { worst } = worstRelative(figures(graph), figures(host));
+    t.ok(worst <= 1e-9, `${metric} along Q: ${worst.toExponential(2)}`);
+    if (metric === 'hessian') t.ok(Math.abs(graph.penalty - 4 * QHQ[0][1] ** 2) <= 1e-5 * Math.max(1, 4 * QHQ[0][1] ** 2), `exact along Q: ${graph.penalty} vs ${4 * QHQ[0][1] ** 2}`);
+  }
+});
+
 t.test('bytes out of onnxruntime: per sample, not per row, and independent of the batching', async (t) => {
   // dcgan: d = 12, R = 157 rows per sample, the image layer E = 3·32·32 elements.
   const d = 12;

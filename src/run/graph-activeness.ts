@@ -10,7 +10,7 @@ import type { AuditError } from '../contract/errors.js';
 import { type ActivenessAccumulator, activenessUnitSizes } from '../math/activeness.js';
 import { type ActivenessSuffix, appendActivenessSuffix } from '../onnx/suffix.js';
 import type { FillRows } from './feeds.js';
-import { graphBatchRows, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
+import { graphBatchRows, layerElements, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
 import type { Run } from './run.js';
 
 export interface GraphActivenessWork {
@@ -30,7 +30,7 @@ export function activenessGraphRefusal(run: Run): string | null {
 
 /** Per row, the suffix's float64 tensors: about 16 × E per unit of 3 rows (cast, gathered, the three points, their differences and squares). */
 function activenessSuffixBytesPerRow(run: Run): number {
-  return (8 * 16 * run.resolved.layers.reduce((n, name) => n + run.shapes[name].size, 0)) / 3;
+  return (8 * 16 * layerElements(run)) / 3;
 }
 
 /** Every unit's variance sums through G plus the suffix, into `work.accumulators`. */

@@ -11,7 +11,7 @@ import { compactStencilMatrix } from '../math/hessian-compact.js';
 import { type HessianAccumulator, type HessianLayout, hessianRowsPerSample } from '../math/hessian.js';
 import { appendHessianSuffix, type HessianSuffix } from '../onnx/suffix.js';
 import type { FillRows } from './feeds.js';
-import { checkSlots, graphBatchRows, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
+import { checkSlots, graphBatchRows, layerElements, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
 import type { Run } from './run.js';
 
 /** The suffix's ops (MatMul over [S, R, E], ReduceSum with axes as an input) need opset 13. */
@@ -43,7 +43,7 @@ export function hessianGraphRefusal(run: Run, d: number): string | null {
  * the sample's R rows. E sums the layers: their suffixes run in one session.run.
  */
 function hessianSuffixBytesPerRow(run: Run, d: number): number {
-  const elements = run.resolved.layers.reduce((n, name) => n + run.shapes[name].size, 0);
+  const elements = layerElements(run);
   return 8 * elements * (2 + (7 * d * d) / hessianRowsPerSample(d));
 }
 

@@ -10,7 +10,7 @@ import type { AuditError } from '../contract/errors.js';
 import { type OrthogonalityAccumulator, orthogonalityUnitSizes } from '../math/orthogonality.js';
 import { appendOrthogonalitySuffix, type OrthogonalitySuffix } from '../onnx/suffix.js';
 import type { FillRows } from './feeds.js';
-import { checkSlots, graphBatchRows, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
+import { checkSlots, graphBatchRows, layerElements, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
 import type { UnitChunk } from './plan.js';
 import type { Run } from './run.js';
 
@@ -42,7 +42,7 @@ export function orthogonalityGraphRefusal(run: Run): string | null {
 
 /** Per row, the suffix's float64 tensors: the layers cast, the gathered rows, their difference and its square (4 × E). */
 function orthogonalitySuffixBytesPerRow(run: Run): number {
-  return 8 * 4 * run.resolved.layers.reduce((n, name) => n + run.shapes[name].size, 0);
+  return 8 * 4 * layerElements(run);
 }
 
 /** Every sample's ‖Jv‖² through G plus the suffix, into `work.accumulators`. */

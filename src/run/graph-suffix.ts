@@ -132,6 +132,9 @@ export const suffixBatchRows = (run: Run, suffixBytesPerRow: number): number => 
 export const graphBatchRows = (run: Run, suffixBytesPerRow: number): number =>
   Math.min(run.budgetRows(), suffixBatchRows(run, suffixBytesPerRow), run.askedBatchRows ?? Infinity);
 
+/** Elements per row over the layers asked for (their suffixes run in one session.run). */
+export const layerElements = (run: Run): number => run.resolved.layers.reduce((n, name) => n + run.shapes[name].size, 0);
+
 /** A refusal (estimatorFor) when the model's opset is below what a suffix's ops need. */
 export function opsetRefusal(run: Run, minimum: number, suffix: string): string | null {
   const opset = modelOpset(run);
