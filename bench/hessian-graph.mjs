@@ -1,4 +1,4 @@
-// The Hessian's and activeness's two estimators (issue 13, item 1) in process, alternating in one
+// The Hessian's, activeness's and orthogonality's two estimators (issue 13, item 1) in process, alternating in one
 // run: --estimator host (every row copied out, reduced in JavaScript) against --estimator graph (the
 // suffix in a companion session, per-sample figures copied out). Prints the bytes fetched out of
 // onnxruntime, the median wall time of each and their ratio, and the largest relative difference
@@ -44,7 +44,7 @@ console.log('');
 console.log('| metric | rows | host fetched | graph fetched | bytes host/graph | host ms | graph ms | time graph/host | worst relative difference |');
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 let failed = false;
-for (const metric of ['hessian', 'activeness']) {
+for (const metric of ['hessian', 'activeness', 'orthogonality']) {
   // Warm-up: both sessions open, the tuner measured (it counts as warm-up).
   const first = { host: await run(metric, 'host'), graph: await run(metric, 'graph') };
   if (first.graph.estimator !== 'graph') throw new Error(`${metric}: the graph estimator fell back to the host: ${first.graph.warnings.map((w) => w.message).join('; ')}`);
