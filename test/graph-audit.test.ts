@@ -20,7 +20,7 @@ import { loadModel } from '../dist/runtime/model.js';
 import { SessionCache } from '../dist/runtime/session.js';
 import { appendOrthogonalitySuffix } from '../dist/onnx/suffix.js';
 import { cli } from './helpers/cli.js';
-import { encode, linearModel } from './helpers/onnx-build.js';
+import { batchTiledModel, encode, linearModel } from './helpers/onnx-build.js';
 import { modelBytes, modelPath } from './helpers/reference.js';
 import { multipart, sha256, startApp } from './helpers/server.js';
 
@@ -157,9 +157,9 @@ t.test('bytes out of onnxruntime: per sample, not per row, and independent of th
       const element = await evaluate('hessian', 'dcgan.onnx', { ...body, element: 5 });
       t.equal(element.fetchedBytes, samples * (5 * E + 2 * d * d + 1) * 8, 'with element: its d² entries per sample more');
       const activeness = await evaluate('activeness', 'dcgan.onnx', body);
-      t.equal(activeness.fetchedBytes, samples * d * 8, 'activeness: one float64 per latent and sample, whatever the layer size');
+      t.equal(activeness.fetchedBytes, samples * d * 8 + 16 * activeness.batches, 'activeness: one float64 per latent and sample, whatever the layer size (and [rows, E] per batch)');
       const orthogonality = await evaluate('orthogonality', 'dcgan.onnx', { ...body, k: 6 });
-      t.equal(orthogonality.fetchedBytes, samples * 6 * 8, 'orthogonality: k float64 per sample, whatever the layer size');
+      t.equal(orthogonality.fetchedBytes, samples * 6 * 8 + 16 * orthogonality.batches, 'orthogonality: k float64 per sample, whatever the layer size (and [rows, E] per batch)');
     }
     const host = await evaluate('hessian', 'dcgan.onnx', { latents: { samples }, seed: 1, layers: ['image'], estimator: 'host' });
     t.equal(host.fetchedBytes, samples * R * E * 4, 'the host copies every float32 row');
@@ -215,7 +215,15 @@ t.test('orthogonality suffix argument errors', async (t) => {
   t.throws(() => appendOrthogonalitySuffix(bytes, { layers: [] }), /at least one layer/);
   t.throws(() => appendOrthogonalitySuffix(bytes, { layers: ['out'], opset: 10 }), /opset 11 or later/);
   const f32 = appendOrthogonalitySuffix(bytes, { layers: ['out'], accumulation: 'float32' });
-  t.same([f32.accumulation, f32.fetches.length], ['float32', 1]);
+  t.same([f32.accumulation, f32.fetches.length], ['float32', 2]);
+});
+
+t.test('a per-row output size that grows with the batch: output_shape_changed on the graph path too', async (t) => {
+  const tiled = loadModel(encode(batchTiledModel()));
+  for (const metric of ['hessian', 'activeness', 'orthogonality']) {
+    const request = parseRequest({ latents: { samples: 2 }, seed: 1, estimator: 'graph' }, {}, AuditRequestSchema);
+    await t.rejects(evaluateMetric(metric, tiled, request, context), { code: 'output_shape_changed', message: /layer 'y' has \d+ elements per row in a stacked batch, but 6 were expected/ }, metric);
+  }
 });
 
 t.test('the graph path keeps the row limit', async (t) => {

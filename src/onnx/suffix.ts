@@ -53,6 +53,8 @@
  * The activeness suffix (appendActivenessSuffix, 3 rows per latent and sample):
  *   inputs   hessian_suffix.activeness.rows  int64 [U, 3]  each unit's rows (latent at −extent, 0, +extent)
  *   outputs  hessian_suffix.activeness.<i>.variance_sum  A [U]  Σ_e of the unbiased variance of the 3
+ *            hessian_suffix.activeness.<i>.shape  int64 [2]  the layer's [rows, E] in this batch (the
+ *            sums hide E, so the host checks it against the preflight's)
  * The host adds output u to its latent's sum and E to its count (ActivenessAccumulator's state).
  *
  * The orthogonality suffix (appendOrthogonalitySuffix, 1 + k rows per sample):
@@ -60,6 +62,7 @@
  *            hessian_suffix.orthogonality.plus    int64 [S, m]  batch row of g(z + εv_j) (padding: the center)
  *            hessian_suffix.orthogonality.epsilon A []
  *   outputs  hessian_suffix.orthogonality.<i>.norms  A [S, m]  ‖(g(z + εv_j) − g(z)) / ε‖² over E
+ *            hessian_suffix.orthogonality.<i>.shape  int64 [2]  the layer's [rows, E] (checked, as activeness's)
  * The variance over the k norms of a sample stays on the host (OrthogonalityAccumulator).
  *
  * Bases need no suffix of their own: the directions b_i are in the latent rows the host fills, so
@@ -254,8 +257,8 @@ export interface ActivenessSuffix {
   accumulation: Accumulation;
   /** rows int64 [U, 3]: each unit's rows with its latent at −extent, 0, +extent. */
   inputs: { rows: string };
-  /** Per layer, [U]: Σ over elements of the unbiased variance of the unit's three outputs. */
-  outputs: Record<string, { varianceSum: string }>;
+  /** Per layer, [U]: Σ over elements of the unbiased variance of the unit's three outputs; [2]: the layer's [rows, E] in the batch. */
+  outputs: Record<string, { varianceSum: string; shape: string }>;
   fetches: string[];
 }
 
@@ -270,9 +273,10 @@ export function appendActivenessSuffix(bytes: Uint8Array, options: PenaltySuffix
   const flat = g.int64s('activeness_flat', [0, -1]);
   const point = [0, 1, 2].map((p) => g.int64s(`activeness_point_${p}`, [p]));
   const six = g.scalar('activeness_six', 6);
-  const outputs: Record<string, { varianceSum: string }> = {};
+  const outputs: Record<string, { varianceSum: string; shape: string }> = {};
   layers.forEach((layer, i) => {
     const rows = g.flatRows(layer, flat);
+    const shape = g.node('Shape', [rows], [], `${PREFIX}.activeness.${i}.shape`);
     const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     // [U, 1, E] each; Gather with a scalar index would drop the axis, a [1] index keeps it.
     const [a, b, c] = point.map((p) => g.node('Gather', [stacked, p], [{ name: 'axis', type: ATTR_INT, i: 1 }]));
@@ -283,9 +287,10 @@ export function appendActivenessSuffix(bytes: Uint8Array, options: PenaltySuffix
     const variance = g.node('Div', [g.node('Add', [g.node('Add', [square(a, b), square(b, c)]), square(a, c)]), six]);
     const varianceSum = g.reduce('ReduceSum', variance, [1, 2], false, `${PREFIX}.activeness.${i}.variance_sum`);
     g.output(varianceSum);
-    outputs[layer] = { varianceSum };
+    g.output(shape);
+    outputs[layer] = { varianceSum, shape };
   });
-  return { bytes: appendGraph(bytes, g), accumulation, inputs, outputs, fetches: Object.values(outputs).map((o) => o.varianceSum) };
+  return { bytes: appendGraph(bytes, g), accumulation, inputs, outputs, fetches: Object.values(outputs).flatMap((o) => [o.varianceSum, o.shape]) };
 }
 
 export interface OrthogonalitySuffix {
@@ -293,8 +298,8 @@ export interface OrthogonalitySuffix {
   accumulation: Accumulation;
   /** center int64 [S]: each slot's center row; plus int64 [S, m]: its direction rows (pad with the center: ‖Jv‖² = 0 there); epsilon A []. */
   inputs: { center: string; plus: string; epsilon: string };
-  /** Per layer, [S, m]: ‖(g(z + εv_j) − g(z)) / ε‖² over the layer's elements. */
-  outputs: Record<string, { norms: string }>;
+  /** Per layer, [S, m]: ‖(g(z + εv_j) − g(z)) / ε‖² over the layer's elements; [2]: the layer's [rows, E] in the batch. */
+  outputs: Record<string, { norms: string; shape: string }>;
   fetches: string[];
 }
 
@@ -311,17 +316,19 @@ export function appendOrthogonalitySuffix(bytes: Uint8Array, options: PenaltySuf
   g.input(inputs.epsilon, g.type, []);
   const flat = g.int64s('orthogonality_flat', [0, -1]);
   const column = g.int64s('orthogonality_column', [0, 1, -1]);
-  const outputs: Record<string, { norms: string }> = {};
+  const outputs: Record<string, { norms: string; shape: string }> = {};
   layers.forEach((layer, i) => {
     const rows = g.flatRows(layer, flat);
+    const shape = g.node('Shape', [rows], [], `${PREFIX}.orthogonality.${i}.shape`);
     const center = g.node('Reshape', [g.node('Gather', [rows, inputs.center], [{ name: 'axis', type: ATTR_INT, i: 0 }]), column]);
     const plus = g.node('Gather', [rows, inputs.plus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     const jv = g.node('Div', [g.node('Sub', [plus, center]), inputs.epsilon]);
     const norms = g.reduce('ReduceSum', g.node('Mul', [jv, jv]), [2], false, `${PREFIX}.orthogonality.${i}.norms`);
     g.output(norms);
-    outputs[layer] = { norms };
+    g.output(shape);
+    outputs[layer] = { norms, shape };
   });
-  return { bytes: appendGraph(bytes, g), accumulation, inputs, outputs, fetches: Object.values(outputs).map((o) => o.norms) };
+  return { bytes: appendGraph(bytes, g), accumulation, inputs, outputs, fetches: Object.values(outputs).flatMap((o) => [o.norms, o.shape]) };
 }
 
 /** A suffix's common start: its layers checked, the accumulation type, and a builder for the model's opset (at least `minimumOpset`). */

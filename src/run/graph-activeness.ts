@@ -2,15 +2,15 @@
  * Activeness with its reduction in the graph (issue 13, item 1): G plus the activeness suffix
  * (onnx/suffix.ts), per unit (one latent of one sample, its three rows) Σ over elements of the
  * variance of the three outputs; the sums folded by the same ActivenessAccumulator as the host's
- * rows (math/activeness.ts, `unitSums`). What leaves onnxruntime is one value per unit and layer,
- * instead of three rows.
+ * rows (math/activeness.ts, `unitSums`). What leaves onnxruntime is one value per unit and layer
+ * (and the layer's [rows, E], 16 bytes per batch), instead of three rows.
  */
 import * as ort from 'onnxruntime-node';
 import type { AuditError } from '../contract/errors.js';
 import { type ActivenessAccumulator, activenessUnitSizes } from '../math/activeness.js';
 import { type ActivenessSuffix, appendActivenessSuffix } from '../onnx/suffix.js';
 import type { FillRows } from './feeds.js';
-import { graphBatchRows, layerElements, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
+import { checkShape, graphBatchRows, layerElements, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
 import type { Run } from './run.js';
 
 export interface GraphActivenessWork {
@@ -53,6 +53,7 @@ export async function activenessInGraph(run: Run, work: GraphActivenessWork): Pr
     fetches: (suffix) => suffix.fetches,
     consume: (suffix, layout, outputs) => {
       for (const name of resolved.layers) {
+        checkShape(name, outputs[suffix.outputs[name].shape] as ort.Tensor, run.shapes[name].size, suffix.outputs[name].shape);
         work.accumulators[name].unitSums(layout.latents, (outputs[suffix.outputs[name].varianceSum] as ort.Tensor).data as Float64Array);
       }
     },

@@ -2,7 +2,8 @@
  * Orthogonality with its reduction in the graph (issue 13, item 1): G plus the orthogonality suffix
  * (onnx/suffix.ts), per slot and direction ‖Jv‖² by the forward difference, folded by the same
  * OrthogonalityAccumulator as the host's rows (math/orthogonality.ts, `norms`). What leaves
- * onnxruntime is k values per sample and layer instead of 1 + k rows. A sample split over chunks
+ * onnxruntime is k values per sample and layer (and the layer's [rows, E], 16 bytes per batch)
+ * instead of 1 + k rows. A sample split over chunks
  * repeats its center in each (plan.ts, repeatCenter), like the penalty's.
  */
 import * as ort from 'onnxruntime-node';
@@ -10,7 +11,7 @@ import type { AuditError } from '../contract/errors.js';
 import { type OrthogonalityAccumulator, orthogonalityUnitSizes } from '../math/orthogonality.js';
 import { appendOrthogonalitySuffix, type OrthogonalitySuffix } from '../onnx/suffix.js';
 import type { FillRows } from './feeds.js';
-import { checkSlots, graphBatchRows, layerElements, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
+import { checkShape, graphBatchRows, layerElements, opsetRefusal, runSuffix, type SuffixDone } from './graph-suffix.js';
 import type { UnitChunk } from './plan.js';
 import type { Run } from './run.js';
 
@@ -68,7 +69,7 @@ export async function orthogonalityInGraph(run: Run, work: GraphOrthogonalityWor
     consume: (suffix, layout, outputs) => {
       for (const name of resolved.layers) {
         const norms = (outputs[suffix.outputs[name].norms] as ort.Tensor).data as Float64Array;
-        checkSlots(name, norms.length, layout.samples.length, layout.width, suffix.outputs[name].norms);
+        checkShape(name, outputs[suffix.outputs[name].shape] as ort.Tensor, run.shapes[name].size, suffix.outputs[name].shape);
         layout.samples.forEach((sample, s) => work.accumulators[name].norms(sample, norms, s * layout.width, layout.counts[s]));
       }
     },

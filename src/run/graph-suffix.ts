@@ -1,11 +1,11 @@
 /**
- * What every in-graph estimator shares (issue 13, item 1; docs/design.md, "Adding an in-graph
+ * What every in-graph estimator shares (issue 13, item 1; docs/metrics.md, "Adding an in-graph
  * estimator"): where a metric reduces (chooseEstimator), the suffix's session as a companion of the
  * Run's own (one per model, layers and suffix; same device and settings), and the chunk loop: one
  * stacked batch per chunk through G plus the suffix, only the suffix's outputs fetched, their bytes
  * counted. A metric supplies the suffix, its unit sizes, the layout feeds of a chunk, what to
  * fetch and how its accumulators take the outputs (graph-penalty.ts, graph-hessian.ts,
- * graph-activeness.ts).
+ * graph-activeness.ts, graph-orthogonality.ts).
  */
 import type * as ort from 'onnxruntime-node';
 import { AuditError } from '../contract/errors.js';
@@ -158,6 +158,12 @@ export function checkSlots(layer: string, length: number, slots: number, size: n
 
 /** A host run's figures in the shape of a suffix run's: its plan, and the bytes its rows copied out. */
 export const onHost = (run: Run, done: UnitsDone): SuffixDone => ({ done, fetchedBytes: hostFetchedBytes(run, done.plan.rows) });
+
+/** checkSlots from a suffix's `shape` output (the layer's [rows, E] in the batch), for suffixes whose figures hide E. */
+export function checkShape(layer: string, shape: ort.Tensor, size: number, output: string): void {
+  const [rows, elements] = Array.from(shape.data as BigInt64Array, Number);
+  checkSlots(layer, rows * elements, rows, size, output);
+}
 
 /** Bytes the host estimator copies out of onnxruntime: every row of every layer asked for. */
 export function hostFetchedBytes(run: Run, rows: number): number {
