@@ -160,6 +160,8 @@ for model in dcgan dcgan64; do
     done
   done
 done
+# Hessian and activeness, --estimator graph against host on the same device (bytes, times, figures within 1e-6); its table on stderr.
+timeout "$STAGE_TIMEOUT" env DEVICE="$RUN_ON" node bench/hessian-graph.mjs >&2 || say "the in-graph Hessian or activeness disagrees with the host on $RUN_ON (or failed); see the table above"
 
 # --- 7. many small requests: a batching and a non-batching server against the bare floor --------
 SMALL_SECONDS=5

@@ -86,6 +86,9 @@ const CASES: Case[] = [
   { metric: 'hessian', model: 'quadratic.onnx', what: 'a fractional element', flags: ['--element', '1.5'], body: { element: 1.5 }, status: 400, code: 'invalid_request' },
   { metric: 'hessian', model: 'quadratic.onnx', what: 'an element outside the layer', flags: ['--element', '7'], body: { element: 7 }, status: 422, code: 'invalid_element' },
   { metric: 'orthogonality', model: 'quadratic.onnx', what: 'orthogonality k below 2', flags: ['--k', '1'], body: { k: 1 }, status: 400, code: 'invalid_request' },
+  { metric: 'hessian', model: 'quadratic.onnx', what: 'an unknown estimator', flags: ['--estimator', 'gpu'], body: { estimator: 'gpu' }, status: 400, code: 'invalid_request' },
+  { metric: 'activeness', model: 'quadratic.onnx', what: 'an unknown estimator', flags: ['--estimator', 'gpu'], body: { estimator: 'gpu' }, status: 400, code: 'invalid_request' },
+  { metric: 'orthogonality', model: 'quadratic.onnx', what: 'an unknown estimator', flags: ['--estimator', 'gpu'], body: { estimator: 'gpu' }, status: 400, code: 'invalid_request' },
 ];
 
 for (const c of CASES) {

@@ -313,14 +313,14 @@ t.test('the pool: a worker that crashes under a batch fails each of its requests
 });
 
 t.test('auto on a GPU: a small request sharing batches is reduced on the host, a large one in the graph', async (t) => {
-  const { chooseEstimator, SHARED_HOST_BYTES } = await import('../dist/run/graph-penalty.js');
+  const { chooseEstimator, SHARED_HOST_BYTES } = await import('../dist/run/graph-suffix.js');
   const run = (samples: number, shared: boolean, provider = 'cuda:0', epsilons?: number[]) =>
     ({
       executionMode: 'stacked',
       executionProvider: provider,
       context: shared ? { shared: new SharedBatches() } : {},
       resolved: { samples, k: 4, layers: ['y'], ...(epsilons ? { epsilons } : {}) },
-      shapes: { y: { bytesPerRow: 3 * 32 * 32 * 4 } },
+      shapes: { y: { size: 3 * 32 * 32, type: 'float32' } },
     }) as never;
   // 8 samples × 9 rows × 12,288 bytes = 0.9 MB: worth copying to share the forward.
   t.equal(chooseEstimator(run(8, true), 'auto'), 'host');

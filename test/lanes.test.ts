@@ -30,7 +30,7 @@ const task = (kind: string, model: string, request: Record<string, unknown>) => 
 const alone = (kind: string, model: string, request: Record<string, unknown>) =>
   evaluateMetric(kind as 'hessian', loadModel(new Uint8Array(readFileSync(path(model)))), request as never, { device: { kind: 'cpu' }, sessions, limits });
 
-/** Field for field, numbers to 1e-12 relative; timings, lanes, batches and batchRows (each part runs its own) left out. */
+/** Field for field, numbers to 1e-12 relative; timings, lanes, batches, batchRows (each part runs its own) and fetchedBytes (checked on its own) left out. */
 function compare(t: Tap.Test, got: unknown, want: unknown, at = ''): void {
   if (typeof want === 'number' && typeof got === 'number') {
     if (!(Math.abs(got - want) <= 1e-12 * Math.max(Math.abs(got), Math.abs(want)))) t.fail(`${at}: ${got} vs ${want}`);
@@ -42,7 +42,7 @@ function compare(t: Tap.Test, got: unknown, want: unknown, at = ''): void {
     return;
   }
   if (want && typeof want === 'object') {
-    const keys = new Set([...Object.keys(want), ...Object.keys(got as object)].filter((k) => !['timings', 'lanes', 'batches', 'batchRows', 'batchRowsFrom'].includes(k)));
+    const keys = new Set([...Object.keys(want), ...Object.keys(got as object)].filter((k) => !['timings', 'lanes', 'batches', 'batchRows', 'batchRowsFrom', 'fetchedBytes'].includes(k)));
     for (const k of keys) compare(t, (got as Record<string, unknown>)[k], (want as Record<string, unknown>)[k], `${at}.${k}`);
     return;
   }
@@ -54,6 +54,9 @@ const cases: [string, string, Record<string, unknown>][] = [
   ['hessian', 'dcgan_smooth.onnx', { latents: { samples: 4 }, seed: 4, epsilon: 0.05, reduction: 'mean' }],
   ['orthogonality', 'dcgan.onnx', { latents: { samples: 6 }, seed: 5, k: 3 }],
   ['activeness', 'ignoring.onnx', { latents: { samples: 4 }, seed: 6 }],
+  // The in-graph estimators split the same way (their bytes are per sample, so the parts add up too).
+  ['hessian', 'quadratic.onnx', { latents: { samples: 5 }, seed: 3, epsilon: 0.5, element: 0, estimator: 'graph' }],
+  ['activeness', 'ignoring.onnx', { latents: { samples: 4 }, seed: 6, estimator: 'graph' }],
 ];
 
 for (const [kind, model, request] of cases) {
@@ -65,6 +68,10 @@ for (const [kind, model, request] of cases) {
     t.equal(split.samples, one.samples);
     t.same(split.layers.map((l: any) => l.perSample ?? null), one.layers.map((l: any) => l.perSample ?? null), 'per-sample figures exactly');
     t.equal(split.penalty ?? split.score, one.penalty ?? one.score, 'the reduction over samples exactly');
+    t.equal(split.estimator, one.estimator, 'the same estimator');
+    // Per sample the bytes add up; activeness's and orthogonality's suffixes add their layers' [rows, E] (16 B) per batch.
+    const perBatch = split.estimator === 'graph' && kind !== 'hessian' ? 16 * split.layers.length : 0;
+    t.equal(split.fetchedBytes - perBatch * split.batches, one.fetchedBytes - perBatch * one.batches, 'the parts’ bytes add up to one lane’s');
     compare(t, split, one);
     t.pass('compared');
   });

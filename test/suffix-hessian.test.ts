@@ -40,13 +40,16 @@ for (const [model, d, layer] of [['cubic', 2, 'y1'], ['mlp', 8, 'out'], ['dcgan'
       {
         ...feeds,
         [suffix.inputs.rows]: new ort.Tensor('int64', index, [SAMPLES, R]),
-        [suffix.inputs.stencil]: new ort.Tensor('float64', compactStencilMatrix(d, EPSILON), [d * d, R]),
+        [suffix.inputs.stencil]: new ort.Tensor('float64', compactStencilMatrix(d), [d * d, R]),
+        [suffix.inputs.epsilon]: new ort.Tensor('float64', Float64Array.of(EPSILON), []),
+        [suffix.inputs.element]: new ort.Tensor('int64', BigInt64Array.of(0n), [1]),
       },
-      suffix.fetches,
+      [...suffix.fetches, suffix.outputs[layer].element],
     );
     const names = suffix.outputs[layer];
     const got = (name: string) => out[name].data as Float64Array;
     let worst = 0;
+    let elementWorst = 0;
     let scale = 0;
     const compare = (x: number, y: number) => {
       worst = Math.max(worst, Math.abs(x - y) / (Math.abs(y) + 1e-9 * scale));
@@ -82,10 +85,17 @@ for (const [model, d, layer] of [['cubic', 2, 'y1'], ['mlp', 8, 'out'], ['dcgan'
         compare(got(names.sumOff)[at], sumOff);
       }
       interaction.forEach((v, p) => compare(got(names.interaction)[slot * d * d + p], v));
+      // The element output: element 0's full Hessian, [S, d², 1]. Single entries, not sums: the
+      // MatMul's float64 rounding of Σ w·g (|w| ≤ 1/ε², up to 7 terms) is absolute, ≲ 1e-13·max|g|/ε².
+      for (let p = 0; p < d * d; p++) {
+        const delta = Math.abs(got(names.element)[slot * d * d + p] - h[p * size]);
+        elementWorst = Math.max(elementWorst, delta / (maxAbs / EPSILON ** 2));
+      }
       t.equal(got(names.maxAbs)[slot], maxAbs, `slot ${slot}: max |g(z)|`);
     }
     // The same float64 rows combined by a MatMul instead of the formula: summation order only.
     t.ok(worst <= 1e-9, `worst relative difference ${worst.toExponential(2)} ≤ 1e-9`);
+    t.ok(elementWorst <= 1e-13, `element Hessian: worst difference ${elementWorst.toExponential(2)} ≤ 1e-13·max|g|/ε²`);
     t.ok(scale > 0, 'a Hessian to compare');
     await bare.release();
     await session.release();
@@ -104,7 +114,6 @@ t.test('Hessian suffix argument errors', async (t) => {
 
 t.test('the in-graph figures equal hessian.ts’s streamed figures (the same d² + d + 1 stencil)', async (t) => {
   const { HessianAccumulator, hessianLayout } = await import('../dist/math/hessian.js');
-  const { SuffixHessianAccumulator } = await import('../dist/math/hessian-compact.js');
   // The same stencil on both sides (hessian.ts streams it since issue 13): only float32 rounding of
   // g (≈ 1e-7·|g|/ε²) and the suffix's accumulation order differ; the tolerances date from when the
   // reference was the 2d² + 1 four-point stencil and bound that O(ε²) difference too. Not mlp: LeakyReLU's kinks make any stencil's figures depend on its points.
@@ -137,21 +146,24 @@ t.test('the in-graph figures equal hessian.ts’s streamed figures (the same d²
     const now = await run(compact.steps);
     const suffix = appendHessianSuffix(bytes, { layers: [layer], latents: d });
     const session = await ort.InferenceSession.create(suffix.bytes);
-    const accumulator = new SuffixHessianAccumulator(SAMPLES, size, d);
+    // The one fold (math/hessian.ts), fed the suffix's figures instead of rows.
+    const accumulator = new HessianAccumulator(SAMPLES, size, compact, EPSILON);
     for (let sample = 0; sample < SAMPLES; sample++) {
       const index = BigInt64Array.from({ length: now.R }, (_, r) => BigInt(sample * now.R + r));
       const out = await session.run(
         {
           ...now.feeds,
           [suffix.inputs.rows]: new ort.Tensor('int64', index, [1, now.R]),
-          [suffix.inputs.stencil]: new ort.Tensor('float64', compactStencilMatrix(d, EPSILON), [d * d, now.R]),
+          [suffix.inputs.stencil]: new ort.Tensor('float64', compactStencilMatrix(d), [d * d, now.R]),
+          [suffix.inputs.epsilon]: new ort.Tensor('float64', Float64Array.of(EPSILON), []),
+          [suffix.inputs.element]: new ort.Tensor('int64', BigInt64Array.of(0n), [1]),
         },
         suffix.fetches,
       );
       const names = suffix.outputs[layer];
-      accumulator.chunk([sample], Object.fromEntries(Object.entries(names).map(([k, name]) => [k, out[name].data])) as any);
+      accumulator.slots([sample], Object.fromEntries(Object.entries(names).map(([k, name]) => [k, out[name]?.data])) as any);
     }
-    t.throws(() => accumulator.chunk([0], {} as any), /came twice/);
+    t.throws(() => accumulator.slots([0], { maxAbs: [0], interaction: [] } as any), /came twice/);
     const actual = accumulator.result('max');
     const rel = (x: number, y: number) => Math.abs(x - y) / Math.abs(y);
     t.ok(rel(actual.penalty!, expected.penalty!) <= tolerance, `${model}: penalty ${actual.penalty} vs ${expected.penalty}`);
@@ -167,6 +179,6 @@ t.test('the in-graph figures equal hessian.ts’s streamed figures (the same d²
     await bare.release();
     await session.release();
   }
-  const unfinished = new SuffixHessianAccumulator(2, 1, 1);
-  t.throws(() => unfinished.result('mean'), /1 samples did not come|2 samples did not come/);
+  const unfinished = new HessianAccumulator(2, 1, hessianLayout(1), EPSILON);
+  t.throws(() => unfinished.result('mean'), /2 samples did not come/);
 });

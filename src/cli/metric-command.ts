@@ -77,7 +77,7 @@ function metricOptions(command: Command, flags: FlagSet): Command {
   if (flags.sweep) command.option('--epsilons <list>', 'ε sweep on the same latents and directions, e.g. 0.05,0.1,0.2');
   if (flags.out) command.option('--out <file>', 'write the PNG grid to this file');
   command.option('--batch-rows <n>', 'rows per batch, at most (default: the memory budget, or the size tuned on the session for requests of 1,024 rows or more)', num('--batch-rows'));
-  if (flags.noise) command.option('--estimator <where>', "penalty moments reduced in the session ('graph'), in JavaScript ('host'), or 'auto' (default: graph on CUDA/WebGPU, host on the CPU)");
+  if (flags.estimator) command.option('--estimator <where>', "figures reduced in the session ('graph'), in JavaScript ('host'), or 'auto' (default: graph on CUDA/WebGPU, host on the CPU)");
   if (flags.noise) command.option('--no-noise', 'skip measuring the rounding noise on the device (the floor falls back to the output type)');
   if (flags.element) command.option('--element <e>', 'also print the full Hessian of this element (flat index within a sample)', num('--element'));
   if (flags.activeness) {

@@ -104,7 +104,7 @@ export const PenaltyRequestSchema = z
       .optional()
       .meta({
         description:
-          "Where the penalty's moments are reduced: 'graph' in the session (ONNX ops appended to the model; only O(samples × elements) leaves onnxruntime), 'host' in JavaScript; 'auto' (default): graph on CUDA/WebGPU, host on the CPU. Per-pass runs use the host",
+          "Where the penalty's moments (and the Hessian's, activeness's and orthogonality's figures) are reduced: 'graph' in the session (ONNX ops appended to the model; only per-sample figures leave onnxruntime), 'host' in JavaScript; 'auto' (default): graph on CUDA/WebGPU, host on the CPU. Per-pass runs use the host; the traversal ignores it",
       }),
   })
   .strict()

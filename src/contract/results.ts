@@ -104,6 +104,12 @@ export const NoiseMeasurementSchema = z
   })
   .meta({ description: 'How the rounding noise was measured (ECnoise along direction 0 of sample 0)' });
 
+/** Where a metric with an in-graph estimator (run/graph-suffix.ts) reduced, and what it copied out. */
+const Estimator = (what: string, bytes: string) => ({
+  estimator: z.enum(['graph', 'host']).meta({ description: `Where ${what} were reduced: in the session (graph) or in JavaScript (host)` }),
+  fetchedBytes: z.number().meta({ description: `Bytes the estimate copied out of onnxruntime (${bytes})` }),
+});
+
 const BatchRows = {
   batchRows: z.number().meta({ description: 'Rows of the largest batch run' }),
   batchRowsFrom: z.enum(['budget', 'tuned', 'request']).meta({ description: "Where the batch size came from: the memory budget, the session's tuning, or the request's batchRows" }),
@@ -123,8 +129,7 @@ export const PenaltyResultSchema = z
     rows: z.number(),
     batches: z.number(),
     ...BatchRows,
-    estimator: z.enum(['graph', 'host']).meta({ description: 'Where the moments were reduced: in the session (graph) or in JavaScript (host)' }),
-    fetchedBytes: z.number().meta({ description: 'Bytes the estimate copied out of onnxruntime (independent of k with the graph estimator)' }),
+    ...Estimator('the moments', 'independent of k with the graph estimator'),
     mode: ExecutionModeSchema,
     seed: z.number(),
     directions: z.enum(['rademacher', 'explicit']),
@@ -170,6 +175,7 @@ export const HessianResultSchema = z
   .object({
     metric: z.literal('hessian'),
     ...RunInfo,
+    ...Estimator("the Hessian's figures", 'per sample, 5 figures per element with the graph estimator instead of d² + d + 1 rows'),
     epsilon: z.number(),
     reduction: z.enum(['max', 'mean']),
     penalty: nullable.meta({ description: 'Exact penalty, sum over layers' }),
@@ -196,6 +202,7 @@ export const ActivenessResultSchema = z
   .object({
     metric: z.literal('activeness'),
     ...RunInfo,
+    ...Estimator('the variances', 'one value per latent, sample and layer with the graph estimator instead of 3 rows'),
     extent: z.number(),
     threshold: z.number(),
     layers: z.array(z.object({ ...LayerBase, activeness: z.array(nullable), unused: z.array(z.number()) })),
@@ -207,6 +214,7 @@ export const OrthogonalityResultSchema = z
   .object({
     metric: z.literal('orthogonality'),
     ...RunInfo,
+    ...Estimator('the Jacobian norms', 'k values per sample and layer with the graph estimator instead of 1 + k rows'),
     k: z.number(),
     epsilon: z.number(),
     reduction: z.enum(['max', 'mean']),

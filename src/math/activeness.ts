@@ -57,8 +57,18 @@ export class ActivenessAccumulator {
     const [oa, ob, oc] = offsets;
     let sum = 0;
     for (let e = 0; e < this.size; e++) sum += varianceOfThree(a[oa + e], b[ob + e], c[oc + e]);
-    this.sums[unit] += sum;
-    this.counts[unit] += this.size;
+    this.add(unit, sum);
+  }
+
+  /** One chunk of the activeness suffix (src/onnx/suffix.ts): unit u of latent `latents[u]` summed to `sums[u]` over the elements. */
+  unitSums(latents: readonly number[], sums: ArrayLike<number>): void {
+    latents.forEach((latent, u) => this.add(latent, sums[u]));
+  }
+
+  /** One unit's Σ_e of the variance: the one fold of both feeds. */
+  private add(latent: number, sum: number): void {
+    this.sums[latent] += sum;
+    this.counts[latent] += this.size;
   }
 
   /** Per latent: mean over elements and samples (NaN if the layer produced NaN). */

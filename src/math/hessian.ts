@@ -123,21 +123,42 @@ export interface HessianFigures {
   elementHessian?: Float64Array;
 }
 
+/**
+ * One chunk's in-graph Hessian figures for one layer (src/onnx/suffix.ts, appendHessianSuffix), per
+ * slot s of the chunk: the per-element figures at s·size, the interaction at s·d², max |g(z)| at s.
+ */
+export interface HessianSuffixOutputs extends ElementFigures {
+  interaction: ArrayLike<number>;
+  maxAbs: ArrayLike<number>;
+  /** [S, d², 1]: the Hessian of the element asked for, when it was fetched. */
+  element?: ArrayLike<number>;
+}
+
+/** Per element of one sample: Σ_{i≠j} H_ij², max |H_ii|, max_{i≠j} |H_ij|, Σ |H_ii|, Σ_{i≠j} |H_ij|. */
+export interface ElementFigures {
+  offSquares: ArrayLike<number>;
+  maxDiagonal: ArrayLike<number>;
+  maxOff: ArrayLike<number>;
+  sumDiagonal: ArrayLike<number>;
+  sumOff: ArrayLike<number>;
+}
+
 interface SampleState {
   center: Float64Array;
   /** d × size: g(z+εb_i) + g(z−εb_i), for the pairs. */
   axisSums: Float64Array;
-  offSquares: Float64Array;
-  maxDiagonal: Float64Array;
-  maxOff: Float64Array;
-  sumDiagonal: Float64Array;
-  sumOff: Float64Array;
+  figures: { [K in keyof ElementFigures]: Float64Array };
   unitsLeft: number;
 }
 
-/** One layer's Hessian figures, fed unit by unit as the plan's batches come back. */
+/**
+ * One layer's Hessian figures, fed either unit by unit as the plan's batches come back (`unit`:
+ * raw rows, the host estimator) or a chunk's per-element figures computed in the session
+ * (`slots`: the Hessian suffix). Both end in the one fold of a sample's per-element figures.
+ */
 export class HessianAccumulator {
   private readonly inFlight = new Map<number, SampleState>();
+  private readonly folded = new Set<number>();
   private readonly stats: SampleStats[];
   private readonly elementSum: Float64Array;
   private readonly interactionSum: Float64Array;
@@ -172,7 +193,8 @@ export class HessianAccumulator {
     const d = this.layout.latents;
     const [a, b] = values;
     const [oa, ob] = offsets;
-    const { center, axisSums, sumDiagonal, maxDiagonal, offSquares, sumOff, maxOff } = state;
+    const { center, axisSums } = state;
+    const { sumDiagonal, maxDiagonal, offSquares, sumOff, maxOff } = state.figures;
     const size = this.size;
     const epsilon = this.epsilon;
     // Hot loops: one per unit kind, the unit's sum of squares kept in a local.
@@ -196,7 +218,8 @@ export class HessianAccumulator {
       for (let e = 0; e < size; e++) {
         const h = compactPair(a[oa + e], b[ob + e], axisSums[atI + e], axisSums[atJ + e], center[e], epsilon);
         const abs = Math.abs(h);
-        offSquares[e] += h * h;
+        // H_ij and H_ji: each unordered pair counts twice in the sums over i ≠ j (×2 is exact).
+        offSquares[e] += 2 * (h * h);
         sumOff[e] += 2 * abs;
         if (abs > maxOff[e]) maxOff[e] = abs;
         squares += h * h;
@@ -205,7 +228,21 @@ export class HessianAccumulator {
       this.interactionSum[u.j * d + u.i] += squares;
     }
     if (this.element !== undefined) this.keep(sample, u, values, offsets, state);
-    if (--state.unitsLeft === 0) this.finishSample(sample, state);
+    if (--state.unitsLeft === 0) {
+      this.inFlight.delete(sample);
+      this.fold(sample, state.figures, 0);
+    }
+  }
+
+  /** One chunk of the Hessian suffix: slot s holds sample `samples[s]`, all of its rows. */
+  slots(samples: readonly number[], out: HessianSuffixOutputs): void {
+    const d = this.layout.latents;
+    samples.forEach((sample, s) => {
+      this.fold(sample, out, s * this.size);
+      if (out.maxAbs[s] > this.maxAbsOutput) this.maxAbsOutput = out.maxAbs[s];
+      for (let p = 0; p < d * d; p++) this.interactionSum[p] += out.interaction[s * d * d + p];
+      if (this.elementHessian && out.element) for (let p = 0; p < d * d; p++) this.elementHessian[sample * d * d + p] = out.element[s * d * d + p];
+    });
   }
 
   private center(sample: number, values: Activations, offset: number): void {
@@ -215,18 +252,10 @@ export class HessianAccumulator {
       center[e] = values[offset + e];
       if (Math.abs(center[e]) > this.maxAbsOutput) this.maxAbsOutput = Math.abs(center[e]);
     }
-    const state: SampleState = {
-      center,
-      axisSums: new Float64Array(this.layout.latents * size),
-      offSquares: new Float64Array(size),
-      maxDiagonal: new Float64Array(size),
-      maxOff: new Float64Array(size),
-      sumDiagonal: new Float64Array(size),
-      sumOff: new Float64Array(size),
-      unitsLeft: this.layout.units.length - 1,
-    };
+    const figures = { offSquares: new Float64Array(size), maxDiagonal: new Float64Array(size), maxOff: new Float64Array(size), sumDiagonal: new Float64Array(size), sumOff: new Float64Array(size) };
+    const state: SampleState = { center, axisSums: new Float64Array(this.layout.latents * size), figures, unitsLeft: this.layout.units.length - 1 };
+    if (state.unitsLeft === 0) return this.fold(sample, figures, 0);
     this.inFlight.set(sample, state);
-    if (state.unitsLeft === 0) this.finishSample(sample, state);
   }
 
   /** The one element asked for: its H entry from this unit, both halves of the symmetric pair. */
@@ -244,29 +273,31 @@ export class HessianAccumulator {
     }
   }
 
-  private finishSample(sample: number, s: SampleState): void {
+  /** A finished sample's per-element figures (at `at` of each array) into the layer's figures. */
+  private fold(sample: number, f: ElementFigures, at: number): void {
+    if (this.folded.has(sample)) throw new Error(`plan error: sample ${sample} came twice`);
+    this.folded.add(sample);
     const d = this.layout.latents;
     const offCount = d * (d - 1);
     const stats = this.stats[sample];
     for (let e = 0; e < this.size; e++) {
-      // Σ_{i≠j} H_ij² counts each unordered pair twice.
-      const penalty = 2 * (2 * s.offSquares[e]);
-      if (!Number.isFinite(penalty) || !Number.isFinite(s.sumDiagonal[e])) {
+      const penalty = 2 * f.offSquares[at + e];
+      if (!Number.isFinite(penalty) || !Number.isFinite(f.sumDiagonal[at + e])) {
         this.nonFinite++;
         continue;
       }
       stats.add(penalty);
       this.elementSum[e] += penalty;
-      if (s.maxDiagonal[e] >= s.maxOff[e]) this.diagonalCount++;
-      const meanOff = offCount > 0 ? s.sumOff[e] / offCount : 0;
-      this.ratioSum += s.sumDiagonal[e] / d / (meanOff + RATIO_GUARD);
+      if (f.maxDiagonal[at + e] >= f.maxOff[at + e]) this.diagonalCount++;
+      const meanOff = offCount > 0 ? f.sumOff[at + e] / offCount : 0;
+      this.ratioSum += f.sumDiagonal[at + e] / d / (meanOff + RATIO_GUARD);
       this.counted++;
     }
-    this.inFlight.delete(sample);
   }
 
   result(reduction: Reduction): HessianFigures {
     if (this.inFlight.size > 0) throw new Error(`plan error: ${this.inFlight.size} samples did not receive every unit`);
+    if (this.folded.size < this.samples) throw new Error(`plan error: ${this.samples - this.folded.size} samples did not come`);
     const perSample = Float64Array.from(this.stats, (s) => (s.count === 0 ? NaN : s.value(reduction)));
     const valid = this.nonFinite === 0;
     const cells = this.samples * this.size;

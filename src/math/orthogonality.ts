@@ -38,8 +38,15 @@ export interface OrthogonalityFigures {
   perSample: Float64Array;
 }
 
+/**
+ * One layer's orthogonality, fed either unit by unit with raw rows (`unit`, the host estimator) or
+ * a sample's ‖Jv‖² values computed in the session (`norms`, the orthogonality suffix); both end in
+ * the one fold of a sample's k norms into its variance.
+ */
 export class OrthogonalityAccumulator {
-  private readonly inFlight = new Map<number, { center: Float64Array; norms: Welford }>();
+  /** Per sample in flight: its center (host rows only) and the norms so far. */
+  private readonly centers = new Map<number, Float64Array>();
+  private readonly inFlight = new Map<number, Welford>();
   private readonly perSample: Float64Array;
 
   constructor(
@@ -54,15 +61,32 @@ export class OrthogonalityAccumulator {
 
   unit(sample: number, unit: number, values: Activations[], offsets: number[]): void {
     if (unit === 0) {
-      this.inFlight.set(sample, { center: Float64Array.from({ length: this.size }, (_, e) => values[0][offsets[0] + e]), norms: new Welford(1) });
+      this.centers.set(sample, Float64Array.from({ length: this.size }, (_, e) => values[0][offsets[0] + e]));
       return;
     }
-    const state = this.inFlight.get(sample);
-    if (state === undefined) throw new Error(`plan error: direction for sample ${sample} before its center`);
-    state.norms.next();
-    state.norms.add(0, squaredJvp(values[0], offsets[0], state.center, this.size, this.epsilon));
-    if (state.norms.count === this.k) {
-      this.perSample[sample] = state.norms.variance(0, this.variance);
+    const center = this.centers.get(sample);
+    if (center === undefined) throw new Error(`plan error: direction for sample ${sample} before its center`);
+    this.norm(sample, squaredJvp(values[0], offsets[0], center, this.size, this.epsilon));
+    if (!this.inFlight.has(sample)) this.centers.delete(sample);
+  }
+
+  /** ‖Jv‖² of a sample's directions, in direction order (a sample split over chunks comes in parts). */
+  norms(sample: number, values: ArrayLike<number>, offset: number, count: number): void {
+    for (let j = 0; j < count; j++) this.norm(sample, values[offset + j]);
+  }
+
+  /** One direction's ‖Jv‖²; the k-th finishes the sample. */
+  private norm(sample: number, value: number): void {
+    let norms = this.inFlight.get(sample);
+    if (norms === undefined) {
+      if (!Number.isNaN(this.perSample[sample])) throw new Error(`plan error: sample ${sample} came twice`);
+      norms = new Welford(1);
+      this.inFlight.set(sample, norms);
+    }
+    norms.next();
+    norms.add(0, value);
+    if (norms.count === this.k) {
+      this.perSample[sample] = norms.variance(0, this.variance);
       this.inFlight.delete(sample);
     }
   }

@@ -2,11 +2,14 @@
  * Activeness of each latent (math/activeness.ts): z_i set to −extent, 0 and +extent, the variance
  * of the three outputs per element, averaged; latents below the threshold in a layer are unused.
  */
-import { invalid } from '../contract/errors.js';
+import { type AuditError, invalid } from '../contract/errors.js';
 import { AuditRequestSchema, type MetricRequest } from '../contract/request.js';
-import { type ActivenessResult, ActivenessResultSchema } from '../contract/results.js';
+import { type ActivenessResult, ActivenessResultSchema, type Warning } from '../contract/results.js';
 import { ActivenessAccumulator, activenessRows, activenessUnitSizes, unusedLatents } from '../math/index.js';
 import { formatActiveness } from '../report/text.js';
+import type { FillRows } from '../run/feeds.js';
+import { activenessGraphRefusal, activenessInGraph } from '../run/graph-activeness.js';
+import { estimatorFor, onHost } from '../run/graph-suffix.js';
 import type { Run } from '../run/run.js';
 import { auditSettings, nullable, opOf, rowLimit, runInfo } from './common.js';
 import { defineMetric } from './types.js';
@@ -16,7 +19,7 @@ export const activeness = defineMetric<ActivenessResult>({
   summary: 'Activeness of each latent per layer, and the unused latents',
   request: AuditRequestSchema,
   result: ActivenessResultSchema,
-  flags: { activeness: true },
+  flags: { activeness: true, estimator: true },
   check: (request) => {
     if (request.basis !== undefined || request.groups !== undefined) {
       throw invalid(`activeness sets latent components to fixed values, so it is not defined along a basis or groups; leave out ${request.groups !== undefined ? 'groups' : 'basis'} (audit computes activeness on the latents themselves)`);
@@ -37,15 +40,15 @@ export async function runActiveness(run: Run, request: MetricRequest): Promise<A
   const { resolved, shapes } = run;
   const d = resolved.size;
   const accumulators = Object.fromEntries(resolved.layers.map((name) => [name, new ActivenessAccumulator(shapes[name].size, d)]));
+  const tooMany = (rows: number): AuditError => rowLimit(run, rows, `N·3d = ${resolved.samples}·${3 * d}`);
+  const fill: FillRows = (rows, out) => activenessRows(rows, resolved.latents, extent, resolved.size, out);
+  const estimatorWarnings: Warning[] = [];
+  const estimator = estimatorFor(run, request.estimator, 'the activeness variances', estimatorWarnings, activenessGraphRefusal(run));
   const started = performance.now();
-  const done = await run.units({
-    stage: 'activeness',
-    unitSizes: activenessUnitSizes(d),
-    passes: 'each activeness pass',
-    tooMany: (rows) => rowLimit(run, rows, `N·3d = ${resolved.samples}·${3 * d}`),
-    fill: (rows, out) => activenessRows(rows, resolved.latents, extent, resolved.size, out),
-    consumers: accumulators,
-  });
+  const { done, fetchedBytes } =
+    estimator === 'graph'
+      ? await activenessInGraph(run, { fill, stage: 'activeness', tooMany, accumulators })
+      : await onHost(run, await run.units({ stage: 'activeness', unitSizes: activenessUnitSizes(d), passes: 'each activeness pass', tooMany, fill, consumers: accumulators }));
   const layers = resolved.layers.map((name) => {
     const values = accumulators[name].result();
     const op = opOf(run, name);
@@ -60,7 +63,9 @@ export async function runActiveness(run: Run, request: MetricRequest): Promise<A
   const unused = Array.from({ length: d }, (_, i) => i).filter((i) => layers.every((l) => l.unused.includes(i)));
   return {
     metric: 'activeness',
-    ...runInfo(run, done, [...run.warnings, ...done.modeWarnings], started),
+    ...runInfo(run, done, [...run.warnings, ...estimatorWarnings, ...done.modeWarnings], started),
+    estimator,
+    fetchedBytes,
     latents: d,
     basis: null,
     extent,

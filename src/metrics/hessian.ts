@@ -20,6 +20,9 @@ import {
   UNIT_ROUNDOFF,
 } from '../math/index.js';
 import { formatHessian } from '../report/text.js';
+import type { FillRows } from '../run/feeds.js';
+import { hessianGraphRefusal, hessianInGraph } from '../run/graph-hessian.js';
+import { estimatorFor, onHost } from '../run/graph-suffix.js';
 import type { Run } from '../run/run.js';
 import { latentCount, nonFinite, nullable, opOf, runInfo } from './common.js';
 import { defineMetric } from './types.js';
@@ -34,7 +37,7 @@ export const hessian = defineMetric<HessianResult>({
   summary: 'Full Hessian of each layer: exact penalty, latent interaction matrix, diagonal-ness',
   request: AuditRequestSchema,
   result: HessianResultSchema,
-  flags: { steps: true, basis: true, element: true },
+  flags: { steps: true, basis: true, element: true, estimator: true },
   evaluate: async (run, request) => {
     const result = await runHessian(run, request);
     return run.context.previews ? { ...result, previews: await previews(run) } : result;
@@ -73,16 +76,15 @@ export async function runHessian(run: Run, request: MetricRequest): Promise<Hess
     resolved.layers.map((name) => [name, new HessianAccumulator(resolved.samples, shapes[name].size, layout, resolved.epsilon, element)]),
   );
   const basis = resolved.basis?.data ?? null;
+  const fill: FillRows = (rows, out) => steppedRows(rows, layout.steps, resolved.latents, resolved.epsilon, resolved.size, basis, out);
+  const estimatorWarnings: Warning[] = [];
+  const estimator = estimatorFor(run, request.estimator, "the Hessian's figures", estimatorWarnings, hessianGraphRefusal(run, d));
   const started = performance.now();
-  const done = await run.units({
-    stage: 'hessian',
-    unitSizes: layout.unitSizes,
-    passes: 'each Hessian pass',
-    tooMany,
-    fill: (rows, out) => steppedRows(rows, layout.steps, resolved.latents, resolved.epsilon, resolved.size, basis, out),
-    consumers: accumulators,
-  });
-  const warnings: Warning[] = [...run.warnings, ...done.modeWarnings];
+  const { done, fetchedBytes } =
+    estimator === 'graph'
+      ? await hessianInGraph(run, { layout, epsilon: resolved.epsilon, element, fill, stage: 'hessian', tooMany, accumulators })
+      : await onHost(run, await run.units({ stage: 'hessian', unitSizes: layout.unitSizes, passes: 'each Hessian pass', tooMany, fill, consumers: accumulators }));
+  const warnings: Warning[] = [...run.warnings, ...estimatorWarnings, ...done.modeWarnings];
   const kinks = Object.keys(run.model.description.ops).filter((op) => PIECEWISE_LINEAR.has(op));
   if (kinks.length > 0) {
     warnings.push({
@@ -101,6 +103,8 @@ export async function runHessian(run: Run, request: MetricRequest): Promise<Hess
   return {
     metric: 'hessian',
     ...runInfo(run, done, warnings, started),
+    estimator,
+    fetchedBytes,
     epsilon: resolved.epsilon,
     reduction: resolved.reduction,
     penalty: totalOverLayers(layers.map((l) => l.penalty)),

@@ -96,6 +96,9 @@ function mergeRunInfo<T extends RunInfo>(parts: T[], warnings: Warning[]): RunIn
   };
 }
 
+/** Each lane copied its own part's bytes out (the estimator is the same on every lane: the same device kind). */
+const sumFetched = (parts: { fetchedBytes: number }[]): number => parts.reduce((n, p) => n + p.fetchedBytes, 0);
+
 const withSamples = (shape: number[], samples: number): number[] => [samples, ...shape.slice(1)];
 
 function mergeHessian(parts: HessianResult[]): HessianResult {
@@ -130,6 +133,7 @@ function mergeHessian(parts: HessianResult[]): HessianResult {
   return {
     ...parts[0],
     ...mergeRunInfo(parts, warnings),
+    fetchedBytes: sumFetched(parts),
     metric: 'hessian',
     penalty: totalOverLayers(layers.map((x) => x.penalty)),
     layers,
@@ -146,7 +150,7 @@ function mergeOrthogonality(parts: OrthogonalityResult[]): OrthogonalityResult {
     if (score === null) warnings.push(nonFinite(first.name, Number.NaN));
     return { ...first, shape: withSamples(first.shape, samples), score, perSample };
   });
-  return { ...parts[0], ...mergeRunInfo(parts, warnings), metric: 'orthogonality', score: totalOverLayers(layers.map((x) => x.score)), layers };
+  return { ...parts[0], ...mergeRunInfo(parts, warnings), fetchedBytes: sumFetched(parts), metric: 'orthogonality', score: totalOverLayers(layers.map((x) => x.score)), layers };
 }
 
 function mergeActiveness(parts: ActivenessResult[]): ActivenessResult {
@@ -161,5 +165,5 @@ function mergeActiveness(parts: ActivenessResult[]): ActivenessResult {
     return { ...first, shape: withSamples(first.shape, samples), activeness, unused: unusedLatents(activeness.map((a) => a ?? Number.NaN), threshold) };
   });
   const unused = Array.from({ length: latents }, (_, i) => i).filter((i) => layers.every((x) => x.unused.includes(i)));
-  return { ...parts[0], ...mergeRunInfo(parts, unionWarnings(parts, [])), metric: 'activeness', layers, unused };
+  return { ...parts[0], ...mergeRunInfo(parts, unionWarnings(parts, [])), fetchedBytes: sumFetched(parts), metric: 'activeness', layers, unused };
 }

@@ -25,7 +25,8 @@ import {
 } from '../math/index.js';
 import { formatPenalty } from '../report/text.js';
 import type { FillRows } from '../run/feeds.js';
-import { chooseEstimator, penaltyInGraph } from '../run/graph-penalty.js';
+import { penaltyInGraph } from '../run/graph-penalty.js';
+import { estimatorFor, hostFetchedBytes } from '../run/graph-suffix.js';
 import { type Run, timings, type UnitConsumer, type UnitsDone } from '../run/run.js';
 import { cutAndGroups } from './common.js';
 import { floorAt, type LayerNoise, noisePlan, precisionOf, sigmaResult, unresolved } from './noise.js';
@@ -36,7 +37,7 @@ export const penalty = defineMetric<PenaltyResult>({
   summary: 'Hessian Penalty of each layer by finite differences',
   request: PenaltyRequestSchema,
   result: PenaltyResultSchema,
-  flags: { steps: true, directions: true, basis: true, sweep: true, noise: true },
+  flags: { steps: true, directions: true, basis: true, sweep: true, noise: true, estimator: true },
   evaluate: runPenalty,
   format: formatPenalty,
   report: (penalty) => ({ penalty }),
@@ -61,20 +62,14 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
   // The measured noise (metrics/noise.ts): from the session's cache, or measured after the main
   // estimate, reusing its centre rows (their t = 0 point).
   const plan = request.noise === false ? null : noisePlan(run, 'noise');
-  const estimator = chooseEstimator(run, request.estimator);
-  if (request.estimator === 'graph' && estimator === 'host') {
-    warnings.push({
-      code: 'estimator_host',
-      message: "the penalty's moments were reduced on the host, not in the graph: rows of a batch influence each other, so each pass runs as its own batch, and the in-graph estimator reduces within one batch",
-    });
-  }
+  const estimator = estimatorFor(run, request.estimator, "the penalty's moments", warnings);
   let fetched = 0;
   const fill = (epsilon: number): FillRows => (rows, out) =>
     perturbedRows(rows.map(penaltyRow), resolved.latents, resolved.directions, epsilon, resolved.size, resolved.samples, out);
   const estimate = async (epsilon: number, keepCentre = false): Promise<{ penalties: Record<string, LayerPenalty>; done: UnitsDone }> => {
     if (estimator === 'graph') {
       // The centre rows stay in the session: the noise measurement runs its own (metrics/noise.ts).
-      const graph = await penaltyInGraph(run, { epsilon, k: resolved.k, variance: resolved.variance, reduction: resolved.reduction, fill: fill(epsilon), stage: 'penalty' });
+      const graph = await penaltyInGraph(run, { epsilon, k: resolved.k, variance: resolved.variance, reduction: resolved.reduction, fill: fill(epsilon), stage: 'penalty', tooMany });
       fetched += graph.fetchedBytes;
       return graph;
     }
@@ -90,7 +85,7 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
       consumers: keepCentre && plan?.capture ? plan.capture(accumulators as Record<string, UnitConsumer>) : accumulators,
     });
     // The host reads every output row: N·(2k+1) rows × each layer's bytes per row.
-    fetched += done.plan.rows * resolved.layers.reduce((s, name) => s + shapes[name].size * elementBytes(shapes[name].type), 0);
+    fetched += hostFetchedBytes(run, done.plan.rows);
     return { penalties: Object.fromEntries(resolved.layers.map((name) => [name, accumulators[name].result(resolved.reduction)])), done };
   };
 
@@ -167,8 +162,6 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
 }
 
 /** Bytes of one element of an output as onnxruntime hands it over. */
-const elementBytes = (type: string): number => (type === 'float64' ? 8 : type === 'float16' ? 2 : 4);
-
 const below = (penalty: number | null, floor: number | null): boolean | null =>
   penalty === null || floor === null ? null : belowMeasuredFloor(penalty, floor, MEASURED_NOISE_MARGIN);
 

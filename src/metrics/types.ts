@@ -29,6 +29,8 @@ export interface FlagSet {
   out?: boolean;
   /** --no-noise */
   noise?: boolean;
+  /** --estimator: the metric has an in-graph estimator (run/graph-suffix.ts) */
+  estimator?: boolean;
 }
 
 /** What every metric's result has: its warnings. */

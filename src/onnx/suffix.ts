@@ -39,19 +39,34 @@
  *
  * The full-Hessian suffix (appendHessianSuffix, d² + d + 1 rows per sample, hessian-compact.ts):
  *   inputs   hessian_suffix.hessian.rows     int64 [S, R]  each slot's R = d² + d + 1 rows, layout order
- *            hessian_suffix.hessian.stencil  A [d², R]     compactStencilMatrix(d, ε), so ε stays an input
+ *            hessian_suffix.hessian.stencil  A [d², R]     compactStencilMatrix(d): the weights at ε = 1
+ *            hessian_suffix.hessian.epsilon  A []          ε
+ *            hessian_suffix.hessian.element  int64 [1]     the element whose full Hessian .element returns
  *   outputs  hessian_suffix.hessian.<i>.off_squares, max_diagonal, max_off, sum_diagonal, sum_off  A [S, E]
  *            hessian_suffix.hessian.<i>.interaction  A [S, d²];  .max_abs  A [S]
- * H = W·G is one MatMul over the gathered [S, R, E]; constant 0/1 masks pick the diagonal and the
- * off-diagonal. SuffixHessianAccumulator (hessian-compact.ts) turns these into HessianFigures.
+ *            hessian_suffix.hessian.<i>.element  A [S, d², 1]  (not in `fetches`: fetched when asked for)
+ * H = (W·G) / ε² is one MatMul over the gathered [S, R, E] and one Div; constant 0/1 masks pick the
+ * diagonal and the off-diagonal. W at ε = 1 holds 1, −2, ±½: its products are exact, so W·G sums
+ * the reference's terms and the Div is the reference's (math/hessian.ts), and a linear layer's
+ * Hessian is exactly 0 here too (W(ε) would round 1/ε² into every product). HessianAccumulator.slots (math/hessian.ts) folds these into HessianFigures.
  *
  * The activeness suffix (appendActivenessSuffix, 3 rows per latent and sample):
  *   inputs   hessian_suffix.activeness.rows  int64 [U, 3]  each unit's rows (latent at −extent, 0, +extent)
  *   outputs  hessian_suffix.activeness.<i>.variance_sum  A [U]  Σ_e of the unbiased variance of the 3
+ *            hessian_suffix.activeness.<i>.shape  int64 [2]  the layer's [rows, E] in this batch (the
+ *            sums hide E, so the host checks it against the preflight's)
  * The host adds output u to its latent's sum and E to its count (ActivenessAccumulator's state).
  *
- * Designed, not built: orthogonality and bases reuse the Hessian suffix's [S, d², E] before its
- * reductions (a second MatMul with the basis for bases).
+ * The orthogonality suffix (appendOrthogonalitySuffix, 1 + k rows per sample):
+ *   inputs   hessian_suffix.orthogonality.center  int64 [S]     batch row of slot s's center g(z)
+ *            hessian_suffix.orthogonality.plus    int64 [S, m]  batch row of g(z + εv_j) (padding: the center)
+ *            hessian_suffix.orthogonality.epsilon A []
+ *   outputs  hessian_suffix.orthogonality.<i>.norms  A [S, m]  ‖(g(z + εv_j) − g(z)) / ε‖² over E
+ *            hessian_suffix.orthogonality.<i>.shape  int64 [2]  the layer's [rows, E] (checked, as activeness's)
+ * The variance over the k norms of a sample stays on the host (OrthogonalityAccumulator).
+ *
+ * Bases need no suffix of their own: the directions b_i are in the latent rows the host fills, so
+ * every suffix reduces along a basis unchanged.
  */
 import { decodeModel, modelProto, type NodeProto, type TensorProto } from './proto.js';
 
@@ -102,12 +117,7 @@ export function defaultOpset(bytes: Uint8Array): number {
 
 /** Appends the penalty suffix for `layers`; see the module comment for its inputs and outputs. */
 export function appendPenaltySuffix(bytes: Uint8Array, options: PenaltySuffixOptions): PenaltySuffix {
-  const { layers } = options;
-  if (layers.length === 0) throw new Error('the penalty suffix needs at least one layer');
-  const accumulation = options.accumulation ?? 'float64';
-  const opset = options.opset ?? defaultOpset(bytes);
-  if (opset < 11) throw new Error(`the penalty suffix needs opset 11 or later; the model imports opset ${opset}`);
-  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const { layers, accumulation, g } = startSuffix(bytes, options, 'penalty', 11);
   const inputs = {
     center: `${PREFIX}.center`,
     plus: `${PREFIX}.plus`,
@@ -136,7 +146,7 @@ export function appendPenaltySuffix(bytes: Uint8Array, options: PenaltySuffixOpt
 
   const outputLayers: Record<string, PenaltySuffixLayer> = {};
   layers.forEach((layer, i) => {
-    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const rows = g.flatRows(layer, flat);
     const center = g.node('Gather', [rows, inputs.center], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     const plus = g.node('Gather', [rows, inputs.plus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     const minus = g.node('Gather', [rows, inputs.minus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
@@ -161,11 +171,7 @@ export function appendPenaltySuffix(bytes: Uint8Array, options: PenaltySuffixOpt
     outputLayers[layer] = names;
   });
 
-  const type = modelProto();
-  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
-  const joined = new Uint8Array(bytes.length + extra.length);
-  joined.set(bytes, 0);
-  joined.set(extra, bytes.length);
+  const joined = appendGraph(bytes, g);
   const outputs = { count, layers: outputLayers };
   const fetches = [count, ...Object.values(outputLayers).flatMap((l) => [l.mean, l.m2, l.maxAbs, l.nonFinite])];
   return { bytes: joined, accumulation, inputs, outputs, fetches };
@@ -183,14 +189,16 @@ export interface HessianSuffixLayer {
   sumOff: string;
   /** [S]: max |g(z)| over the center's elements. */
   maxAbs: string;
+  /** [S, d², 1]: the full Hessian of the element fed as inputs.element (fetch it only when asked for). */
+  element: string;
 }
 
 export interface HessianSuffix {
   bytes: Uint8Array;
   accumulation: Accumulation;
   latents: number;
-  /** rows int64 [S, d² + d + 1]: each slot's rows in compactHessianLayout order; stencil A [d², d² + d + 1]: compactStencilMatrix(d, ε). */
-  inputs: { rows: string; stencil: string };
+  /** rows int64 [S, d² + d + 1]: each slot's rows in compactHessianLayout order; stencil A [d², d² + d + 1]: compactStencilMatrix(d); epsilon A []; element int64 [1]. */
+  inputs: { rows: string; stencil: string; epsilon: string; element: string };
   outputs: Record<string, HessianSuffixLayer>;
   fetches: string[];
 }
@@ -201,48 +209,47 @@ export interface HessianSuffix {
  * per-element figures hessian.ts reduces. A sample's rows must lie in one chunk.
  */
 export function appendHessianSuffix(bytes: Uint8Array, options: PenaltySuffixOptions & { latents: number }): HessianSuffix {
-  const { layers, latents: d } = options;
-  if (layers.length === 0) throw new Error('the Hessian suffix needs at least one layer');
+  const d = options.latents;
   if (!Number.isInteger(d) || d < 1) throw new Error(`latents must be a positive integer, got ${d}`);
-  const accumulation = options.accumulation ?? 'float64';
-  const opset = options.opset ?? defaultOpset(bytes);
-  if (opset < 13) throw new Error(`the Hessian suffix needs opset 13 or later; the model imports opset ${opset}`);
-  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const { layers, accumulation, g } = startSuffix(bytes, options, 'Hessian', 13);
   const R = d * d + d + 1;
-  const inputs = { rows: `${PREFIX}.hessian.rows`, stencil: `${PREFIX}.hessian.stencil` };
+  const inputs = { rows: `${PREFIX}.hessian.rows`, stencil: `${PREFIX}.hessian.stencil`, epsilon: `${PREFIX}.hessian.epsilon`, element: `${PREFIX}.hessian.element` };
   g.input(inputs.rows, INT64, ['slots', String(R)]);
   g.input(inputs.stencil, g.type, [String(d * d), String(R)]);
+  g.input(inputs.epsilon, g.type, []);
+  g.input(inputs.element, INT64, ['1']);
   const diagonal = Array.from({ length: d * d }, (_, p) => (Math.floor(p / d) === p % d ? 1 : 0));
   const diagonalMask = g.constant('hessian_diagonal', diagonal, [d * d, 1]);
   const offMask = g.constant('hessian_off', diagonal.map((x) => 1 - x), [d * d, 1]);
   const flat = g.int64s('hessian_flat', [0, -1]);
   const centerRow = g.int64s('hessian_center_row', [0]);
+  const epsilonSquared = g.node('Mul', [inputs.epsilon, inputs.epsilon]);
   const outputs: Record<string, HessianSuffixLayer> = {};
   layers.forEach((layer, i) => {
-    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const rows = g.flatRows(layer, flat);
     const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
-    const h = g.node('MatMul', [inputs.stencil, stacked]);
+    const h = g.node('Div', [g.node('MatMul', [inputs.stencil, stacked]), epsilonSquared]);
     const squares = g.node('Mul', [h, h]);
     const abs = g.node('Abs', [h]);
+    const absDiagonal = g.node('Mul', [abs, diagonalMask]);
+    const absOff = g.node('Mul', [abs, offMask]);
     const name = (what: string) => `${PREFIX}.hessian.${i}.${what}`;
-    const names: HessianSuffixLayer = {
+    const names: Omit<HessianSuffixLayer, 'element'> = {
       offSquares: g.reduce('ReduceSum', g.node('Mul', [squares, offMask]), [1], false, name('off_squares')),
       interaction: g.reduce('ReduceSum', squares, [2], false, name('interaction')),
-      maxDiagonal: g.reduce('ReduceMax', g.node('Mul', [abs, diagonalMask]), [1], false, name('max_diagonal')),
-      maxOff: g.reduce('ReduceMax', g.node('Mul', [abs, offMask]), [1], false, name('max_off')),
-      sumDiagonal: g.reduce('ReduceSum', g.node('Mul', [abs, diagonalMask]), [1], false, name('sum_diagonal')),
-      sumOff: g.reduce('ReduceSum', g.node('Mul', [abs, offMask]), [1], false, name('sum_off')),
+      maxDiagonal: g.reduce('ReduceMax', absDiagonal, [1], false, name('max_diagonal')),
+      maxOff: g.reduce('ReduceMax', absOff, [1], false, name('max_off')),
+      sumDiagonal: g.reduce('ReduceSum', absDiagonal, [1], false, name('sum_diagonal')),
+      sumOff: g.reduce('ReduceSum', absOff, [1], false, name('sum_off')),
       maxAbs: g.reduce('ReduceMax', g.node('Abs', [g.node('Gather', [stacked, centerRow], [{ name: 'axis', type: ATTR_INT, i: 1 }])]), [1, 2], false, name('max_abs')),
     };
-    for (const output of Object.values(names)) g.output(output);
-    outputs[layer] = names;
+    const element = g.node('Gather', [h, inputs.element], [{ name: 'axis', type: ATTR_INT, i: 2 }], name('element'));
+    for (const output of [...Object.values(names), element]) g.output(output);
+    outputs[layer] = { ...names, element };
   });
-  const type = modelProto();
-  const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
-  const joined = new Uint8Array(bytes.length + extra.length);
-  joined.set(bytes, 0);
-  joined.set(extra, bytes.length);
-  return { bytes: joined, accumulation, latents: d, inputs, outputs, fetches: Object.values(outputs).flatMap((l) => Object.values(l)) };
+  const joined = appendGraph(bytes, g);
+  const fetches = Object.values(outputs).flatMap(({ element: _, ...figures }) => Object.values(figures));
+  return { bytes: joined, accumulation, latents: d, inputs, outputs, fetches };
 }
 
 export interface ActivenessSuffix {
@@ -250,8 +257,8 @@ export interface ActivenessSuffix {
   accumulation: Accumulation;
   /** rows int64 [U, 3]: each unit's rows with its latent at −extent, 0, +extent. */
   inputs: { rows: string };
-  /** Per layer, [U]: Σ over elements of the unbiased variance of the unit's three outputs. */
-  outputs: Record<string, { varianceSum: string }>;
+  /** Per layer, [U]: Σ over elements of the unbiased variance of the unit's three outputs; [2]: the layer's [rows, E] in the batch. */
+  outputs: Record<string, { varianceSum: string; shape: string }>;
   fetches: string[];
 }
 
@@ -260,20 +267,16 @@ export interface ActivenessSuffix {
  * three outputs a, b, c — the reference's form, so an ignored latent gives exactly 0 here too.
  */
 export function appendActivenessSuffix(bytes: Uint8Array, options: PenaltySuffixOptions): ActivenessSuffix {
-  const { layers } = options;
-  if (layers.length === 0) throw new Error('the activeness suffix needs at least one layer');
-  const accumulation = options.accumulation ?? 'float64';
-  const opset = options.opset ?? defaultOpset(bytes);
-  if (opset < 11) throw new Error(`the activeness suffix needs opset 11 or later; the model imports opset ${opset}`);
-  const g = new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT);
+  const { layers, accumulation, g } = startSuffix(bytes, options, 'activeness', 11);
   const inputs = { rows: `${PREFIX}.activeness.rows` };
   g.input(inputs.rows, INT64, ['units', '3']);
   const flat = g.int64s('activeness_flat', [0, -1]);
   const point = [0, 1, 2].map((p) => g.int64s(`activeness_point_${p}`, [p]));
   const six = g.scalar('activeness_six', 6);
-  const outputs: Record<string, { varianceSum: string }> = {};
+  const outputs: Record<string, { varianceSum: string; shape: string }> = {};
   layers.forEach((layer, i) => {
-    const rows = g.node('Cast', [g.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: g.type }]);
+    const rows = g.flatRows(layer, flat);
+    const shape = g.node('Shape', [rows], [], `${PREFIX}.activeness.${i}.shape`);
     const stacked = g.node('Gather', [rows, inputs.rows], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
     // [U, 1, E] each; Gather with a scalar index would drop the axis, a [1] index keeps it.
     const [a, b, c] = point.map((p) => g.node('Gather', [stacked, p], [{ name: 'axis', type: ATTR_INT, i: 1 }]));
@@ -284,14 +287,67 @@ export function appendActivenessSuffix(bytes: Uint8Array, options: PenaltySuffix
     const variance = g.node('Div', [g.node('Add', [g.node('Add', [square(a, b), square(b, c)]), square(a, c)]), six]);
     const varianceSum = g.reduce('ReduceSum', variance, [1, 2], false, `${PREFIX}.activeness.${i}.variance_sum`);
     g.output(varianceSum);
-    outputs[layer] = { varianceSum };
+    g.output(shape);
+    outputs[layer] = { varianceSum, shape };
   });
+  return { bytes: appendGraph(bytes, g), accumulation, inputs, outputs, fetches: Object.values(outputs).flatMap((o) => [o.varianceSum, o.shape]) };
+}
+
+export interface OrthogonalitySuffix {
+  bytes: Uint8Array;
+  accumulation: Accumulation;
+  /** center int64 [S]: each slot's center row; plus int64 [S, m]: its direction rows (pad with the center: ‖Jv‖² = 0 there); epsilon A []. */
+  inputs: { center: string; plus: string; epsilon: string };
+  /** Per layer, [S, m]: ‖(g(z + εv_j) − g(z)) / ε‖² over the layer's elements; [2]: the layer's [rows, E] in the batch. */
+  outputs: Record<string, { norms: string; shape: string }>;
+  fetches: string[];
+}
+
+/**
+ * The orthogonality suffix (math/orthogonality.ts): per slot and direction column the squared
+ * norm of the forward difference, the reference's operations in its order ((g+ − g) / ε, squared,
+ * summed over elements). The variance over directions stays on the host (k values per sample).
+ */
+export function appendOrthogonalitySuffix(bytes: Uint8Array, options: PenaltySuffixOptions): OrthogonalitySuffix {
+  const { layers, accumulation, g } = startSuffix(bytes, options, 'orthogonality', 11);
+  const inputs = { center: `${PREFIX}.orthogonality.center`, plus: `${PREFIX}.orthogonality.plus`, epsilon: `${PREFIX}.orthogonality.epsilon` };
+  g.input(inputs.center, INT64, ['slots']);
+  g.input(inputs.plus, INT64, ['slots', 'directions']);
+  g.input(inputs.epsilon, g.type, []);
+  const flat = g.int64s('orthogonality_flat', [0, -1]);
+  const column = g.int64s('orthogonality_column', [0, 1, -1]);
+  const outputs: Record<string, { norms: string; shape: string }> = {};
+  layers.forEach((layer, i) => {
+    const rows = g.flatRows(layer, flat);
+    const shape = g.node('Shape', [rows], [], `${PREFIX}.orthogonality.${i}.shape`);
+    const center = g.node('Reshape', [g.node('Gather', [rows, inputs.center], [{ name: 'axis', type: ATTR_INT, i: 0 }]), column]);
+    const plus = g.node('Gather', [rows, inputs.plus], [{ name: 'axis', type: ATTR_INT, i: 0 }]);
+    const jv = g.node('Div', [g.node('Sub', [plus, center]), inputs.epsilon]);
+    const norms = g.reduce('ReduceSum', g.node('Mul', [jv, jv]), [2], false, `${PREFIX}.orthogonality.${i}.norms`);
+    g.output(norms);
+    g.output(shape);
+    outputs[layer] = { norms, shape };
+  });
+  return { bytes: appendGraph(bytes, g), accumulation, inputs, outputs, fetches: Object.values(outputs).flatMap((o) => [o.norms, o.shape]) };
+}
+
+/** A suffix's common start: its layers checked, the accumulation type, and a builder for the model's opset (at least `minimumOpset`). */
+function startSuffix(bytes: Uint8Array, options: PenaltySuffixOptions, what: string, minimumOpset: number): { layers: readonly string[]; accumulation: Accumulation; g: GraphBuilder } {
+  if (options.layers.length === 0) throw new Error(`the ${what} suffix needs at least one layer`);
+  const accumulation = options.accumulation ?? 'float64';
+  const opset = options.opset ?? defaultOpset(bytes);
+  if (opset < minimumOpset) throw new Error(`the ${what} suffix needs opset ${minimumOpset} or later; the model imports opset ${opset}`);
+  return { layers: options.layers, accumulation, g: new GraphBuilder(opset, accumulation === 'float64' ? DOUBLE : FLOAT) };
+}
+
+/** The model's bytes with the suffix's graph appended (the module comment says why appending merges). */
+function appendGraph(bytes: Uint8Array, g: GraphBuilder): Uint8Array {
   const type = modelProto();
   const extra = type.encode(type.fromObject({ graph: g.graph() })).finish();
   const joined = new Uint8Array(bytes.length + extra.length);
   joined.set(bytes, 0);
   joined.set(extra, bytes.length);
-  return { bytes: joined, accumulation, inputs, outputs, fetches: Object.values(outputs).map((o) => o.varianceSum) };
+  return joined;
 }
 
 interface ValueInfoObject {
@@ -320,6 +376,11 @@ class GraphBuilder {
   /** Declared by name only: onnxruntime infers its type and shape. */
   output(name: string): void {
     this.outputs.push({ name });
+  }
+
+  /** A layer's rows flattened to [batch, E] (`flat` holds [0, −1]), in the accumulation type. */
+  flatRows(layer: string, flat: string): string {
+    return this.node('Cast', [this.node('Reshape', [layer, flat])], [{ name: 'to', type: ATTR_INT, i: this.type }]);
   }
 
   int64s(name: string, values: number[]): string {

@@ -241,9 +241,9 @@ export class Run {
   /**
    * The plan of `samples` × `unitSizes` rows: batches within the memory budget, cut further to the
    * request's batchRows, or to the session's tuned size when the request is large enough to tune
-   * for (see TUNE_MIN_ROWS).
+   * for (see TUNE_MIN_ROWS); `limit` caps it for what the budget does not count (a suffix's tensors).
    */
-  async plan(samples: number, unitSizes: readonly number[], mode: ExecutionMode, repeatCenter = false): Promise<PlannedUnits> {
+  async plan(samples: number, unitSizes: readonly number[], mode: ExecutionMode, repeatCenter = false, limit = Infinity): Promise<PlannedUnits> {
     const rows = samples * unitSizes.reduce((a, b) => a + b, 0);
     const budgetRows = this.budgetRows();
     let cap = Infinity;
@@ -260,11 +260,12 @@ export class Run {
         // With repeatCenter (the in-graph estimator) whole samples per batch: no split to merge, no center run twice.
         const perSample = rows / samples;
         cap = repeatCenter && tuned >= perSample ? tuned - (tuned % perSample) : tuned;
+        cap = Math.max(cap, ...unitSizes); // a batch holds at least one unit (the in-graph Hessian's is a whole sample)
         // Only a size that cuts the batches is the tuner's doing; a larger one leaves the budget's.
         if (cap < Math.min(budgetRows, rows)) from = 'tuned';
       }
     }
-    const plan = this.withinBudget((maxRows) => planUnits({ samples, unitSizes, maxRows: Math.min(maxRows, cap), mode, repeatCenter }));
+    const plan = this.withinBudget((maxRows) => planUnits({ samples, unitSizes, maxRows: Math.min(maxRows, cap, limit), mode, repeatCenter }));
     return { plan, batchRows: plan.largestBatch, batchRowsFrom: from };
   }
 

@@ -17,7 +17,7 @@ export interface OpenSession {
   /** Facts learned by probing this session (shapes, row independence), by input signature. */
   facts: Map<string, unknown>;
   /**
-   * Sessions derived from this one's model (the penalty suffix, run/graph-penalty.ts), by key:
+   * Sessions derived from this one's model (the estimator suffixes, run/graph-suffix.ts), by key:
    * they live and go with it, so opening one never evicts the session a run is using.
    */
   companions: Map<string, Promise<OpenSession>>;
