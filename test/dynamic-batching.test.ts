@@ -168,6 +168,9 @@ t.test('the pool: concurrent requests share a worker task, each with its own fig
   t.match(refused.reason.message, /5/);
   t.equal(pool.batching.batches, 1, 'one batch task');
   t.equal(pool.batching.requests, requests.length + 1, 'held every request');
+  // The batch's run counts come with its end, after its requests were answered.
+  const deadline = Date.now() + 10_000;
+  while (pool.batching.runs === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   t.ok(pool.batching.packedRuns >= 1, 'at least one run was shared');
 });
 
@@ -332,4 +335,18 @@ t.test('auto on a GPU: a small request sharing batches is reduced on the host, a
   t.equal(chooseEstimator(run(over - 1, true, 'cuda:0', [0.05, 0.2]), 'auto'), 'graph', 'a sweep copies every ε');
   t.equal(chooseEstimator(run(8, true), 'graph'), 'graph', 'as asked');
   t.equal(chooseEstimator(run(8, true, 'cpu'), 'auto'), 'host');
+});
+
+t.test('the pool: each request of a batch is answered when its own work ends', async (t) => {
+  const pool = new WorkerPool({ devices: [cpu], workersPerDevice: 1, maxQueue: 8, taskTimeoutMs: 120_000, intraOpThreads: 1, batchMaxRequests: 2, batchDelayMs: 1000 });
+  t.teardown(() => pool.destroy());
+  await pool.openProviders();
+  const task = (request: unknown) => ({ kind: 'penalty', modelId: idOf('dcgan.onnx'), modelPath: path('dcgan.onnx'), request, limits: DEFAULT_LIMITS }) as never;
+  const order: string[] = [];
+  // The long one asks for batches of 50 rows: 18 runs for its 900 rows; the short one needs one.
+  const long = pool.evaluate(task({ latents: { samples: 100 }, k: 4, seed: 1, batchRows: 50 })).then(() => order.push('long'));
+  const short = pool.evaluate(task({ latents: { samples: 1 }, k: 2, seed: 2 })).then(() => order.push('short'));
+  await Promise.all([long, short]);
+  t.same(order, ['short', 'long'], 'the short request did not wait for the long one');
+  t.equal(pool.batching.batches, 1, 'they shared one batch task');
 });

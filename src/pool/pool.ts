@@ -39,7 +39,7 @@ import { DEFAULTS, type MetricRequest } from '../contract/request.js';
 import { mergeParts, SPLIT_METRICS, type SplitMetric } from '../metrics/merge.js';
 import { randomSeed } from '../math/sampling.js';
 import { type Device, deviceName } from '../runtime/device.js';
-import { type BatchValue, type MetricTask, type MetricValue, type Outcome, type ProviderValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
+import { type BatchOutcome, type BatchOutcomeMessage, type BatchValue, type MetricTask, type MetricValue, type Outcome, type ProviderValue, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 
 /** Chunks of a task done so far, as the worker reports them (stage: which pass of an audit). */
 export interface TaskProgress {
@@ -50,6 +50,9 @@ export interface TaskProgress {
 export type OnTaskProgress = (progress: TaskProgress) => void;
 
 /** Worker → pool progress message, sent with process.send beside tinypool's own messages. */
+const isOutcome = (message: unknown): message is BatchOutcomeMessage =>
+  typeof message === 'object' && message !== null && (message as { kind?: unknown }).kind === 'batch-outcome';
+
 const isProgress = (message: unknown): message is { kind: 'progress' } & TaskProgress =>
   typeof message === 'object' && message !== null && (message as { kind?: unknown }).kind === 'progress';
 
@@ -94,6 +97,8 @@ interface Member {
   gone?: boolean;
   /** Once dispatched: aborts the batch task when every member has left (its worker is replaced, as for one task). */
   left?: () => void;
+  /** Its outcome has come (or the batch failed): counted and settled once. */
+  answered?: boolean;
 }
 
 /** Requests on one model gathered for one worker: open until `dispatch`. */
@@ -490,17 +495,32 @@ export class WorkerPool {
     }
     this.batching.requests += members.length;
     this.batching.batches++;
-    this.runOn(lane, { kind: 'batch', tasks: members.map((m) => m.task) }, abandoned.signal)
-      .then(
-        (value) => {
-          const batch = value as BatchValue;
-          this.batching.runs += batch.runs;
-          this.batching.packedRuns += batch.packed;
-          batch.outcomes.forEach((outcome, i) => (outcome.ok ? members[i].resolve(outcome.value) : members[i].reject(AuditError.relayed(outcome.error))));
-        },
-        (err: unknown) => members.forEach((m) => m.reject(err)),
-      )
-      .finally(() => members.forEach(finished));
+    // Each request is answered when its own outcome arrives; the batch ends when all have.
+    const answer = (i: number, outcome: BatchOutcome, ms: number): void => {
+      const m = members[i];
+      if (m.answered) return;
+      m.answered = true;
+      finished(m);
+      this.taskDone(m.task.kind, ms, outcome.ok ? outcome.value : null, lane, members.length - 1);
+      if (outcome.ok) m.resolve(outcome.value);
+      else m.reject(AuditError.relayed(outcome.error));
+    };
+    const started = performance.now();
+    this.runOn(lane, { kind: 'batch', tasks: members.map((m) => m.task) }, abandoned.signal, undefined, answer).then(
+      (value) => {
+        const batch = value as BatchValue;
+        this.batching.runs += batch.runs;
+        this.batching.packedRuns += batch.packed;
+        batch.outcomes.forEach((outcome, i) => outcome && answer(i, outcome, performance.now() - started));
+      },
+      (err: unknown) =>
+        members.forEach((m) => {
+          if (m.answered) return;
+          m.answered = true;
+          finished(m);
+          m.reject(err);
+        }),
+    );
   }
 
   private freeLane(): Lane | undefined {
@@ -517,7 +537,13 @@ export class WorkerPool {
   }
 
   /** Runs on a lane whose `running` count already includes this task. */
-  private async runOn(lane: Lane, task: Task, cancel?: AbortSignal, onProgress?: OnTaskProgress): Promise<TaskValue> {
+  private async runOn(
+    lane: Lane,
+    task: Task,
+    cancel?: AbortSignal,
+    onProgress?: OnTaskProgress,
+    onOutcome?: (index: number, outcome: BatchOutcome, ms: number) => void,
+  ): Promise<TaskValue> {
     const started = performance.now();
     let outcome: Outcome<TaskValue>;
     const timeout = AbortSignal.timeout(this.options.taskTimeoutMs);
@@ -526,7 +552,12 @@ export class WorkerPool {
       // Nothing done yet, but a worker has the task: for a caller that tells queued from running.
       onProgress?.({ done: 0, total: 0 });
       // Always a channel of this task's own, so a worker's messages never reach an earlier task's listener.
-      const channel = { postMessage: (message: unknown) => isProgress(message) && onProgress?.({ done: message.done, total: message.total, ...(message.stage ? { stage: message.stage } : {}) }) };
+      const channel = {
+        postMessage: (message: unknown) => {
+          if (isProgress(message)) onProgress?.({ done: message.done, total: message.total, ...(message.stage ? { stage: message.stage } : {}) });
+          else if (isOutcome(message)) onOutcome?.(message.index, message.outcome, performance.now() - started);
+        },
+      };
       outcome = (await lane.pool.run(task, { signal, channel })) as Outcome<TaskValue>;
     } catch (err) {
       let error: AuditError;
@@ -550,10 +581,8 @@ export class WorkerPool {
       this.onTask?.({ kind: task.kind, ms, ok: false });
       throw AuditError.relayed(outcome.error);
     }
-    if (task.kind === 'batch') {
-      // Each request of a batch as the metrics would see it alone.
-      for (const [i, o] of (outcome.value as BatchValue).outcomes.entries()) this.taskDone(task.tasks[i].kind, ms, o.ok ? o.value : null, lane, task.tasks.length - 1);
-    } else this.taskDone(task.kind, ms, outcome.value, lane, 0);
+    // A batch's requests are counted as their outcomes arrive (dispatch).
+    if (task.kind !== 'batch') this.taskDone(task.kind, ms, outcome.value, lane, 0);
     return outcome.value;
   }
 

@@ -42,9 +42,22 @@ export interface BatchTask {
   tasks: MetricTask[];
 }
 
-/** A batch task's value: one outcome per task, in order. */
+/** One task's outcome in a batch task. */
+export type BatchOutcome = { ok: true; value: MetricValue } | { ok: false; error: ErrorData };
+
+/**
+ * Sent by the worker (process.send) as each task of a batch ends, so that a request is answered
+ * when its own work is done, not when the whole batch is.
+ */
+export interface BatchOutcomeMessage {
+  kind: 'batch-outcome';
+  index: number;
+  outcome: BatchOutcome;
+}
+
+/** A batch task's value: the outcomes the worker could not send as they ended (none in a child process), and its runs. */
 export interface BatchValue {
-  outcomes: ({ ok: true; value: MetricValue } | { ok: false; error: ErrorData })[];
+  outcomes: (BatchOutcome | null)[];
   /** session.run calls the batch made for its stacked batches, and how many of them were packed. */
   runs: number;
   packed: number;

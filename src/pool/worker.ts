@@ -16,7 +16,7 @@ import { evaluateMetric } from '../metrics/evaluate.js';
 import { metric } from '../metrics/registry.js';
 import { renderReport } from '../report/index.js';
 import { providerCheckModel } from '../runtime/provider-check.js';
-import { type BatchValue, type ErrorData, type MetricTask, type MetricValue, type Outcome, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
+import { type BatchOutcome, type BatchOutcomeMessage, type BatchValue, type ErrorData, type MetricTask, type MetricValue, type Outcome, type Task, type TaskValue, WORKER_ENV, type WorkerState } from './protocol.js';
 import { SharedBatches } from '../runtime/shared-batches.js';
 import { type OpenSession, SessionCache, type SessionSettings } from '../runtime/session.js';
 import { watchParent } from '../runtime/watchdog.js';
@@ -119,16 +119,23 @@ async function runMetric(task: MetricTask, shared?: SharedBatches): Promise<Metr
   return { html: renderReport({ ...(task.modelName ? { modelName: task.modelName } : {}), ...metric(task.kind).report(result) }) };
 }
 
-/** Every task at once, their stacked batches shared; one task's failure is its own outcome. */
+/**
+ * Every task at once, their stacked batches shared; one task's failure is its own outcome. Each
+ * outcome goes to the pool as soon as its task ends (BatchOutcomeMessage); only where there is
+ * no parent to send to does the value carry them.
+ */
 async function runBatch(tasks: MetricTask[]): Promise<BatchValue> {
   const shared = new SharedBatches();
   const outcomes = await Promise.all(
-    tasks.map((task) =>
-      runMetric(task, shared).then(
+    tasks.map(async (task, index): Promise<BatchOutcome | null> => {
+      const outcome: BatchOutcome = await runMetric(task, shared).then(
         (value) => ({ ok: true as const, value }),
         (err: unknown) => ({ ok: false as const, error: errorData(err) }),
-      ),
-    ),
+      );
+      if (!process.send) return outcome;
+      process.send({ kind: 'batch-outcome', index, outcome } satisfies BatchOutcomeMessage);
+      return null;
+    }),
   );
   return { outcomes, runs: shared.stats.runs, packed: shared.stats.packed };
 }
