@@ -221,13 +221,20 @@ function latentWidth(bytes) {
 
 /** Eight different requests at once on `on`, each alone on `off`: the figures must be the same. */
 async function identical(on, off) {
-  const asks = Array.from({ length: 8 }, (_, i) => ({ latents: { samples: 2 + i }, k: 2 + (i % 4), epsilon: 0.05 * (1 + (i % 3)), seed: 100 + i }));
+  // noise: false: the measured noise is the session's (a worker replaced when a load level's last
+  // requests were cut off measures it again), not a figure of the request.
+  const asks = Array.from({ length: 8 }, (_, i) => ({ latents: { samples: 2 + i }, k: 2 + (i % 4), epsilon: 0.05 * (1 + (i % 3)), seed: 100 + i, noise: false }));
   const strip = ({ timings, batches, batchRows, batchRowsFrom, noise, ...rest }) => JSON.stringify(rest);
   const post = (server, ask) => fetch(`${server.base}/v1/models/${server.id}/penalty`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ask) }).then((r) => r.json());
   const together = await Promise.all(asks.map((a) => post(on, a)));
   let same = 0;
-  for (const [i, a] of asks.entries()) if (strip(await post(off, a)) === strip(together[i])) same++;
-  return { requests: asks.length, same };
+  const differ = [];
+  for (const [i, a] of asks.entries()) {
+    const alone = await post(off, a);
+    if (strip(alone) === strip(together[i])) same++;
+    else differ.push(Object.keys(alone).find((k) => JSON.stringify(alone[k]) !== JSON.stringify(together[i][k])));
+  }
+  return { requests: asks.length, same, ...(differ.length ? { differ } : {}) };
 }
 
 const floorRate = await floor();
@@ -274,7 +281,7 @@ try {
     }
   }
   const check = await identical(on, off);
-  console.log(`identical figures: ${check.same} of ${check.requests} concurrent requests on the batching server equal the same request alone`);
+  console.log(`identical figures: ${check.same} of ${check.requests} concurrent requests on the batching server equal the same request alone${check.differ ? ` (fields that differ: ${check.differ.join(', ')})` : ''}`);
   console.log(JSON.stringify({ floor: floorRate, single: one, levels, identical: check, loadAverage: loadavg() }));
 } finally {
   agent.destroy();
