@@ -23,6 +23,14 @@ const bytesOf = (name: string) => new Uint8Array(readFileSync(path(name)));
 const idOf = (name: string) => loadModel(bytesOf(name)).id;
 const cpu = { kind: 'cpu' } as const;
 
+/** A pool of one CPU worker with one onnxruntime thread, its batching and environment as given, started and torn down with the test. */
+async function poolFor(t: Tap.Test, options: Partial<ConstructorParameters<typeof WorkerPool>[0]>): Promise<WorkerPool> {
+  const pool = new WorkerPool({ devices: [cpu], workersPerDevice: 1, maxQueue: 8, taskTimeoutMs: 120_000, intraOpThreads: 1, ...options });
+  t.teardown(() => pool.destroy());
+  await pool.openProviders();
+  return pool;
+}
+
 /** What a request's figures are: everything but the timings and how its rows were cut into batches. */
 function figures(result: Record<string, unknown>): Record<string, unknown> {
   const { timings: _t, batches: _b, batchRows: _r, batchRowsFrom: _f, ...rest } = result;
@@ -143,9 +151,7 @@ t.test('a pack whose outputs do not have the packed rows runs each batch alone',
 });
 
 t.test('the pool: concurrent requests share a worker task, each with its own figures and errors', async (t) => {
-  const pool = new WorkerPool({ devices: [cpu], workersPerDevice: 1, maxQueue: 16, taskTimeoutMs: 120_000, intraOpThreads: 1, batchMaxRequests: 16, batchDelayMs: 200 });
-  t.teardown(() => pool.destroy());
-  await pool.openProviders();
+  const pool = await poolFor(t, { maxQueue: 16, batchMaxRequests: 16, batchDelayMs: 200 });
   const task = (request: unknown) => ({ kind: 'penalty', modelId: idOf('dcgan.onnx'), modelPath: path('dcgan.onnx'), request, limits: DEFAULT_LIMITS }) as never;
   const sessions = new SessionCache(2);
   t.teardown(() => sessions.clear());
@@ -175,9 +181,7 @@ t.test('the pool: concurrent requests share a worker task, each with its own fig
 });
 
 t.test('the pool: who is not batched, and a request that leaves a batch', async (t) => {
-  const pool = new WorkerPool({ devices: [cpu], workersPerDevice: 1, maxQueue: 1, taskTimeoutMs: 120_000, intraOpThreads: 1, batchMaxRequests: 4, batchDelayMs: 300 });
-  t.teardown(() => pool.destroy());
-  await pool.openProviders();
+  const pool = await poolFor(t, { maxQueue: 1, batchMaxRequests: 4, batchDelayMs: 300 });
   const task = (request: unknown, extra: Record<string, unknown> = {}) =>
     ({ kind: 'penalty', modelId: idOf('dcgan.onnx'), modelPath: path('dcgan.onnx'), request, limits: DEFAULT_LIMITS, ...extra }) as never;
   // A large request and a report are not batched: they run as tasks of their own.
@@ -217,9 +221,7 @@ t.test('the pool: who is not batched, and a request that leaves a batch', async 
 });
 
 t.test('the pool with batchMaxRequests 1 runs every request alone', async (t) => {
-  const pool = new WorkerPool({ devices: [cpu], workersPerDevice: 1, maxQueue: 8, taskTimeoutMs: 120_000, intraOpThreads: 1, batchMaxRequests: 1, batchDelayMs: 100 });
-  t.teardown(() => pool.destroy());
-  await pool.openProviders();
+  const pool = await poolFor(t, { batchMaxRequests: 1, batchDelayMs: 100 });
   const task = (seed: number) => ({ kind: 'penalty', modelId: idOf('dcgan.onnx'), modelPath: path('dcgan.onnx'), request: { latents: { samples: 2 }, k: 2, seed }, limits: DEFAULT_LIMITS }) as never;
   await Promise.all([1, 2, 3].map((s) => pool.evaluate(task(s))));
   t.equal(pool.batching.batches, 0);
@@ -255,18 +257,7 @@ t.test('serve refuses bad batching settings with exit code 2', async (t) => {
 
 t.test('the pool: a batch whose every request left is stopped and its worker replaced', async (t) => {
   const hanging = idOf('separable.onnx');
-  const pool = new WorkerPool({
-    devices: [cpu],
-    workersPerDevice: 1,
-    maxQueue: 8,
-    taskTimeoutMs: 60_000,
-    intraOpThreads: 1,
-    batchMaxRequests: 4,
-    batchDelayMs: 100,
-    env: { HESSIAN_AUDIT_TEST_FAULTS: `hang=${hanging}` },
-  });
-  t.teardown(() => pool.destroy());
-  await pool.openProviders();
+  const pool = await poolFor(t, { batchMaxRequests: 4, batchDelayMs: 100, env: { HESSIAN_AUDIT_TEST_FAULTS: `hang=${hanging}` } });
   const task = (seed: number) => ({ kind: 'penalty', modelId: hanging, modelPath: path('separable.onnx'), request: { latents: { samples: 2 }, k: 2, seed }, limits: DEFAULT_LIMITS }) as never;
   const first = new AbortController();
   const second = new AbortController();
@@ -291,18 +282,7 @@ t.test('the pool: a batch whose every request left is stopped and its worker rep
 
 t.test('the pool: a worker that crashes under a batch fails each of its requests with worker_crashed; the next is served', async (t) => {
   const crashing = idOf('mlp.onnx');
-  const pool = new WorkerPool({
-    devices: [cpu],
-    workersPerDevice: 1,
-    maxQueue: 8,
-    taskTimeoutMs: 60_000,
-    intraOpThreads: 1,
-    batchMaxRequests: 2,
-    batchDelayMs: 1000,
-    env: { HESSIAN_AUDIT_TEST_FAULTS: `abort=${crashing}` },
-  });
-  t.teardown(() => pool.destroy());
-  await pool.openProviders();
+  const pool = await poolFor(t, { batchMaxRequests: 2, batchDelayMs: 1000, env: { HESSIAN_AUDIT_TEST_FAULTS: `abort=${crashing}` } });
   const task = (modelId: string, file: string, seed: number) => ({ kind: 'penalty', modelId, modelPath: path(file), request: { latents: { samples: 2 }, k: 2, seed }, limits: DEFAULT_LIMITS }) as never;
   // Two requests fill the batch (batchMaxRequests 2), so it goes at once, without the delay.
   const settled = await Promise.allSettled([pool.evaluate(task(crashing, 'mlp.onnx', 1)), pool.evaluate(task(crashing, 'mlp.onnx', 2))]);
@@ -338,9 +318,7 @@ t.test('auto on a GPU: a small request sharing batches is reduced on the host, a
 });
 
 t.test('the pool: each request of a batch is answered when its own work ends', async (t) => {
-  const pool = new WorkerPool({ devices: [cpu], workersPerDevice: 1, maxQueue: 8, taskTimeoutMs: 120_000, intraOpThreads: 1, batchMaxRequests: 2, batchDelayMs: 1000 });
-  t.teardown(() => pool.destroy());
-  await pool.openProviders();
+  const pool = await poolFor(t, { batchMaxRequests: 2, batchDelayMs: 1000 });
   const task = (request: unknown) => ({ kind: 'penalty', modelId: idOf('dcgan.onnx'), modelPath: path('dcgan.onnx'), request, limits: DEFAULT_LIMITS }) as never;
   const order: string[] = [];
   // The long one asks for batches of 50 rows: 18 runs for its 900 rows; the short one needs one.
