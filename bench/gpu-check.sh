@@ -161,7 +161,8 @@ for model in dcgan dcgan64; do
   done
 done
 # Hessian and activeness, --estimator graph against host on the same device (bytes, times, figures within 1e-6); its table on stderr.
-timeout "$STAGE_TIMEOUT" env DEVICE="$RUN_ON" node bench/hessian-graph.mjs >&2 || say "the in-graph Hessian or activeness disagrees with the host on $RUN_ON (or failed); see the table above"
+timeout "$STAGE_TIMEOUT" env DEVICE="$RUN_ON" node bench/hessian-graph.mjs >"$WORK/hessian-graph.md" \
+  || { say "the in-graph Hessian, activeness or orthogonality disagrees with the host on $RUN_ON (or failed); see its table"; echo failed >"$WORK/hessian-graph.failed"; }
 
 # --- 7. many small requests: a batching and a non-batching server against the bare floor --------
 SMALL_SECONDS=5
@@ -171,7 +172,7 @@ timeout "$STAGE_TIMEOUT" node bench/server-load.mjs --device "$RUN_ON" --workers
 tail -n 1 "$WORK/small.txt" >"$WORK/small.json"
 
 node --input-type=module - "$WORK" "$RTOL" "$ATOL" "$GPU" "${DRY_RUN:-0}" "$ORT_VERSION" "${WEBGPU:-0}" "${MODELS[@]}" <<'JS'
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 const [work, rtolText, atolText, gpu, dryRun, ortVersion, webgpu, ...models] = process.argv.slice(2);
 const others = webgpu === '1' ? ['cuda', 'webgpu'] : ['cuda'];
@@ -246,6 +247,8 @@ for (const model of ['dcgan', 'dcgan64']) {
   }
   if (graphBytes.size !== 1) { failed++; lines.push(`| ${model} | | | | | | NO: the graph's bytes depend on k (${[...graphBytes].join(', ')}) | | | | | |`); }
 }
+lines.push('', `The Hessian, activeness and orthogonality, --estimator graph against host on the same device (bench/hessian-graph.mjs):`, '', readFileSync(`${work}/hessian-graph.md`, 'utf8').trim());
+if (existsSync(`${work}/hessian-graph.failed`)) failed++;
 const small = read('small');
 lines.push('', `Many small requests (N = 8, k = 4, bench/server-load.mjs): floor ${Math.round(small.floor.rowsPerSecond)} rows/s at batches of ${small.floor.batchRows} rows.`, '');
 lines.push('| connections | batching | rows/s | over the floor (target ≥ 0.8) | latency p99 ms | /healthz p99 ms (target < 50) | non-2xx or errors |', '| --- | --- | --- | --- | --- | --- | --- |');
