@@ -8,7 +8,8 @@
  * Many small requests (issue 13, dynamic batching): two servers, one batching across requests (the
  * default) and one not (--batch-max-requests 1), loaded in turn at each concurrency, REPEATS times
  * (default 3), medians; rows/s against the floor: the fastest bare onnxruntime rows/s over batch
- * sizes 16…1,024 with the workers' thread setting on --device (measured first, nothing else running). Then
+ * sizes 16…1,024 of one session with the workers' thread setting on --device (measured first, nothing else
+ * running), times the number of workers (what they could reach side by side at best). Then
  * eight different concurrent requests on the batching server must give exactly the figures the
  * other server gives each alone.
  *
@@ -211,7 +212,8 @@ async function floor() {
   }
   await session.release();
   const best = sizes.map((b) => ({ b, ms: median(times.get(b)) })).sort((x, y) => x.ms - y.ms)[0];
-  return { rowsPerSecond: (rows / best.ms) * 1000, batchRows: best.b };
+  // W workers of T threads each could at best run W such sessions side by side.
+  return { rowsPerSecond: ((rows / best.ms) * 1000) * Number(opts.workers), batchRows: best.b, perSession: (rows / best.ms) * 1000 };
 }
 
 /** The latent width from the model's description (the first input's last dimension). */
@@ -244,10 +246,10 @@ try {
   console.log(
     `hessian-audit server load: ${opts.model}, N=${request.latents.samples} k=${request.k} (${request.latents.samples * (2 * request.k + 1)} rows/request), ${on.workers} worker(s), onnxruntime threads ${opts.threads === '0' ? 'auto' : opts.threads}, ${cores} cores, load average ${loadavg()[0].toFixed(1)}, ${seconds} s per level, ${opts.repeats} repeats`,
   );
-  console.log(`floor: ${Math.round(floorRate.rowsPerSecond)} rows/s (bare onnxruntime, best batch ${floorRate.batchRows} rows)`);
+  console.log(`floor: ${Math.round(floorRate.rowsPerSecond)} rows/s (bare onnxruntime, best batch ${floorRate.batchRows} rows, ${Math.round(floorRate.perSession)} rows/s per session × ${opts.workers} worker(s))`);
   const one = await single(off);
   const rowsPerRequest = request.latents.samples * (2 * request.k + 1);
-  one.httpOverFloor = one.httpMs / ((rowsPerRequest / floorRate.rowsPerSecond) * 1000);
+  one.httpOverFloor = one.httpMs / ((rowsPerRequest / floorRate.perSession) * 1000);
   console.log(
     `single request: HTTP ${ms(one.httpMs)} (evaluatePenalty inside the worker ${ms(one.workerMs)}) vs in-process ${ms(one.inProcessMs)} (medians of 30, interleaved) -> ratio ${one.ratio.toFixed(2)} (target <= 1.2); ` +
       `HTTP = ${one.httpOverFloor.toFixed(2)}x the floor of its ${rowsPerRequest} rows`,
