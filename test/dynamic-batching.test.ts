@@ -110,6 +110,30 @@ const floatInfo = (name: string, dims: (number | string)[]) => ({
   type: { tensorType: { elemType: 1, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
 });
 
+t.test('an input held once for the whole batch (not one per row) never shares a run', async (t) => {
+  // conditional.onnx: label has a row per sample, truncation [1] is one value for every row.
+  const model = loadModel(bytesOf('conditional.onnx'));
+  const sessions = new SessionCache(2);
+  t.teardown(() => sessions.clear());
+  const ask = (seed: number, truncation: number) => ({
+    latents: { samples: 3 },
+    k: 2,
+    seed,
+    inputs: {
+      label: { type: 'int64', shape: [3], data: BigInt64Array.from([1n, 2n, 3n]) },
+      truncation: { type: 'float64', shape: [1], data: Float64Array.from([truncation]) },
+    },
+  });
+  const asks = [ask(1, 0.7), ask(2, 0.5)];
+  await evaluateMetric('penalty', model, asks[0] as never, { device: cpu, sessions });
+  const alone = [];
+  for (const r of asks) alone.push(await evaluateMetric('penalty', model, r as never, { device: cpu, sessions }));
+  const shared = new SharedBatches();
+  const together = await Promise.all(asks.map((r) => evaluateMetric('penalty', model, r as never, { device: cpu, sessions, shared })));
+  together.forEach((result, i) => t.same(figures(result as never), figures(alone[i] as never), `request ${i}: its own truncation`));
+  t.equal(shared.stats.batches, 0, 'no batch was handed over to be shared');
+});
+
 t.test('a packed run that fails runs each batch alone: each gets its own outcome', async (t) => {
   const open = await openSession(twoRowsOnly(), [], cpu);
   t.teardown(() => open.session.release());
