@@ -15,7 +15,7 @@ import { loadModel } from '../dist/runtime/model.js';
 import { openSession, SessionCache } from '../dist/runtime/session.js';
 import { packs, SharedBatches } from '../dist/runtime/shared-batches.js';
 import { spawnCli } from './helpers/cli.js';
-import { encode } from './helpers/onnx-build.js';
+import { encode, floatInfo } from './helpers/onnx-build.js';
 import { get, penalty, spawnServer, upload } from './helpers/serve-child.js';
 
 const path = (name: string) => fileURLToPath(new URL(`../models/${name}`, import.meta.url));
@@ -105,10 +105,6 @@ const twoRowsOnly = () =>
       output: [floatInfo('y', [2, 2])],
     },
   });
-const floatInfo = (name: string, dims: (number | string)[]) => ({
-  name,
-  type: { tensorType: { elemType: 1, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
-});
 
 t.test('an input held once for the whole batch (not one per row) never shares a run', async (t) => {
   // conditional.onnx: label has a row per sample, truncation [1] is one value for every row.

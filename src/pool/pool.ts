@@ -388,16 +388,17 @@ export class WorkerPool {
     const [next] = this.waiting.splice(best, 1);
     if (next.member === null) return next.take(lane);
     // A request that may be batched takes with it the others waiting on the same model.
+    const { key } = next;
     const members = [next.member];
     const max = this.options.batchMaxRequests ?? 16;
     for (let i = 0; i < this.waiting.length && members.length < max; ) {
       const other = this.waiting[i];
-      if (other.member !== null && other.key === next.key) {
+      if (other.member !== null && other.key === key) {
         this.waiting.splice(i, 1);
         members.push(other.member);
       } else i++;
     }
-    this.dispatch({ key: next.key!, lane, members });
+    this.dispatch({ key, lane, members });
   }
 
   /**
@@ -466,7 +467,7 @@ export class WorkerPool {
           cancel?.removeEventListener('abort', leave);
           return reject(this.overloaded());
         }
-        this.waiting.push({ client, member, key, take: () => undefined });
+        this.waiting.push({ client, member, key });
       });
     } finally {
       if (bump(this.inFlight, client, -1) === 0) this.servedAt.delete(client);
@@ -686,12 +687,7 @@ export class WorkerPool {
 export type { WorkerState };
 
 /** A task waiting for a worker: one that runs alone (`take`), or a request that may be batched (`member`, by `key`). */
-interface Waiting {
-  client: string;
-  member: Member | null;
-  key?: string;
-  take: (lane: Lane) => void;
-}
+type Waiting = { client: string } & ({ member: null; take: (lane: Lane) => void } | { member: Member; key: string });
 
 /** Refusals of a part that the whole request may not share: it runs whole on one lane to find out. */
 const WHOLE_DECIDES = new Set(['split_refused', 'limit_exceeded', 'hessian_too_large', 'memory_budget_exceeded']);

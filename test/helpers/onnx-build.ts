@@ -20,7 +20,7 @@ export function decodeExample(name: string): Obj {
 }
 
 const FLOAT = 1;
-const floatInfo = (name: string, dims: (number | string)[]): Obj => ({
+export const floatInfo = (name: string, dims: (number | string)[]): Obj => ({
   name,
   type: { tensorType: { elemType: FLOAT, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
 });
