@@ -25,7 +25,11 @@ OPSET = 14
 LATENTS = 8
 SAMPLES = 8  # the default request: N = 8, k = 2
 K = 2
-EPSILONS = [0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5]
+# The issue-14 grid, and a factor-2 ladder (0.6 to 1.8e-5) so that every ladder point's 2ε and ε/2
+# are points too: the step-halving test (issue 20) is judged against float64 at exactly those.
+EPSILONS = sorted(
+    set([0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5] + [0.6 / 2**i for i in range(16)]), reverse=True
+)
 
 
 class SmoothMLP(nn.Module):
@@ -102,12 +106,32 @@ class OffsetLayerNorm(nn.Module):
         return self.head(torch.tanh(self.fc2(h)))
 
 
+class KinkedConv(nn.Module):
+    """A DCGAN-like conv generator with piecewise-linear activations (LeakyReLU 0.2 or ReLU): its
+    second differences are set by the kinks a perturbation crosses, and grow as 1/ε as ε → 0."""
+
+    def __init__(self, slope=0.2):
+        super().__init__()
+        act = (lambda: nn.LeakyReLU(slope)) if slope else nn.ReLU
+        self.fc = nn.Linear(LATENTS, 16 * 4 * 4)
+        self.net = nn.Sequential(
+            act(), nn.ConvTranspose2d(16, 8, 4, 2, 1), act(), nn.ConvTranspose2d(8, 8, 4, 2, 1), act(), nn.Conv2d(8, 3, 3, 1, 1), nn.Tanh()
+        )
+
+    def forward(self, z):
+        return self.net(self.fc(z).view(-1, 16, 4, 4))
+
+
 MODELS = [
     ("noise_mlp.onnx", SmoothMLP, {}, 21),
     ("noise_conv_in.onnx", ConvInstanceNorm, {}, 22),
     ("noise_residual_ln.onnx", ResidualLayerNorm, {}, 23),
     ("noise_offset_ln.onnx", OffsetLayerNorm, {}, 24),
     ("noise_dc_residual.onnx", ResidualLayerNorm, {"dc": 300.0}, 25),
+    # Issue 20: kinked networks, and an offset large enough that float32 is wrong at every ε.
+    ("noise_leaky_conv.onnx", KinkedConv, {"slope": 0.2}, 26),
+    ("noise_relu_conv.onnx", KinkedConv, {"slope": 0.0}, 27),
+    ("noise_offset_ln_1e4.onnx", OffsetLayerNorm, {"offset": 1e4}, 28),
 ]
 
 

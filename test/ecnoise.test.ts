@@ -6,6 +6,7 @@
 import t from 'tap';
 import {
   belowMeasuredFloor,
+  crossesKink,
   ecnoise,
   elementFloor,
   expectedMaxChiSquare,
@@ -175,4 +176,43 @@ t.test('the recommended ε range: the floor bound below, the truncation bound ab
   t.same(recommendedEpsilon({ epsilon: 1e-3, penalty: 2, floorAt: 0.01 }).max, null);
   t.equal(recommendedEpsilon({ epsilon: 1e-3, penalty: 2, floorAt: 0.01, truncation: { p0: 2, b: 0 } }).max, Infinity);
   t.equal(recommendedEpsilon({ epsilon: 0.1, penalty: 2, floorAt: 100, truncation: model }).usable, false);
+});
+
+t.test('a line through a ReLU kink is discarded as a kink, not read as noise; a rounding staircase is noise', async (t) => {
+  // 200 elements: a·max(0, t − t₀) + b·t with the kink t₀ inside the line at every element.
+  const h = 1e-3;
+  const points = 7;
+  const kinked = Float64Array.from({ length: points * ELEMENTS }, (_, k) => {
+    const i = Math.floor(k / ELEMENTS);
+    const e = k % ELEMENTS;
+    const t0 = (0.3 + (5.2 * e) / ELEMENTS) * h; // strictly between points, everywhere on the line
+    return 2 + 0.5 * i * h + (1 + (e % 5)) * Math.max(0, i * h - t0);
+  });
+  const table = ecnoise(kinked, points, ELEMENTS);
+  t.ok(table.status.every((s) => s === NoiseStatus.kink), 'every kinked line is a kink');
+  t.equal(NOISE_STATUS_NAMES[NoiseStatus.kink], 'kink');
+  // The same line with its noise: still the kink (its jump is far above σ).
+  const noise = standardNormal(points * ELEMENTS, 9);
+  const noisyKink = ecnoise(kinked.map((x, k) => x + 1e-9 * noise[k]), points, ELEMENTS);
+  t.ok(noisyKink.status.filter((s) => s === NoiseStatus.kink).length >= 0.95 * ELEMENTS);
+  // Pure noise spreads its Δ² energy: no element is a kink.
+  const pure = ecnoise(Float64Array.from({ length: points * ELEMENTS }, (_, k) => 3 + 1e-6 * noise[k]), points, ELEMENTS);
+  t.equal(pure.status.filter((s) => s === NoiseStatus.kink).length, 0);
+  // One step of a rounding grid gives a (+q, −q) pair: noise, not a kink.
+  t.equal(crossesKink([0, 1e-4, -1e-4, 0, 0], 5), false);
+  t.equal(crossesKink([0, 1e-4, 3e-5, 0, 0], 5), true, 'two adjacent entries of one sign');
+  t.equal(crossesKink([0, 0, 0, 2e-3, 0], 5), true, 'a kink on a grid point: one entry');
+  t.equal(crossesKink([0, 0, 0, 0, 0], 5), false, 'a straight line');
+  // The driver re-samples the kink lines at h/100, where the kink lies off the line.
+  const lines = async (offsets: Float64Array) =>
+    Float64Array.from({ length: offsets.length * ELEMENTS }, (_, k) => {
+      const i = Math.floor(k / ELEMENTS);
+      const e = k % ELEMENTS;
+      const x = offsets[i];
+      return 2 + 0.5 * x + (1 + (e % 5)) * Math.max(0, x - 2.5e-3) + sigmaOf(e) * noise[(k + 7 * e) % noise.length] * (1 + i);
+    });
+  const m = await measureNoise(lines, ELEMENTS);
+  t.equal(m.tries[0].kinks, ELEMENTS - m.tries[0].ok - m.tries[0].hTooLarge - m.tries[0].hTooSmall);
+  t.ok(m.tries[0].kinks > 0, `${m.tries[0].kinks} kink lines at h = 1e-3`);
+  t.equal(m.tries[1].h, 1e-5);
 });

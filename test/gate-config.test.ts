@@ -74,7 +74,7 @@ t.test('defaults, and later configs win key by key', async (t) => {
     { rules: { maxIncrease: 0.2, maxPenalty: 1 }, layers: { a: { maxPenalty: 5, maxIncrease: 0.3 } }, penalty: { samples: 16, k: 8 } },
     { rules: { maxIncrease: null }, layers: { a: { maxPenalty: 6 } }, penalty: { k: 2 }, confidence: 0.9 },
   ]);
-  t.same(merged.rules, { maxIncrease: null, maxPenalty: 1, minNoiseMargin: 5 }, 'null switches the default off');
+  t.same(merged.rules, { maxIncrease: null, maxPenalty: 1, minNoiseMargin: 10 }, 'null switches the default off');
   t.same(merged.layers, { a: { maxPenalty: 6, maxIncrease: 0.3 } });
   t.same(merged.penalty, { k: 2, latents: { samples: 16 }, seed: 0 });
   t.equal(merged.confidence, 0.9);

@@ -49,7 +49,7 @@ t.test('candidate = baseline: identical numbers, ratio exactly 1, exit 0', async
   t.equal(layer.name, 'image');
   t.same(layer.ratio, { estimate: 1, lower: 1, upper: 1 });
   t.same(layer.candidate, layer.baseline);
-  t.same(layer.rules.map((r) => [r.rule, r.limit, r.verdict]), [['maxIncrease', 1.1, 'pass'], ['minNoiseMargin', 5, 'pass']]);
+  t.same(layer.rules.map((r) => [r.rule, r.limit, r.verdict]), [['maxIncrease', 1.1, 'pass'], ['minNoiseMargin', 10, 'pass']]);
   // The gate's figures are the model's own penalty with the same request (seed 0 by default).
   const truth = await penaltyOf('dcgan.onnx', { latents: { samples: 16 }, k: 4, seed: 0 });
   t.equal(layer.candidate.penalty, truth.layers[0].penalty);
@@ -80,7 +80,7 @@ t.test('a measurably more entangled candidate fails with exit 1', async (t) => {
 
   const text = await cli('gate', '--candidate', ENTANGLED, '--baseline', DCGAN, ...SMALL);
   t.equal(text.code, 1);
-  t.match(text.stdout, /^image\s+\S+\s+\S+\s+\S+ \[\S+, \S+\]\s+ratio upper bound \S+ > 1\.1; penalty \/ noise floor \S+ ≥ 5\s+FAIL$/m);
+  t.match(text.stdout, /^image\s+\S+\s+\S+\s+\S+ \[\S+, \S+\]\s+ratio upper bound \S+ > 1\.1; penalty \/ noise floor \S+ ≥ 10\s+FAIL$/m);
   t.match(text.stdout, /gate: FAIL\n$/);
 });
 
@@ -173,7 +173,7 @@ t.test('--summary writes Markdown for a CI job page', async (t) => {
   const md = readFileSync(summary, 'utf8');
   t.match(md, /^## ❌ Hessian Penalty gate: fail\n/);
   t.match(md, /\| layer \| baseline \| candidate \| ratio \| rule \| verdict \|\n\| --- \| ---: \| ---: \| ---: \| --- \| --- \|\n/);
-  t.match(md, /\| `image` \| [\d.]+ \| [\d.]+ \| [\d.]+ \[[\d.]+, [\d.]+\] \| ratio upper bound [\d.]+ > 1\.1; penalty \/ noise floor [\d.]+ ≥ 5 \| ❌ \*\*fail\*\* \|/);
+  t.match(md, /\| `image` \| [\d.]+ \| [\d.]+ \| [\d.]+ \[[\d.]+, [\d.]+\] \| ratio upper bound [\d.]+ > 1\.1; penalty \/ noise floor [\d.]+ ≥ 10 \| ❌ \*\*fail\*\* \|/);
   t.match(md, /\*\*Why it failed\*\*\n\n- image: ratio upper bound/);
   // Appends, as $GITHUB_STEP_SUMMARY expects.
   await cli('gate', '--candidate', DCGAN, '--baseline', DCGAN, ...SMALL, '--summary', summary);

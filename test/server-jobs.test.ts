@@ -36,9 +36,11 @@ const post = (base: string, path: string, body: unknown, headers: Record<string,
 const ASYNC = { prefer: 'respond-async' };
 
 /** Timings differ between two runs of the same work; everything else must not. */
-/** Timings, and whether the noise measurement was cached (the second run's is), differ between two runs. */
+/** Timings, and whether the noise measurement and the step-halving were cached (the second run's are), differ between two runs. */
 const withoutTimings = (value: unknown): unknown =>
-  JSON.parse(JSON.stringify(value, (key, v) => (key === 'timings' || (key === 'noise' && v !== null && typeof v === 'object' && 'cached' in v) ? undefined : v)));
+  JSON.parse(
+    JSON.stringify(value, (key, v) => (key === 'timings' || ((key === 'noise' || key === 'halving') && v !== null && typeof v === 'object' && 'cached' in v) ? undefined : v)),
+  );
 
 /** The events of a job's stream until its "done" event; `opened` runs once the first event has arrived. */
 async function events(

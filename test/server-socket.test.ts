@@ -106,9 +106,9 @@ t.test('a served penalty equals the penalty command on the same inputs, seed and
   form.append('directions', npy([K, N, D], directions), 'v.npy');
   const once = await fetch(`${server.base}/v1/penalty`, { method: 'POST', body: form });
   t.equal(once.status, 200);
-  // Only the noise measurement's bookkeeping differs: the worker's session has it cached by now.
+  // Only the noise measurement's and the step-halving's bookkeeping differ: the worker's session has them cached by now.
   const again = await once.json();
-  t.same({ ...numbers(again), noise: undefined }, { ...numbers(expected), noise: undefined }, 'the one-shot route gives the same numbers again');
+  t.same({ ...numbers(again), noise: undefined, halving: undefined }, { ...numbers(expected), noise: undefined, halving: undefined }, 'the one-shot route gives the same numbers again');
   t.same([again.noise.cached, again.noise.rows], [true, 0]);
 
   server.proc.kill('SIGTERM');

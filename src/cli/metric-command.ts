@@ -78,7 +78,11 @@ function metricOptions(command: Command, flags: FlagSet): Command {
   if (flags.out) command.option('--out <file>', 'write the PNG grid to this file');
   command.option('--batch-rows <n>', 'rows per batch, at most (default: the memory budget, or the size tuned on the session for requests of 1,024 rows or more)', num('--batch-rows'));
   if (flags.estimator) command.option('--estimator <where>', "figures reduced in the session ('graph'), in JavaScript ('host'), or 'auto' (default: graph on CUDA/WebGPU, host on the CPU)");
-  if (flags.noise) command.option('--no-noise', 'skip measuring the rounding noise on the device (the floor falls back to the output type)');
+  if (flags.noise) {
+    command
+      .option('--no-noise', 'skip measuring the rounding noise on the device (the floor falls back to the output type)')
+      .option('--no-halving', 'skip the step-halving test (2ε and ε/2 on ⌈N/8⌉ samples): the measured floor alone decides below_noise_floor');
+  }
   if (flags.element) command.option('--element <e>', 'also print the full Hessian of this element (flat index within a sample)', num('--element'));
   if (flags.activeness) {
     command
@@ -115,6 +119,7 @@ export async function bodyFromFlags(options: Record<string, unknown>): Promise<{
   if (options.epsilons !== undefined) body.epsilons = (options.epsilons as string).split(',').map((text) => num('--epsilons')(text));
   if (options.allowNondeterministic) body.allowNondeterministic = true;
   if (options.noise === false) body.noise = false;
+  if (options.halving === false) body.halving = false;
   return { body, attached: await arraysFromFlags(options) };
 }
 

@@ -28,7 +28,7 @@ export const NoiseSigmaSchema = z
   })
   .meta({ description: 'ECnoise σ per output element: how many resolved, median, 90th percentile, rms, max' });
 
-const NoiseTrySchema = z.object({ h: z.number(), ok: z.number(), hTooSmall: z.number(), hTooLarge: z.number() });
+const NoiseTrySchema = z.object({ h: z.number(), ok: z.number(), hTooSmall: z.number(), hTooLarge: z.number(), kinks: z.number().meta({ description: 'Lines that crossed a kink of a piecewise-linear layer: discarded, not noise' }) });
 
 /** The device's arithmetic: TF32 in effect (null where it does not apply: the CPU, WebGPU). */
 export const PrecisionSchema = z
@@ -42,6 +42,29 @@ export const LayerNoiseSchema = z
     floor: z.number().nullable().meta({ description: 'Penalty floor from σ at this ε: 2·p90(σ)²/ε⁴·c_k(N·E) (max) or 2·rms(σ)²/ε⁴ (mean)' }),
     margin: z.number().meta({ description: 'below_noise_floor when penalty < margin × floor' }),
     belowFloor: z.boolean().nullable(),
+    reason: z
+      .enum(['clear', 'floor', 'halving', 'negligible', 'rounding'])
+      .optional()
+      .meta({
+        description:
+          "What decided belowFloor (docs/noise.md, The verdict): 'clear' above margin × floor; 'floor' below it; 'halving' below it but the figure grows like kinks or not at all under step-halving; 'negligible' below it but the halving samples' figure is a negligible share; 'rounding' above it but growing like rounding on both sides",
+      }),
+    halving: z
+      .object({
+        double: z.number().nullable().meta({ description: "The halving samples' figure at 2ε" }),
+        at: z.number().nullable().meta({ description: "The halving samples' figure at ε (the penalty's own rows)" }),
+        half: z.number().nullable().meta({ description: "The halving samples' figure at ε/2" }),
+        growth: z.object({
+          up: z.number().nullable().meta({ description: 'P(ε)/P(2ε): rounding ×16, kinks ×2 (mean) to ×4 (max), smooth ×1' }),
+          down: z.number().nullable().meta({ description: 'P(ε/2)/P(ε)' }),
+        }),
+        share: z.number().nullable().meta({ description: "The halving samples' figure over the layer's (a max scaled to the layer's element count)" }),
+      })
+      .nullable()
+      .optional()
+      .meta({ description: 'The step-halving evidence (null when halving: false or it did not run)' }),
+    kinkLines: z.number().optional().meta({ description: "ECnoise lines of the layer that crossed a kink (piecewise-linear layer when > 0)" }),
+    kinks: z.boolean().optional().meta({ description: 'The figure is set by piecewise-linear kinks and depends on ε (warning kinks)' }),
     recommendedEpsilon: z
       .object({
         min: z.number().nullable().meta({ description: 'Smallest ε whose penalty clears margin × floor' }),
@@ -139,6 +162,16 @@ export const PenaltyResultSchema = z
     cut: CutSchema.optional(),
     groups: GroupsInfoSchema.optional(),
     noise: NoiseMeasurementSchema.nullable().optional(),
+    halving: z
+      .object({
+        samples: z.number().meta({ description: 'Samples run again (the first ⌈N/8⌉)' }),
+        factors: z.array(z.number()).meta({ description: 'Spacings run besides ε, as factors of ε' }),
+        rows: z.number().meta({ description: 'Forward rows it cost this request (0 on a cache hit)' }),
+        cached: z.boolean(),
+      })
+      .nullable()
+      .optional()
+      .meta({ description: 'The step-halving test (null when halving: false, noise: false, or it did not run)' }),
     precision: PrecisionSchema.optional(),
     warnings: z.array(WarningSchema),
     timings: z.object({ totalMs: z.number(), forwardMs: z.number(), reduceMs: z.number() }),

@@ -2,6 +2,7 @@
  * Paired comparison of two models' per-sample penalties (pure functions, no I/O): per layer and for
  * the total over layers, the candidate/baseline ratio of mean penalties with its bootstrap interval.
  */
+import type { HalvingEvidence } from '../math/step-halving.js';
 import { type Interval, pairedRatioInterval, resampleIndices } from './bootstrap.js';
 
 /** One model's figures for one layer (or the total). */
@@ -14,6 +15,8 @@ export interface SideFigures {
   figures?: Record<string, number | null>;
   /** The measured rounding noise floor of the penalty at this ε (absent when it was not measured). */
   noiseFloor?: number | null;
+  /** The step-halving evidence beside the floor (absent or null when it did not run). */
+  halving?: (HalvingEvidence & { kinked: boolean }) | null;
 }
 
 export interface Comparison {
@@ -41,7 +44,7 @@ interface PairSide {
   penalty: number | null;
   perSample: readonly (number | null)[];
   /** The penalty result's measured noise (null: not resolved; absent: not measured). */
-  noise?: { floor: number | null } | null;
+  noise?: { floor: number | null; halving?: HalvingEvidence | null; kinkLines?: number } | null;
 }
 
 export const TOTAL = 'total';
@@ -80,6 +83,7 @@ export function compareLayer(pair: LayerPair, indices: Uint32Array, confidence: 
     penalty: p.penalty,
     mean: values ? mean(values) : null,
     ...(p.noise !== undefined ? { noiseFloor: p.noise?.floor ?? null } : {}),
+    ...(p.noise?.halving ? { halving: { growth: p.noise.halving.growth, share: p.noise.halving.share, kinked: (p.noise.kinkLines ?? 0) > 0 } } : {}),
   });
   const comparison: Comparison = {
     name: pair.name,

@@ -5,7 +5,8 @@
  * here. Rules on audit figures (a floor on the diagonal-ness fraction, a ceiling on unused latents)
  * are `figureRule(...)` entries reading `candidate.figures[name]`, which a figure provider fills in.
  */
-import type { Comparison } from './compare.js';
+import { noiseVerdict } from '../math/step-halving.js';
+import type { Comparison, SideFigures } from './compare.js';
 
 export type Scope = 'layer' | 'total';
 
@@ -30,6 +31,11 @@ export interface RuleDefinition {
   label: string;
   /** Why a failing figure fails, appended to the verdict's message. */
   explain?(c: Comparison, limit: number): string;
+  /**
+   * A verdict other than the figure against the limit (minNoiseMargin: the noise verdict, which
+   * weighs the step-halving with the floor): pass or fail, and a note saying why.
+   */
+  decide?(c: Comparison, limit: number): { ok: boolean; note: string } | undefined;
 }
 
 export const maxIncrease: RuleDefinition = {
@@ -62,14 +68,28 @@ function noiseRatio(side: Comparison['candidate']): number | null | undefined {
 }
 
 /**
- * Both models' penalties must clear their measured rounding noise floor (issue 14, docs/noise.md):
+ * One side's noise verdict at the rule's margin: the penalty's own (math/step-halving.ts), so the
+ * gate and below_noise_floor agree. undefined when the side's noise was not measured.
+ */
+function sideVerdict(side: SideFigures, margin: number) {
+  if (side.noiseFloor === undefined || side.noiseFloor === null || side.penalty === null) return undefined;
+  const { halving } = side;
+  return noiseVerdict({ penalty: side.penalty, floor: side.noiseFloor, margin, evidence: halving ?? null, kinked: halving?.kinked ?? false });
+}
+
+const SIDES = ['candidate', 'baseline'] as const;
+
+/**
+ * Both models' penalties must clear their measured rounding noise (issues 14 and 20, docs/noise.md):
  * a comparison of two figures that are mostly rounding says nothing about disentanglement. On by
- * default at the warning's margin; the lower of the two sides' penalty/floor is the figure.
+ * default at the warning's margin. The figure shown is the lower side's penalty/floor; the verdict
+ * is the noise verdict at the margin, which the step-halving can clear (kinks, a stable figure) or
+ * raise (growth like rounding on both sides of ε).
  */
 export const minNoiseMargin: RuleDefinition = {
   key: 'minNoiseMargin',
   flag: '--min-noise-margin',
-  help: 'fail when the candidate or the baseline penalty of a layer is less than X times its measured rounding noise floor (default 5, the below_noise_floor margin)',
+  help: 'fail when the candidate or the baseline penalty of a layer is below its measured rounding noise: less than X times the floor, unless the step-halving clears it, or growing like rounding under halving (default 10, the below_noise_floor margin)',
   bound: 'floor',
   scopes: ['layer'],
   limit: (x) => x,
@@ -80,12 +100,22 @@ export const minNoiseMargin: RuleDefinition = {
     return known.length === 0 ? undefined : Math.min(...known);
   },
   label: 'penalty / noise floor',
-  explain: (c, limit) => {
-    const below = (['candidate', 'baseline'] as const).filter((s) => {
-      const r = noiseRatio(c[s]);
-      return r !== undefined && r !== null && r < limit;
-    });
-    return ` (the ${below.join(' and the ')} ${below.length > 1 ? 'are' : 'is'} below the measured rounding noise floor: mostly rounding, not a penalty; raise epsilon, see below_noise_floor)`;
+  decide: (c, limit) => {
+    const verdicts = SIDES.map((s) => [s, sideVerdict(c[s], limit)] as const).filter((v) => v[1] !== undefined);
+    if (verdicts.length === 0) return undefined;
+    const below = verdicts.filter(([, v]) => v!.belowFloor).map(([s]) => s);
+    if (below.length > 0) {
+      const rounding = verdicts.some(([s, v]) => below.includes(s) && v!.reason === 'rounding');
+      return {
+        ok: false,
+        note: ` (the ${below.join(' and the ')} ${below.length > 1 ? 'are' : 'is'} below the measured rounding noise${rounding ? ': it grows like rounding when epsilon halves' : ''}: mostly rounding, not a penalty; raise epsilon, see below_noise_floor)`,
+      };
+    }
+    const cleared = verdicts.filter(([, v]) => v!.reason === 'halving' || v!.reason === 'negligible').map(([s]) => s);
+    return {
+      ok: true,
+      note: cleared.length > 0 ? `, but the ${cleared.join(' and the ')} ${cleared.length > 1 ? 'are' : 'is'} not rounding by the step-halving (its figure scales like kinks or a smooth layer when epsilon halves)` : '',
+    };
   },
 };
 
@@ -159,14 +189,17 @@ export function applyRules(comparison: Comparison, thresholds: Thresholds, rules
       outcomes.push({ rule: rule.key, threshold, limit, value: null, verdict: 'error', message: `${rule.label} unavailable (${why})` });
       continue;
     }
-    const ok = rule.bound === 'ceiling' ? measured <= limit : measured >= limit;
+    const within = rule.bound === 'ceiling' ? measured <= limit : measured >= limit;
+    const decided = rule.decide?.(comparison, limit);
+    const ok = decided ? decided.ok : within;
+    const note = decided ? decided.note : !ok && rule.explain ? rule.explain(comparison, limit) : '';
     outcomes.push({
       rule: rule.key,
       threshold,
       limit,
       value: measured,
       verdict: ok ? 'pass' : 'fail',
-      message: `${rule.label} ${show(measured)} ${ok ? relation : rule.bound === 'ceiling' ? '>' : '<'} ${show(limit)}${!ok && rule.explain ? rule.explain(comparison, limit) : ''}`,
+      message: `${rule.label} ${show(measured)} ${within ? relation : rule.bound === 'ceiling' ? '>' : '<'} ${show(limit)}${note}`,
     });
   }
   return outcomes;

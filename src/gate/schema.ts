@@ -39,6 +39,11 @@ const Side = z.object({
   mean: Figure,
   figures: z.record(z.string(), Figure).optional(),
   noiseFloor: Figure.optional().meta({ description: 'Measured rounding noise floor of the penalty at this ε' }),
+  halving: z
+    .object({ growth: z.object({ up: Figure, down: Figure }), share: Figure, kinked: z.boolean() })
+    .nullable()
+    .optional()
+    .meta({ description: 'Step-halving evidence beside the floor (docs/noise.md, The verdict)' }),
 });
 
 const LayerVerdictSchema = z.object({

@@ -21,10 +21,35 @@
  */
 
 /** Per-element outcome of one difference table. */
-export const NoiseStatus = { ok: 0, hTooSmall: 1, hTooLarge: 2, nonFinite: 3 } as const;
+export const NoiseStatus = { ok: 0, hTooSmall: 1, hTooLarge: 2, nonFinite: 3, kink: 4 } as const;
 export type NoiseStatusCode = (typeof NoiseStatus)[keyof typeof NoiseStatus];
-export type NoiseStatusName = 'ok' | 'h_too_small' | 'h_too_large' | 'non_finite';
-export const NOISE_STATUS_NAMES: readonly NoiseStatusName[] = ['ok', 'h_too_small', 'h_too_large', 'non_finite'];
+export type NoiseStatusName = 'ok' | 'h_too_small' | 'h_too_large' | 'non_finite' | 'kink';
+export const NOISE_STATUS_NAMES: readonly NoiseStatusName[] = ['ok', 'h_too_small', 'h_too_large', 'non_finite', 'kink'];
+
+/**
+ * A line that crosses a kink of a piecewise-linear function (ReLU, LeakyReLU, max-pool) is two
+ * straight segments: its first differences take two levels, so all of Δ²f's energy sits in the
+ * one or two adjacent entries at the crossing, and those have the same sign (c·(t_{i+1} − t₀) and
+ * c·(t₀ − t_i) for a slope change c at t₀). ECnoise reads such a table as noise (its levels fall
+ * with j, its signs change) although the line is exact: a kink line is discarded, not counted.
+ * Noise spreads its energy over every entry, and a step of a rounding grid (a staircase) puts it
+ * on two adjacent entries of opposite signs (+q, −q): neither is a kink. On the smooth test
+ * generators no line is flagged (test/noise-models.test.ts).
+ */
+export const KINK_ENERGY_SHARE = 0.98;
+
+/** Does this Δ² row (entries 0..n-1) put KINK_ENERGY_SHARE of its energy on one entry, or two adjacent ones of one sign? */
+export function crossesKink(second: ArrayLike<number>, n: number): boolean {
+  let total = 0;
+  for (let i = 0; i < n; i++) total += second[i] ** 2;
+  if (!(total > 0)) return false;
+  for (let i = 0; i < n; i++) {
+    const one = second[i] ** 2;
+    if (one >= KINK_ENERGY_SHARE * total) return true;
+    if (i + 1 < n && second[i] * second[i + 1] > 0 && one + second[i + 1] ** 2 >= KINK_ENERGY_SHARE * total) return true;
+  }
+  return false;
+}
 
 export interface NoiseTable {
   /** σ per element; NaN where the status is not ok. */
@@ -81,6 +106,7 @@ export function ecnoise(values: ArrayLike<number>, points: number, elements: num
       continue;
     }
     let tooSmall = false;
+    let kink = false;
     for (let j = 1; j <= m; j++) {
       let sumSquares = 0;
       let dmin = Infinity;
@@ -99,11 +125,15 @@ export function ecnoise(values: ArrayLike<number>, points: number, elements: num
         tooSmall = true;
         break;
       }
+      if (j === 2 && points - 2 >= 3 && crossesKink(table, points - 2)) {
+        kink = true;
+        break;
+      }
       level[j] = Math.sqrt((gamma[j] * sumSquares) / (points - j));
       signChange[j] = dmin * dmax < 0 ? 1 : 0;
     }
-    if (tooSmall) {
-      status[e] = NoiseStatus.hTooSmall;
+    if (tooSmall || kink) {
+      status[e] = tooSmall ? NoiseStatus.hTooSmall : NoiseStatus.kink;
       continue;
     }
     status[e] = NoiseStatus.hTooLarge;
@@ -146,6 +176,8 @@ export interface NoiseTry {
   /** Of the elements still unresolved: what the table said (non-finite ones are not counted). */
   hTooSmall: number;
   hTooLarge: number;
+  /** Of the elements still unresolved: lines that crossed a kink (discarded, see crossesKink). */
+  kinks: number;
 }
 
 export interface NoiseMeasurement extends NoiseTable {
@@ -193,7 +225,7 @@ export async function adaptSpacing(tryOffsets: TryOffsets, elements: number, opt
   while (h !== null && tries.length < maxTries) {
     const offsets = Float64Array.from({ length: points }, (_, i) => i * h!);
     const table = await tryOffsets(offsets);
-    const counts: NoiseTry = { h, ok: 0, hTooSmall: 0, hTooLarge: 0 };
+    const counts: NoiseTry = { h, ok: 0, hTooSmall: 0, hTooLarge: 0, kinks: 0 };
     for (let e = 0; e < elements; e++) {
       const s = table.status[e];
       if (s === NoiseStatus.ok) counts.ok++;
@@ -206,10 +238,12 @@ export async function adaptSpacing(tryOffsets: TryOffsets, elements: number, opt
         resolved++;
       } else if (s === NoiseStatus.hTooSmall) counts.hTooSmall++;
       else if (s === NoiseStatus.hTooLarge) counts.hTooLarge++;
+      else if (s === NoiseStatus.kink) counts.kinks++;
     }
     tries.push(counts);
     if (resolved >= accept * elements) break;
-    h = nextSpacing(h, counts.hTooSmall >= counts.hTooLarge, tries);
+    // Kink lines shrink h like "too large" ones: at h/100 a kink is 100× less likely on the line.
+    h = nextSpacing(h, counts.hTooSmall >= counts.hTooLarge + counts.kinks, tries);
   }
   return { sigma, status, order, h: spacing, tries };
 }

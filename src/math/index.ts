@@ -16,3 +16,4 @@ export * from './ecnoise.js';
 export * from './noise-floor.js';
 export * from './moments.js';
 export * from './hessian-compact.js';
+export * from './step-halving.js';

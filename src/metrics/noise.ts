@@ -19,6 +19,7 @@ import {
   measuredFloor,
   type NoiseSummary,
   type NoiseTable,
+  NoiseStatus,
   type NoiseTry,
   secondDifferenceNoise,
   summarizeNoise,
@@ -39,6 +40,8 @@ export interface LayerNoise {
   tries: NoiseTry[];
   /** Samples whose elements were measured (1, or N when rows interact and a pass is all N rows). */
   samples: number;
+  /** Lines that crossed a kink (NoiseStatus.kink) over every try: the layer is piecewise linear there. */
+  kinkLines: number;
 }
 
 export interface NoiseMeasurement {
@@ -150,6 +153,7 @@ async function runTries(run: Run, stage: string, centres: Centres | undefined): 
   let batches = 0;
   let batchRows = 0;
   let forwardMs = 0;
+  const kinkLines: Record<string, number> = Object.fromEntries(resolved.layers.map((name) => [name, 0]));
   const measured = await adaptSpacing(
     async (offsets) => {
       const table: NoiseTable = { sigma: new Float64Array(elements), status: new Uint8Array(elements), order: new Uint8Array(elements) };
@@ -168,6 +172,10 @@ async function runTries(run: Run, stage: string, centres: Centres | undefined): 
       batches += done.batches;
       batchRows = Math.max(batchRows, done.batchRows);
       forwardMs += done.forwardMs;
+      for (const name of resolved.layers) {
+        const block = table.status.subarray(start[name], start[name] + samples * shapes[name].size);
+        for (const s of block) if (s === NoiseStatus.kink) kinkLines[name]++;
+      }
       return table;
     },
     elements,
@@ -176,7 +184,7 @@ async function runTries(run: Run, stage: string, centres: Centres | undefined): 
   const layers: Record<string, LayerNoise> = {};
   for (const name of resolved.layers) {
     const block = measured.sigma.subarray(start[name], start[name] + samples * shapes[name].size);
-    layers[name] = { summary: summarizeNoise(block), tries: measured.tries, samples };
+    layers[name] = { summary: summarizeNoise(block), tries: measured.tries, samples, kinkLines: kinkLines[name] };
   }
   return { layers, rows, batches, batchRows, forwardMs, cached: false, points };
 }

@@ -9,7 +9,12 @@ import { type MetricRequest, PenaltyRequestSchema } from '../contract/request.js
 import { type LayerNoiseResult, type LayerResult, type PenaltyResult, PenaltyResultSchema, type SweepPoint, type Warning } from '../contract/results.js';
 import {
   belowMeasuredFloor,
+  halvingEvidence,
+  type HalvingFigures,
+  HALVING_FACTORS,
   type LayerPenalty,
+  maxScale,
+  noiseVerdict,
   LayerPenaltyAccumulator,
   MEASURED_NOISE_MARGIN,
   NOISE_MARGIN,
@@ -29,6 +34,7 @@ import { penaltyInGraph } from '../run/graph-penalty.js';
 import { estimatorFor, hostFetchedBytes } from '../run/graph-suffix.js';
 import { type Run, timings, type UnitConsumer, type UnitsDone } from '../run/run.js';
 import { cutAndGroups } from './common.js';
+import { halvingPlan, halvingSkipped, type HalvingMeasurement } from './halving.js';
 import { floorAt, type LayerNoise, noisePlan, precisionOf, sigmaResult, unresolved } from './noise.js';
 import { defineMetric } from './types.js';
 
@@ -62,6 +68,10 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
   // The measured noise (metrics/noise.ts): from the session's cache, or measured after the main
   // estimate, reusing its centre rows (their t = 0 point).
   const plan = request.noise === false ? null : noisePlan(run, 'noise');
+  // The step-halving test (metrics/halving.ts) decides with the floor; it needs the floor, and
+  // stacked rows (per-pass runs would repeat all N samples twice).
+  const skipped = plan ? halvingSkipped(run, request.halving !== false) : null;
+  const halving = plan && request.halving !== false && !skipped ? halvingPlan(run, 'halving') : null;
   const estimator = estimatorFor(run, request.estimator, "the penalty's moments", warnings);
   let fetched = 0;
   const fill = (epsilon: number): FillRows => (rows, out) =>
@@ -82,11 +92,16 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
       passes: 'each of the 2k+1 passes',
       tooMany,
       fill: fill(epsilon),
-      consumers: keepCentre && plan?.capture ? plan.capture(accumulators as Record<string, UnitConsumer>) : accumulators,
+      consumers: keepCentre ? captureCentres(accumulators as Record<string, UnitConsumer>) : accumulators,
     });
     // The host reads every output row: N·(2k+1) rows × each layer's bytes per row.
     fetched += hostFetchedBytes(run, done.plan.rows);
     return { penalties: Object.fromEntries(resolved.layers.map((name) => [name, accumulators[name].result(resolved.reduction)])), done };
+  };
+
+  const captureCentres = (consumers: Record<string, UnitConsumer>): Record<string, UnitConsumer> => {
+    const kept = plan?.capture ? plan.capture(consumers) : consumers;
+    return halving ? halving.capture(kept) : kept;
   };
 
   const started = performance.now();
@@ -95,6 +110,7 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
   const fetchedBytes = fetched;
   warnings.push(...done.modeWarnings);
   const measured = plan ? await plan.measure(plan.centres) : null;
+  const halved = halving ? await halving.measure(penalties) : null;
   const noiseOf = (name: string): LayerNoise | null => {
     const layer = measured?.layers[name];
     return layer && layer.summary.resolved > 0 ? layer : null;
@@ -127,9 +143,11 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
     const name = resolved.layers[i];
     const noise = noiseOf(name);
     if (measured && !noise) warnings.push(unresolved(name, measured.layers[name]));
-    if (measured) layer.noise = noise ? layerNoise(run, name, layer, noise, sweep) : null;
+    if (measured) layer.noise = noise ? layerNoise(run, name, layer, noise, sweep, halved) : null;
     warnings.push(...layerWarnings(run, layer, penalties[name]));
   });
+
+  if (skipped) warnings.push(skipped);
 
   return {
     model: run.model.id,
@@ -155,6 +173,7 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
     ...(sweep ? { sweep } : {}),
     ...cutAndGroups(run),
     noise: measured ? { points: measured.points, tries: measured.layers[resolved.layers[0]].tries, cached: measured.cached, rows: measured.rows } : null,
+    halving: halved ? { samples: halved.samples, factors: [...HALVING_FACTORS], rows: halved.rows, cached: halved.cached } : null,
     precision: precisionOf(run),
     warnings,
     timings: timings(started, run.forwardMs - forwardBefore),
@@ -170,9 +189,17 @@ const below = (penalty: number | null, floor: number | null): boolean | null =>
  * (ε or a sweep point) most clearly above its floor (the penalty there is the truest); the largest
  * from the truncation model of the two points above their floors nearest to ε (sweeps only).
  */
-function layerNoise(run: Run, name: string, layer: LayerResult, noise: LayerNoise, sweep: SweepPoint[] | undefined): LayerNoiseResult {
-  const { epsilon } = run.resolved;
+function layerNoise(run: Run, name: string, layer: LayerResult, noise: LayerNoise, sweep: SweepPoint[] | undefined, halved: HalvingMeasurement | null): LayerNoiseResult {
+  const { epsilon, k, samples, reduction } = run.resolved;
   const floor = floorAt(run, noise, name, epsilon);
+  const figures = halved?.layers[name];
+  const size = run.shapes[name].size;
+  const evidence =
+    figures && layer.penalty !== null ? halvingEvidence(figures, layer.penalty, maxScale(k, halved!.samples * size, samples * size, reduction)) : null;
+  const verdict =
+    layer.penalty !== null && floor !== null
+      ? noiseVerdict({ penalty: layer.penalty, floor, margin: MEASURED_NOISE_MARGIN, evidence, kinked: noise.kinkLines > 0 })
+      : null;
   const points = [{ epsilon, penalty: layer.penalty, floor }];
   for (const p of sweep ?? []) {
     const l = p.layers.find((x) => x.name === name)!;
@@ -201,9 +228,26 @@ function layerNoise(run: Run, name: string, layer: LayerResult, noise: LayerNois
     samples: noise.samples,
     floor,
     margin: MEASURED_NOISE_MARGIN,
-    belowFloor: below(layer.penalty, floor),
+    belowFloor: verdict ? verdict.belowFloor : null,
+    ...(verdict ? { reason: verdict.reason, kinks: verdict.kinks } : {}),
+    kinkLines: noise.kinkLines,
+    halving: figures && evidence ? { ...finiteFigures(figures), growth: evidence.growth, share: evidence.share } : null,
     recommendedEpsilon: range,
   };
+}
+
+const finiteFigures = (f: HalvingFigures) => {
+  const n = (x: number): number | null => (Number.isFinite(x) ? x : null);
+  return { double: n(f.double), at: n(f.at), half: n(f.half) };
+};
+
+/**
+ * Where the figure stays within 10% of its value at ε among 2ε, ε and ε/2 (the spacings the halving
+ * ran): the ε range a kinked layer's penalty can be quoted for.
+ */
+function stableRange(epsilon: number, f: { double: number | null; at: number | null; half: number | null }): { min: number; max: number } {
+  const near = (x: number | null) => x !== null && f.at !== null && Math.abs(x - f.at) <= 0.1 * f.at;
+  return { min: near(f.half) ? epsilon / 2 : epsilon, max: near(f.double) ? 2 * epsilon : epsilon };
 }
 
 function layerResult(run: Run, name: string, p: LayerPenalty): LayerResult {
@@ -242,6 +286,18 @@ function layerWarnings(run: Run, layer: LayerResult, p: LayerPenalty): Warning[]
       message: `layer '${name}' produced NaN or infinite second differences in ${p.nonFinite} elements; its penalty is not defined`,
     });
   } else if (noise && noise.floor !== null) {
+    if (noise.kinks && noise.halving) {
+      const { growth } = noise.halving;
+      const stable = stableRange(resolved.epsilon, noise.halving);
+      const times = (x: number | null) => (x === null ? 'to or from 0' : `x${x.toPrecision(2)}`);
+      const where =
+        stable.min < stable.max ? `it is stable within 10% for epsilon ${stable.min} to ${stable.max}` : `it is not stable anywhere from epsilon ${resolved.epsilon / 2} to ${2 * resolved.epsilon}`;
+      warnings.push({
+        code: 'kinks',
+        layer: name,
+        message: `layer '${name}': the penalty ${p.penalty.toPrecision(3)} is set by piecewise-linear kinks (ReLU-like), not by rounding: it changes ${times(growth.up)} from epsilon ${2 * resolved.epsilon} to ${resolved.epsilon} and ${times(growth.down)} to ${resolved.epsilon / 2} (rounding would grow x16, a smooth layer stay flat), so it depends on epsilon; ${where}; compare such figures only at one epsilon`,
+      });
+    }
     if (noise.belowFloor) {
       const range = noise.recommendedEpsilon;
       const advice =
@@ -251,7 +307,10 @@ function layerWarnings(run: Run, layer: LayerResult, p: LayerPenalty): Warning[]
       warnings.push({
         code: 'below_noise_floor',
         layer: name,
-        message: `layer '${name}': the penalty ${p.penalty.toPrecision(3)} is not clearly above the measured rounding noise floor ${noise.floor.toPrecision(3)} (${MEASURED_NOISE_MARGIN}x margin; sigma p90 ${noise.sigma.p90!.toPrecision(3)} on ${run.executionProvider}) at epsilon ${resolved.epsilon}; ${advice}; the floor grows as 1/epsilon^4`,
+        message:
+          noise.reason === 'rounding'
+            ? `layer '${name}': the penalty ${p.penalty.toPrecision(3)} grows like rounding when epsilon halves (x${noise.halving!.growth.up!.toPrecision(2)} from ${2 * resolved.epsilon}, x${noise.halving!.growth.down!.toPrecision(2)} to ${resolved.epsilon / 2}; rounding grows x16) although it is above the measured floor ${noise.floor.toPrecision(3)} at epsilon ${resolved.epsilon}; use a larger epsilon (the rounding grows as 1/epsilon^4)`
+            : `layer '${name}': the penalty ${p.penalty.toPrecision(3)} is not clearly above the measured rounding noise floor ${noise.floor.toPrecision(3)} (${MEASURED_NOISE_MARGIN}x margin; sigma p90 ${noise.sigma.p90!.toPrecision(3)} on ${run.executionProvider}) at epsilon ${resolved.epsilon}; ${advice}; the floor grows as 1/epsilon^4`,
       });
     }
   } else if (p.penalty < NOISE_MARGIN * layer.noiseFloor) {

@@ -1,0 +1,124 @@
+/**
+ * The step-halving test (issue 20; docs/noise.md, "The verdict"): the same latents and directions
+ * at 2ε, ε and ε/2 on a few samples. How the figure scales under halving tells what sets it:
+ *
+ *   rounding   q carries δ/ε²: its variance grows as ε⁻⁴, ×16 per halving;
+ *   kinks      a direction that crosses a ReLU kink at distance d < ε gives q ≈ c(ε − d)/ε²: the
+ *              mean over elements grows as ε⁻¹ (×2), the max as up to ε⁻² (×4);
+ *   smooth     P(ε) = P₀ + Bε²: flat once ε is small.
+ *
+ * ECnoise's floor is the first opinion (metrics/noise.ts); the halving overrides it where its
+ * evidence is clear. Pure functions; the rows are run by metrics/halving.ts.
+ */
+import { expectedMaxChiSquare } from './noise-floor.js';
+import type { Reduction } from './reduction.js';
+
+/** The spacings evaluated besides ε, as factors of ε. */
+export const HALVING_FACTORS = [2, 0.5] as const;
+
+/**
+ * Samples the halving runs on: one per eight, so that its rows, 2·2k per sample (the centres are
+ * the penalty's), stay at 2·2k/(8·(2k+1)) of the request's: 20% at k = 2, below 25% for every k.
+ */
+export const halvingSamples = (samples: number): number => Math.ceil(samples / 8);
+
+/**
+ * A growth per halving below this on both sides (2ε → ε and ε → ε/2) is not rounding's ×16 but at
+ * most a kink's ×4: the figure at ε is set by the model, not by rounding. Chosen on the float64
+ * sweep tables (test/noise-models.test.ts): 4.5 lies between kinks' largest (4.0) and the
+ * smallest pair rounding showed on both sides.
+ */
+export const KINK_GROWTH_MAX = 4.5;
+
+/**
+ * A layer with no kink on its lines (smooth) clears only where both growths lie within
+ * [1/SMOOTH_GROWTH_MAX, SMOOTH_GROWTH_MAX]: near flat, as truncation is at a small ε; a drop by
+ * more than 3× under halving is a rounding draw, not a smooth layer. On the sweep tables 3 is the
+ * band that leaves no point wrong (2.5 and 3.5 leave one each: docs/noise.md).
+ */
+export const SMOOTH_GROWTH_MAX = 3;
+
+/** Both sides growing at least this much per halving is rounding however ECnoise reads it. */
+export const ROUNDING_GROWTH_MIN = 8;
+
+/**
+ * Below this share of the figure the subset's whole figure (scaled to the request's elements) is
+ * too small to matter: whatever sets it, rounding cannot be a visible part of the request's figure
+ * (kinked nets at tiny ε: the halving samples cross no kink, the others do).
+ */
+export const NEGLIGIBLE_SHARE = 0.03;
+
+/** Within this factor of 1 on both sides the figure is stable when ε doubles and halves. */
+export const STABLE_GROWTH = 1.1;
+
+/** The subset's figure at the three spacings. */
+export interface HalvingFigures {
+  double: number;
+  at: number;
+  half: number;
+}
+
+export interface HalvingEvidence {
+  /** P(ε)/P(2ε) and P(ε/2)/P(ε) on the subset; null where a figure is 0 or not finite. */
+  growth: { up: number | null; down: number | null };
+  /** The subset's figure at ε over the request's, the max scaled to the request's element count. */
+  share: number | null;
+}
+
+/** The factor by which a max over `all` elements exceeds one over `subset` of them, for noise (χ²_{k−1}). */
+export function maxScale(k: number, subset: number, all: number, reduction: Reduction): number {
+  return reduction === 'mean' ? 1 : expectedMaxChiSquare(k - 1, all) / expectedMaxChiSquare(k - 1, subset);
+}
+
+export function halvingEvidence(figures: HalvingFigures, penalty: number, scale: number): HalvingEvidence {
+  const ratio = (a: number, b: number): number | null => (a > 0 && b > 0 && Number.isFinite(a / b) ? a / b : null);
+  return {
+    growth: { up: ratio(figures.at, figures.double), down: ratio(figures.half, figures.at) },
+    share: penalty > 0 && Number.isFinite(figures.at) ? (figures.at * scale) / penalty : null,
+  };
+}
+
+export type VerdictReason =
+  /** penalty ≥ margin × floor and the halving does not say rounding */
+  | 'clear'
+  /** below margin × floor, and the halving does not clear it */
+  | 'floor'
+  /** below margin × floor, but the figure grows under halving like kinks or not at all */
+  | 'halving'
+  /** below margin × floor, but the halving samples' figure is a negligible share of the request's */
+  | 'negligible'
+  /** above margin × floor, but the figure grows like rounding on both sides of ε */
+  | 'rounding';
+
+export interface Verdict {
+  belowFloor: boolean;
+  reason: VerdictReason;
+  /** Not below the floor, the network has kinks on its lines, and the figure moves under halving. */
+  kinks: boolean;
+}
+
+/**
+ * The layer's verdict. `floor` is ECnoise's; `evidence` null when the halving did not run (then
+ * the floor alone decides); `kinked` whether ECnoise found lines crossing kinks on the layer.
+ */
+export function noiseVerdict(o: { penalty: number; floor: number; margin: number; evidence: HalvingEvidence | null; kinked: boolean }): Verdict {
+  const belowMargin = !(o.penalty >= o.margin * o.floor);
+  const e = o.evidence;
+  const up = e?.growth.up ?? null;
+  const down = e?.growth.down ?? null;
+  let verdict: Pick<Verdict, 'belowFloor' | 'reason'>;
+  if (e === null) verdict = { belowFloor: belowMargin, reason: belowMargin ? 'floor' : 'clear' };
+  else if (belowMargin) {
+    // A zero figure at some spacing is rounding's staircase (the rows round to the centre): no clearance.
+    const modelGrowth = o.kinked
+      ? (x: number) => x < KINK_GROWTH_MAX
+      : (x: number) => x >= 1 / SMOOTH_GROWTH_MAX && x <= SMOOTH_GROWTH_MAX;
+    if (up !== null && down !== null && modelGrowth(up) && modelGrowth(down)) verdict = { belowFloor: false, reason: 'halving' };
+    else if (up !== null && down !== null && e.share !== null && e.share < NEGLIGIBLE_SHARE) verdict = { belowFloor: false, reason: 'negligible' };
+    else verdict = { belowFloor: true, reason: 'floor' };
+  } else if (up !== null && down !== null && up >= ROUNDING_GROWTH_MIN && down >= ROUNDING_GROWTH_MIN && (e.share ?? 0) >= 0.5) {
+    verdict = { belowFloor: true, reason: 'rounding' };
+  } else verdict = { belowFloor: false, reason: 'clear' };
+  const stable = up !== null && down !== null && Math.max(up, 1 / up, down, 1 / down) <= STABLE_GROWTH;
+  return { ...verdict, kinks: !verdict.belowFloor && o.kinked && e !== null && !stable };
+}

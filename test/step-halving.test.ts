@@ -1,0 +1,76 @@
+/**
+ * The step-halving verdict as pure functions (math/step-halving.ts): the growth a figure shows
+ * under halving for each cause, built exactly (rounding ×16, kinks ×2/×4, smooth ×1), and each
+ * branch of the verdict table in docs/noise.md. The models' truth is test/noise-models.test.ts.
+ */
+import t from 'tap';
+import {
+  expectedMaxChiSquare,
+  halvingEvidence,
+  halvingSamples,
+  KINK_GROWTH_MAX,
+  maxScale,
+  NEGLIGIBLE_SHARE,
+  noiseVerdict,
+  ROUNDING_GROWTH_MIN,
+  SMOOTH_GROWTH_MAX,
+} from '../dist/math/index.js';
+
+/** P(h) = T·(ε/h)^p + R·(ε/h)⁴ at 2ε, ε, ε/2: a model part growing as h^−p and rounding as h⁻⁴. */
+const figures = (model: number, p: number, rounding: number) => {
+  const at = (h: number) => model * h ** -p + rounding * h ** -4;
+  return { double: at(2), at: at(1), half: at(0.5) };
+};
+
+t.test('halvingSamples: one per eight, at least one', async (t) => {
+  t.same([1, 7, 8, 9, 64, 1000].map(halvingSamples), [1, 1, 1, 2, 8, 125]);
+  // 2·2k rows per halving sample against 2k+1 per request sample: 20% at k = 2 and N = 8.
+  t.equal((halvingSamples(8) * 2 * 2 * 2) / (8 * 5), 0.2);
+});
+
+t.test('growth per cause: rounding ×16, kinks ×2 (mean) to ×4 (max), smooth ×1', async (t) => {
+  const growth = (f: ReturnType<typeof figures>) => halvingEvidence(f, f.at, 1).growth;
+  t.same(growth(figures(0, 0, 1)), { up: 16, down: 16 });
+  t.same(growth(figures(1, 1, 0)), { up: 2, down: 2 });
+  t.same(growth(figures(1, 2, 0)), { up: 4, down: 4 });
+  t.same(growth(figures(1, 0, 0)), { up: 1, down: 1 });
+  t.same(halvingEvidence({ double: 0, at: 1, half: 0 }, 1, 1).growth, { up: null, down: null }, 'a zero figure has no ratio');
+  t.equal(halvingEvidence({ double: 1, at: 2, half: 3 }, 8, 2).share, 0.5, "the subset's figure × scale over the layer's");
+  t.equal(halvingEvidence({ double: 1, at: 2, half: 3 }, 0, 2).share, null);
+});
+
+t.test('maxScale: a max over more elements of noise is larger by the ratio of expected maxima', async (t) => {
+  t.equal(maxScale(2, 16, 128, 'mean'), 1);
+  t.equal(maxScale(2, 16, 128, 'max'), expectedMaxChiSquare(1, 128) / expectedMaxChiSquare(1, 16));
+  t.ok(maxScale(2, 16, 128, 'max') > 1.5 && maxScale(2, 16, 128, 'max') < 2);
+});
+
+t.test('the verdict table (docs/noise.md): every branch', async (t) => {
+  const verdict = (penalty: number, floor: number, f: ReturnType<typeof figures> | null, kinked: boolean, scale = 1) =>
+    noiseVerdict({ penalty, floor, margin: 10, evidence: f ? halvingEvidence(f, penalty, scale) : null, kinked });
+  // Without the halving: the floor alone.
+  t.same(verdict(1, 1, null, false), { belowFloor: true, reason: 'floor', kinks: false });
+  t.same(verdict(100, 1, null, true), { belowFloor: false, reason: 'clear', kinks: false });
+  // Below the floor, a kinked layer growing ×4: kinks, not rounding.
+  t.same(verdict(1, 1, figures(1, 2, 0), true), { belowFloor: false, reason: 'halving', kinks: true });
+  // The same growth on a smooth layer is outside its band [1/3, 3]: the floor stands.
+  t.same(verdict(1, 1, figures(1, 2, 0), false), { belowFloor: true, reason: 'floor', kinks: false });
+  // A smooth layer that stays flat: cleared, and no kinks.
+  t.same(verdict(1, 1, figures(1, 0, 0), false), { belowFloor: false, reason: 'halving', kinks: false });
+  // Rounding growing ×16 on both sides: below on either kind of layer.
+  t.same(verdict(1, 1, figures(0.01, 1, 1), true), { belowFloor: true, reason: 'floor', kinks: false });
+  // A figure of 0 at a spacing (rows rounding to the centre): no clearance.
+  t.same(noiseVerdict({ penalty: 1, floor: 1, margin: 10, evidence: halvingEvidence({ double: 0, at: 1, half: 1 }, 1, 1), kinked: true }).reason, 'floor');
+  // The halving samples' figure is 1% of the layer's: whatever it is, cleared.
+  t.same(verdict(100, 20, figures(0, 0, 1), false), { belowFloor: false, reason: 'negligible', kinks: false });
+  // Above the floor, but rounding on both sides and at least half the figure: below.
+  t.same(verdict(100, 1, figures(0, 0, 60), false), { belowFloor: true, reason: 'rounding', kinks: false });
+  // Above the floor, rounding-like growth on a negligible share: clear.
+  t.same(verdict(100, 1, figures(0, 0, 1), false), { belowFloor: false, reason: 'clear', kinks: false });
+  // Above the floor on a kinked layer that moves: clear, with kinks; a stable one reports none.
+  t.same(verdict(100, 1, figures(100, 1, 0), true), { belowFloor: false, reason: 'clear', kinks: true });
+  t.same(verdict(100, 1, figures(100, 0, 0), true), { belowFloor: false, reason: 'clear', kinks: false });
+  // The thresholds keep their order: kinks' largest growth < the clearance < rounding's.
+  t.ok(4 < KINK_GROWTH_MAX && KINK_GROWTH_MAX < ROUNDING_GROWTH_MIN && ROUNDING_GROWTH_MIN < 16);
+  t.ok(SMOOTH_GROWTH_MAX < KINK_GROWTH_MAX && NEGLIGIBLE_SHARE < 0.1);
+});
