@@ -161,7 +161,8 @@ t.test('per-pass execution gives the same figures as stacked rows', async (t) =>
 t.test('a small memory budget splits the work into many batches with the same result', async (t) => {
   const request = { latents: { samples: 2 }, seed: 4, epsilon: 0.5 };
   const whole = await evaluateHessian(model('quadratic.onnx'), request, context);
-  const split = await evaluateHessian(model('quadratic.onnx'), request, { ...context, limits: { ...DEFAULT_LIMITS, memoryBudget: 3 * 24 } });
+  // The Hessian's float64 state for two samples in flight (8 + 2·(48 + 8·5) bytes, d = 5) and 72 bytes of rows: 2 rows a batch.
+  const split = await evaluateHessian(model('quadratic.onnx'), request, { ...context, limits: { ...DEFAULT_LIMITS, memoryBudget: 8 + 2 * 88 + 3 * 24 } });
   t.ok(split.batches > 10, `${split.batches} batches`);
   t.same(split.layers[0].interaction, whole.layers[0].interaction);
   t.equal(split.penalty, whole.penalty);

@@ -134,9 +134,13 @@ t.test('chunked and unchunked plans agree to float rounding', async (t) => {
   const request = { latents: { samples: 6 }, k: 6, seed: 3, layers: ['/block1/block1.2/LeakyRelu_output_0', 'image'] };
   const whole = await evaluatePenalty(load('dcgan.onnx'), request, cpu);
   t.equal(whole.batches, 1);
-  const bytesPerRow = 12 * 4 + 2 * 4 * (32 * 8 * 8 + 3 * 32 * 32);
+  const elements = 32 * 8 * 8 + 3 * 32 * 32;
+  const bytesPerRow = 12 * 4 + 2 * 4 * elements;
+  // The penalty's float64 state (docs/harden.md): 8 + 84 + 8 bytes an element for the run, 24 for each
+  // sample in flight (two split ones, and one per 2k+1 = 13 rows).
+  const state = (8 + 84 + 8 + 2 * 24) * elements;
   for (const rows of [30, 7]) {
-    const limits = { ...DEFAULT_LIMITS, memoryBudget: rows * bytesPerRow };
+    const limits = { ...DEFAULT_LIMITS, memoryBudget: state + rows * (bytesPerRow + (24 * elements) / 13) + 1 };
     const chunked = await evaluatePenalty(load('dcgan.onnx'), request, { ...cpu, limits });
     t.ok(chunked.batches > 1, `${chunked.batches} batches of at most ${rows} rows`);
     t.equal(chunked.rows, whole.rows, 'a sample split over batches keeps its state: no row runs twice');

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { largestTensor, shapeGraph } from '../dist/onnx/shapes.js';
 import { decodeModel } from '../dist/onnx/proto.js';
-import { batchTiledWideModel, constantOfShapeModel, encode, expandModel, linearModel } from './helpers/onnx-build.js';
+import { batchTiledWideModel, constantOfShapeModel, encode, expandModel, floatInfo, linearModel, wideRowModel } from './helpers/onnx-build.js';
 import { modelBytes } from './helpers/reference.js';
 import { multipart, sha256, startApp } from './helpers/server.js';
 
@@ -33,7 +33,10 @@ t.test('shape inference: exact sizes for the common ops, unknown for unknown ops
   t.same(largestTensor(graph(batchTiledWideModel(256)), { z: [10, 256] }), { name: 'y', op: 'Tile', shape: [10, 2560], bytes: 10 * 2560 * 4 });
   t.same(largestTensor(graph(constantOfShapeModel(2 ** 26)), { z: [2, 3] }), { name: 'c', op: 'ConstantOfShape', shape: [1, 2 ** 26], bytes: 2 ** 28 });
   t.same(largestTensor(graph(linearModel()), { z: [5, 3] }), { name: 'y', op: 'MatMul', shape: [5, 4], bytes: 80 });
-  t.equal(largestTensor(graph(linearModel({ node: [{ opType: 'SomethingNew', input: ['z', 'W'], output: ['y'] }] })), { z: [5, 3] }), null);
+  const unknownOp = { node: [{ opType: 'SomethingNew', input: ['z', 'W'], output: ['y'] }] };
+  t.same(largestTensor(graph(linearModel(unknownOp)), { z: [5, 3] }), { name: 'y', op: 'SomethingNew', shape: [5, 4], bytes: 80 }, 'an op it does not know: the declared shape, the batch bound');
+  t.equal(largestTensor(graph(linearModel({ ...unknownOp, output: [floatInfo('y', ['N', 'M'])] })), { z: [5, 3] }), null, 'neither inferred nor declared: unknown');
+  t.same(largestTensor(graph(wideRowModel(2 ** 26)), { z: [4, 2] }), { name: 'y', op: 'Expand', shape: [4, 2 ** 26], bytes: 2 ** 30 }, 'slices along an axis of a batch');
 });
 
 t.test('Expand to 2^26 elements: 422 before the session opens', async (t) => {
@@ -43,7 +46,10 @@ t.test('Expand to 2^26 elements: 422 before the session opens', async (t) => {
   t.equal(res.json().error.code, 'memory_budget_exceeded');
   t.equal(
     res.json().error.message,
-    `tensor 'y' (Expand) would have shape [2, 3, 33554432], 805306368 bytes, for a batch of 2 rows: over the memory budget of ${BUDGET} bytes (--memory-budget), so the model is not run`,
+    // The preflight's 2 rows, its two runs' outputs, one sample's float64 state (124 bytes an element: docs/harden.md).
+    `the penalty's float64 accumulators for 1 sample would have shape [1, 100663296], ${124 * 100663296} bytes, for a batch of 2 rows, ` +
+      `with the outputs of layer 'y' fetched into JavaScript ([4, 100663296], ${16 * 100663296} bytes) and tensor 'y' (Expand) ([2, 3, 33554432], 805306368 bytes): ` +
+      `${(124 + 16 + 8) * 100663296} bytes in all: over the memory budget of ${BUDGET} bytes (--memory-budget), so the model is not run`,
   );
   t.equal(sessions(), before, 'no session was created');
 });

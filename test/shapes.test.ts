@@ -16,10 +16,10 @@ function shapeOf(node: Obj, z: number[], initializer: Obj[] = [], extraInputs: O
   const model = {
     irVersion: 8,
     opsetImport: [{ domain: '', version: 13 }],
-    graph: { name: 'g', node: [node], initializer, input: [info('z', ['N', 1]), ...extraInputs], output: [info('out', ['N'])] },
+    graph: { name: 'g', node: [node], initializer, input: [info('z', ['N', 1]), ...extraInputs], output: [{ name: 'out', type: { tensorType: { elemType: 1 } } }] },
   };
   const graph = shapeGraph(decodeModel(encode(model)));
-  // Only `out` is produced, so the largest tensor is it (or null when unknown).
+  // Only `out` is produced, so the largest tensor is it (or null when unknown: no shape is declared to fall back on).
   const largest = largestTensor(graph, { z, ...feeds });
   return largest?.name === 'out' ? largest.shape : null;
 }

@@ -10,7 +10,7 @@ import { formatActiveness } from '../report/text.js';
 import type { FillRows } from '../run/feeds.js';
 import { activenessGraphRefusal, activenessInGraph } from '../run/graph-activeness.js';
 import { estimatorFor, onHost } from '../run/graph-suffix.js';
-import type { Run } from '../run/run.js';
+import { NO_HOST_STATE, type Run } from '../run/run.js';
 import { auditSettings, nullable, opOf, rowLimit, runInfo } from './common.js';
 import { defineMetric } from './types.js';
 
@@ -48,7 +48,7 @@ export async function runActiveness(run: Run, request: MetricRequest): Promise<A
   const { done, fetchedBytes } =
     estimator === 'graph'
       ? await activenessInGraph(run, { fill, stage: 'activeness', tooMany, accumulators })
-      : await onHost(run, await run.units({ stage: 'activeness', unitSizes: activenessUnitSizes(d), passes: 'each activeness pass', tooMany, fill, consumers: accumulators }));
+      : await onHost(run, await run.units({ stage: 'activeness', unitSizes: activenessUnitSizes(d), passes: 'each activeness pass', tooMany, fill, consumers: accumulators, host: NO_HOST_STATE }));
   const layers = resolved.layers.map((name) => {
     const values = accumulators[name].result();
     const op = opOf(run, name);

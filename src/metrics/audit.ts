@@ -7,12 +7,13 @@ import { AuditError } from '../contract/errors.js';
 import { AuditRequestSchema, type MetricRequest } from '../contract/request.js';
 import { type ActivenessResult, type AuditResult, AuditResultSchema, type HessianResult, type TraversalResult, type Warning } from '../contract/results.js';
 import { formatAudit } from '../report/text.js';
-import { type Run, timings } from '../run/run.js';
+import type { ResolvedRequest } from '../run/resolve.js';
+import { type HostState, type Run, timings } from '../run/run.js';
 import { runActiveness } from './activeness.js';
 import { runFacts } from './common.js';
 import { previews, runHessian } from './hessian.js';
-import { runOrthogonality } from './orthogonality.js';
-import { penalty } from './penalty.js';
+import { orthogonalityHostState, runOrthogonality } from './orthogonality.js';
+import { penalty, penaltyHostState } from './penalty.js';
 import { runTraversal } from './traversal.js';
 import { defineMetric } from './types.js';
 
@@ -22,10 +23,23 @@ export const audit = defineMetric<AuditResult>({
   request: AuditRequestSchema,
   result: AuditResultSchema,
   flags: { steps: true, directions: true, basis: true, element: true, activeness: true, noise: true },
+  hostState: auditHostState,
   evaluate: evaluateAudit,
   format: formatAudit,
   report: (result) => result,
 });
+
+/**
+ * The audit's metrics run one after another on one Run, each counting its own state in its batches;
+ * before any row runs, the most that the penalty and orthogonality keep (the full Hessian and the
+ * report's traversal are skipped, with a warning, when theirs does not fit).
+ */
+function auditHostState(resolved: ResolvedRequest, request: MetricRequest): HostState {
+  const states = [penaltyHostState(resolved, request), orthogonalityHostState()];
+  const fixed = states.reduce((a, b) => (b.fixed > a.fixed ? b : a));
+  const perSample = states.reduce((a, b) => (b.perSample > a.perSample ? b : a));
+  return { what: "the audit's accumulators", fixed: fixed.fixed, perSample: perSample.perSample };
+}
 
 async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditResult> {
   const started = performance.now();
@@ -35,7 +49,7 @@ async function evaluateAudit(run: Run, request: MetricRequest): Promise<AuditRes
   try {
     hessian = await runHessian(run, request);
   } catch (err) {
-    if (!(err instanceof AuditError) || err.code !== 'hessian_too_large') throw err;
+    if (!(err instanceof AuditError) || !['hessian_too_large', 'memory_budget_exceeded'].includes(err.code)) throw err;
     warnings.push({ code: 'hessian_skipped', message: err.message });
   }
   const activeness = await runActiveness(run, request);
@@ -69,8 +83,8 @@ async function reportTraversal(run: Run, request: MetricRequest, activeness: Act
   try {
     return await runTraversal(run, request, activeness);
   } catch (err) {
-    if (!(err instanceof AuditError) || !['no_image_layer', 'limit_exceeded'].includes(err.code)) throw err;
-    if (err.code === 'limit_exceeded') warnings.push({ code: 'traversal_skipped', message: err.message });
+    if (!(err instanceof AuditError) || !['no_image_layer', 'limit_exceeded', 'memory_budget_exceeded'].includes(err.code)) throw err;
+    if (err.code !== 'no_image_layer') warnings.push({ code: 'traversal_skipped', message: err.message });
     return undefined;
   }
 }

@@ -17,7 +17,7 @@ export async function evaluateMetric<N extends MetricName>(name: N, model: Loade
   const metric = METRICS[name];
   checkSettings(request, metric.request);
   metric.check?.(request);
-  const run = await Run.open(model, request, context);
+  const run = await Run.open(model, request, context, metric.hostState && ((resolved) => metric.hostState!(resolved, request)));
   return (await metric.evaluate(run, request)) as MetricResults[N];
 }
 

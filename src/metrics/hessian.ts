@@ -23,7 +23,8 @@ import { formatHessian } from '../report/text.js';
 import type { FillRows } from '../run/feeds.js';
 import { hessianGraphRefusal, hessianInGraph } from '../run/graph-hessian.js';
 import { estimatorFor, onHost } from '../run/graph-suffix.js';
-import type { Run } from '../run/run.js';
+import type { ResolvedRequest } from '../run/resolve.js';
+import type { HostState, Run } from '../run/run.js';
 import { latentCount, nonFinite, nullable, opOf, runInfo } from './common.js';
 import { defineMetric } from './types.js';
 
@@ -38,6 +39,7 @@ export const hessian = defineMetric<HessianResult>({
   request: AuditRequestSchema,
   result: HessianResultSchema,
   flags: { steps: true, basis: true, element: true, estimator: true },
+  hostState: hessianHostState,
   evaluate: async (run, request) => {
     const result = await runHessian(run, request);
     return run.context.previews ? { ...result, previews: await previews(run) } : result;
@@ -48,6 +50,15 @@ export const hessian = defineMetric<HessianResult>({
     diagonalFraction: { perLayer: (result) => Object.fromEntries(result.layers.map((l) => [l.name, l.penalty === null ? null : l.diagonalFraction])) },
   },
 });
+
+/**
+ * Host bytes per element: a sample in flight keeps its centre, its d axis sums and five figures in
+ * float64 (48 + 8d, d the latents or basis rows); the run keeps per-element sums (8).
+ */
+export function hessianHostState(resolved: ResolvedRequest): HostState {
+  const d = resolved.basis?.rows ?? resolved.size;
+  return { what: "the Hessian's float64 accumulators", fixed: 8, perSample: 48 + 8 * d };
+}
 
 export async function runHessian(run: Run, request: MetricRequest): Promise<HessianResult> {
   const { resolved, shapes } = run;
@@ -83,7 +94,7 @@ export async function runHessian(run: Run, request: MetricRequest): Promise<Hess
   const { done, fetchedBytes } =
     estimator === 'graph'
       ? await hessianInGraph(run, { layout, epsilon: resolved.epsilon, element, fill, stage: 'hessian', tooMany, accumulators })
-      : await onHost(run, await run.units({ stage: 'hessian', unitSizes: layout.unitSizes, passes: 'each Hessian pass', tooMany, fill, consumers: accumulators }));
+      : await onHost(run, await run.units({ stage: 'hessian', unitSizes: layout.unitSizes, passes: 'each Hessian pass', tooMany, fill, consumers: accumulators, host: hessianHostState(resolved) }));
   const warnings: Warning[] = [...run.warnings, ...estimatorWarnings, ...done.modeWarnings];
   const kinks = Object.keys(run.model.description.ops).filter((op) => PIECEWISE_LINEAR.has(op));
   if (kinks.length > 0) {

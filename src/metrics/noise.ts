@@ -28,7 +28,7 @@ import type { Activations } from '../math/second-difference.js';
 import type { UnitRow } from '../math/rows.js';
 import { formatNoise } from '../report/text.js';
 import { tf32InEffect } from '../runtime/cuda.js';
-import { type Run, timings, type UnitConsumer } from '../run/run.js';
+import { type HostState, type Run, timings, type UnitConsumer } from '../run/run.js';
 import type { ResolvedRequest } from '../run/resolve.js';
 import { opOf, rowLimit } from './common.js';
 import { defineMetric } from './types.js';
@@ -252,12 +252,24 @@ export function unresolved(name: string, noise: LayerNoise): Warning {
   };
 }
 
+/**
+ * Host bytes per element of one measured sample: its points in a float64 block, its centre, and σ,
+ * status and order in the try's table and in ECnoise's own (8·points + 8 + 2·10).
+ */
+export const NOISE_TABLE_BYTES = 8 * DEFAULT_NOISE_OPTIONS.points + 8 + 20;
+
+/** The noise metric measures one sample (stacked; per-pass mode measures all, which the batches check). */
+function noiseHostState(): HostState {
+  return { what: "the noise measurement's float64 tables", fixed: NOISE_TABLE_BYTES, perSample: 0 };
+}
+
 export const noise = defineMetric<NoiseResult>({
   name: 'noise',
   summary: 'Rounding noise of each layer, measured on the device (ECnoise), and the penalty floor it sets at ε',
   request: NoiseRequestSchema,
   result: NoiseResultSchema,
   flags: { steps: true, directions: true, basis: true },
+  hostState: noiseHostState,
   evaluate: runNoise,
   format: formatNoise,
   report: (noise) => ({ noise }),

@@ -10,7 +10,7 @@ import { formatOrthogonality } from '../report/text.js';
 import type { FillRows } from '../run/feeds.js';
 import { orthogonalityGraphRefusal, orthogonalityInGraph } from '../run/graph-orthogonality.js';
 import { estimatorFor, onHost } from '../run/graph-suffix.js';
-import type { Run } from '../run/run.js';
+import type { HostState, Run } from '../run/run.js';
 import { nonFinite, nullable, opOf, rowLimit, runInfo } from './common.js';
 import { defineMetric } from './types.js';
 
@@ -20,10 +20,16 @@ export const orthogonality = defineMetric<OrthogonalityResult>({
   request: AuditRequestSchema,
   result: OrthogonalityResultSchema,
   flags: { steps: true, directions: true, basis: true, estimator: true },
+  hostState: orthogonalityHostState,
   evaluate: runOrthogonality,
   format: formatOrthogonality,
   report: (orthogonality) => ({ orthogonality }),
 });
+
+/** Host bytes per element: a sample in flight keeps its centre and Welford mean and M2 in float64. */
+export function orthogonalityHostState(): HostState {
+  return { what: "orthogonality's float64 accumulators", fixed: 0, perSample: 24 };
+}
 
 export async function runOrthogonality(run: Run, request: MetricRequest): Promise<OrthogonalityResult> {
   const { resolved, shapes } = run;
@@ -38,7 +44,7 @@ export async function runOrthogonality(run: Run, request: MetricRequest): Promis
   const { done, fetchedBytes } =
     estimator === 'graph'
       ? await orthogonalityInGraph(run, { epsilon: resolved.epsilon, k: resolved.k, fill, stage: 'orthogonality', tooMany, accumulators })
-      : await onHost(run, await run.units({ stage: 'orthogonality', unitSizes: orthogonalityUnitSizes(resolved.k), passes: 'each of the 1+k passes', tooMany, fill, consumers: accumulators }));
+      : await onHost(run, await run.units({ stage: 'orthogonality', unitSizes: orthogonalityUnitSizes(resolved.k), passes: 'each of the 1+k passes', tooMany, fill, consumers: accumulators, host: orthogonalityHostState() }));
   const warnings: Warning[] = [...run.warnings, ...estimatorWarnings, ...done.modeWarnings];
   const layers = resolved.layers.map((name) => {
     const figures = accumulators[name].result(resolved.reduction);

@@ -12,6 +12,7 @@ import {
   halvingEvidence,
   type HalvingFigures,
   HALVING_FACTORS,
+  halvingSamples,
   type LayerPenalty,
   maxScale,
   noiseVerdict,
@@ -32,10 +33,11 @@ import { formatPenalty } from '../report/text.js';
 import type { FillRows } from '../run/feeds.js';
 import { penaltyInGraph } from '../run/graph-penalty.js';
 import { estimatorFor, hostFetchedBytes } from '../run/graph-suffix.js';
-import { type Run, timings, type UnitConsumer, type UnitsDone } from '../run/run.js';
+import type { ResolvedRequest } from '../run/resolve.js';
+import { type HostState, type Run, timings, type UnitConsumer, type UnitsDone } from '../run/run.js';
 import { cutAndGroups } from './common.js';
 import { halvingPlan, halvingSkipped, type HalvingMeasurement } from './halving.js';
-import { floorAt, type LayerNoise, noisePlan, precisionOf, sigmaResult, unresolved } from './noise.js';
+import { floorAt, type LayerNoise, NOISE_TABLE_BYTES, noisePlan, precisionOf, sigmaResult, unresolved } from './noise.js';
 import { defineMetric } from './types.js';
 
 export const penalty = defineMetric<PenaltyResult>({
@@ -44,10 +46,22 @@ export const penalty = defineMetric<PenaltyResult>({
   request: PenaltyRequestSchema,
   result: PenaltyResultSchema,
   flags: { steps: true, directions: true, basis: true, sweep: true, noise: true, estimator: true },
+  hostState: penaltyHostState,
   evaluate: runPenalty,
   format: formatPenalty,
   report: (penalty) => ({ penalty }),
 });
+
+/**
+ * Host bytes per element: a sample in flight keeps its centre and Welford mean and M2 in float64
+ * (24); the run keeps per-element sums (8), the noise measurement's tables for its sample, and the
+ * step test's centres (8 per sample it reruns).
+ */
+export function penaltyHostState(resolved: ResolvedRequest, request: MetricRequest): HostState {
+  const noise = request.noise !== false;
+  const halving = noise && request.halving !== false ? 8 * halvingSamples(resolved.samples) : 0;
+  return { what: "the penalty's float64 accumulators", fixed: 8 + (noise ? NOISE_TABLE_BYTES : 0) + halving, perSample: 24 };
+}
 
 export async function runPenalty(run: Run, request: MetricRequest): Promise<PenaltyResult> {
   const { resolved, shapes } = run;

@@ -14,7 +14,8 @@ import { type ActivenessResult, type TraversalResult, TraversalResultSchema } fr
 import { resolveGroups } from '../math/groups.js';
 import { imageShapeOf, orderByScore, pointRow, type TraversalDirections, traversalGrid, traversalPoints } from '../report/traversal.js';
 import { formatTraversal } from '../report/text.js';
-import type { Run } from '../run/run.js';
+import type { ResolvedRequest } from '../run/resolve.js';
+import type { HostState, Run } from '../run/run.js';
 import { runActiveness } from './activeness.js';
 import { auditSettings, rowLimit, runInfo } from './common.js';
 import { defineMetric } from './types.js';
@@ -30,6 +31,7 @@ export const traversal = defineMetric<TraversalResult>({
   request: AuditRequestSchema,
   result: TraversalResultSchema,
   flags: { activeness: true, basis: true, out: true },
+  hostState: traversalHostState,
   evaluate: (run, request) => runTraversal(run, request),
   format: formatTraversal,
   report: (traversal) => ({ traversal }),
@@ -37,6 +39,13 @@ export const traversal = defineMetric<TraversalResult>({
 });
 
 /** `activeness`: a result on the same Run to sort by (the audit has one); else measured here for latents. */
+/** Host bytes per element: the grid's float32 images, one per direction, sample shown and step. */
+export function traversalHostState(resolved: ResolvedRequest): HostState {
+  const directions = resolved.basis?.rows ?? resolved.size;
+  const samples = resolved.fixedBatch ?? Math.min(TRAVERSAL_SAMPLES, resolved.samples);
+  return { what: "the traversal's float32 images", fixed: 4 * directions * samples * TRAVERSAL_FRACTIONS.length, perSample: 0 };
+}
+
 export async function runTraversal(run: Run, request: MetricRequest, activeness?: ActivenessResult): Promise<TraversalResult> {
   const { resolved, shapes } = run;
   const started = performance.now();
@@ -70,6 +79,7 @@ export async function runTraversal(run: Run, request: MetricRequest, activeness?
   const images = new Float32Array(plan.directions * samples * steps * size);
   const done = await run.units({
     stage: 'traversal',
+    host: traversalHostState(resolved),
     samples,
     unitSizes: Array.from({ length: plan.directions }, () => steps),
     passes: 'each traversal image',

@@ -9,7 +9,8 @@
 import type { z } from 'zod';
 import type { MetricRequest } from '../contract/request.js';
 import type { ReportInput } from '../report/html.js';
-import type { Run } from '../run/run.js';
+import type { ResolvedRequest } from '../run/resolve.js';
+import type { HostState, Run } from '../run/run.js';
 
 /** Which of the shared command-line flags a metric's command takes (cli/metric-command.ts). */
 export interface FlagSet {
@@ -48,6 +49,11 @@ export interface Metric<R extends MetricResult = MetricResult> {
   flags: FlagSet;
   /** Checks of the metric's own settings that need no model (before any session opens). */
   check?(request: MetricRequest): void;
+  /**
+   * What its accumulators keep on the host per output element (float64 state), which the memory
+   * budget counts beside each batch; without it, only the outputs it reads.
+   */
+  hostState?(resolved: ResolvedRequest, request: MetricRequest): HostState;
   evaluate(run: Run, request: MetricRequest): Promise<R>;
   format(result: R, modelName: string): string;
   /** The report's sections for this result. */

@@ -23,6 +23,11 @@ export interface ShapeGraph {
   initial: Map<string, Known>;
   /** Element bytes of each graph input. */
   inputBytes: Map<string, number>;
+  /**
+   * Shapes the model declares (graph outputs, value_info), used where inference does not know an
+   * op: numbers, or 'batch' for a dimension named like an input's first (the batch size is bound).
+   */
+  declared: Map<string, { dims: (number | 'batch' | null)[]; itemBytes: number }>;
 }
 
 export interface TensorSize {
@@ -80,6 +85,15 @@ export function shapeGraph(model: ModelProtoObject): ShapeGraph {
   for (const t of graph.initializer ?? []) if (t.name) initial.set(t.name, tensorKnown(t));
   const inputBytes = new Map<string, number>();
   for (const i of graph.input ?? []) if (i.name && !initial.has(i.name)) inputBytes.set(i.name, itemBytes(i.type?.tensorType?.elemType));
+  // A symbolic first dimension of an input names the batch; the same name elsewhere is the batch too.
+  const batchNames = new Set((graph.input ?? []).map((i) => i.type?.tensorType?.shape?.dim?.[0]?.dimParam).filter((d): d is string => !!d));
+  const declared: ShapeGraph['declared'] = new Map();
+  for (const v of [...(graph.output ?? []), ...(graph.valueInfo ?? [])]) {
+    const dims = v.type?.tensorType?.shape?.dim;
+    if (!v.name || !dims) continue;
+    const shape = dims.map((d) => (d.dimValue !== undefined && Number(d.dimValue) > 0 ? Number(d.dimValue) : d.dimParam && batchNames.has(d.dimParam) ? ('batch' as const) : null));
+    declared.set(v.name, { dims: shape, itemBytes: itemBytes(v.type?.tensorType?.elemType) });
+  }
   const nodes = (graph.node ?? []).map((n: NodeProto, i) => ({
     op: n.domain ? `${n.domain}.${n.opType}` : (n.opType ?? ''),
     name: n.name || `${n.opType}#${i}`,
@@ -87,7 +101,7 @@ export function shapeGraph(model: ModelProtoObject): ShapeGraph {
     outputs: n.output ?? [],
     attrs: Object.fromEntries((n.attribute ?? []).map((a) => [a.name ?? '', a])),
   }));
-  return { nodes, initial, inputBytes };
+  return { nodes, initial, inputBytes, declared };
 }
 
 const product = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
@@ -180,15 +194,26 @@ function infer(node: ShapeGraph['nodes'][number], inputs: (Known | undefined)[])
       return same(shape, value?.every((v) => v !== undefined) ? value : undefined);
     }
     case 'Slice': {
-      // 1-D slices of folded shape tensors (the usual Shape → Slice → Concat chains).
+      // Positive steps along the given axes; 1-D slices of folded shape tensors keep their values
+      // (the usual Shape → Slice → Concat chains).
       const starts = inputs[1]?.value ?? ints('starts');
       const ends = inputs[2]?.value ?? ints('ends');
-      if (!x?.shape || x.shape.length !== 1 || !starts || !ends || starts.length !== 1 || (inputs[3] ?? inputs[4])) return same(null);
-      const n = x.shape[0];
-      const clamp = (v: number): number => Math.min(n, Math.max(0, v < 0 ? v + n : v));
-      const [from, to] = [clamp(starts[0]), clamp(ends[0])];
-      const count = Math.max(0, to - from);
-      return same([count], x.value?.slice(from, from + count));
+      const axes = inputs[3]?.value ?? ints('axes') ?? starts?.map((_, a) => a);
+      const steps = inputs[4]?.value ?? starts?.map(() => 1);
+      if (!x?.shape || !starts || !ends || !axes || !steps || ends.length !== starts.length || axes.length !== starts.length || steps.length !== starts.length) return same(null);
+      if (steps.some((step) => step < 1)) return same(null);
+      const shape = [...x.shape];
+      let from = 0;
+      starts.forEach((start, a) => {
+        const axis = axes[a] < 0 ? axes[a] + shape.length : axes[a];
+        const n = x.shape![axis];
+        const clamp = (v: number): number => Math.min(n, Math.max(0, v < 0 ? v + n : v));
+        const [lo, hi] = [clamp(start), clamp(ends[a])];
+        shape[axis] = Math.ceil(Math.max(0, hi - lo) / steps[a]);
+        if (axis === 0) from = lo;
+      });
+      const value = x.shape.length === 1 && steps[0] === 1 ? x.value?.slice(from, from + shape[0]) : undefined;
+      return same(shape, value);
     }
     case 'Unsqueeze': {
       const axes = y?.value ?? ints('axes');
@@ -225,13 +250,25 @@ function infer(node: ShapeGraph['nodes'][number], inputs: (Known | undefined)[])
   }
 }
 
-/**
- * The largest tensor a run with these input shapes computes (graph outputs and intermediates:
- * onnxruntime allocates both), or null when no size could be inferred.
- */
-export function largestTensor(graph: ShapeGraph, inputShapes: Record<string, readonly number[]>): TensorSize | null {
+/** What inference found for a run with these input shapes: every tensor it sized, and the largest. */
+export interface InferredSizes {
+  /** The largest tensor (graph outputs and intermediates: onnxruntime allocates both), or null. */
+  largest: TensorSize | null;
+  /** Each tensor whose size was inferred, by name. */
+  sizes: Map<string, TensorSize>;
+}
+
+export function inferSizes(graph: ShapeGraph, inputShapes: Record<string, readonly number[]>): InferredSizes {
   const known = new Map(graph.initial);
+  const rows = Object.values(inputShapes)[0]?.[0];
+  /** A declared shape with the batch bound, when every dimension is then a number. */
+  const declaredShape = (name: string): Known | null => {
+    const d = graph.declared.get(name);
+    if (!d || d.dims.some((x) => x === null || (x === 'batch' && rows === undefined))) return null;
+    return { shape: d.dims.map((x) => (x === 'batch' ? rows! : (x as number))), itemBytes: d.itemBytes };
+  };
   for (const [name, shape] of Object.entries(inputShapes)) known.set(name, { shape: [...shape], itemBytes: graph.inputBytes.get(name) ?? 4 });
+  const sizes = new Map<string, TensorSize>();
   let largest: TensorSize | null = null;
   for (const node of graph.nodes) {
     let outputs: Known[];
@@ -241,13 +278,20 @@ export function largestTensor(graph: ShapeGraph, inputShapes: Record<string, rea
       outputs = node.outputs.map(() => ({ shape: null, itemBytes: 4 }));
     }
     node.outputs.forEach((name, j) => {
-      const k = outputs[j] ?? { shape: null, itemBytes: 4 };
+      let k = outputs[j] ?? { shape: null, itemBytes: 4 };
       if (k.shape && k.shape.some((d) => !Number.isFinite(d) || d < 0)) k.shape = null;
+      if (!k.shape) k = declaredShape(name) ?? k;
       known.set(name, k);
       if (!k.shape) return;
-      const bytes = product(k.shape) * k.itemBytes;
-      if (!largest || bytes > largest.bytes) largest = { name, op: node.op, shape: k.shape, bytes };
+      const size = { name, op: node.op, shape: k.shape, bytes: product(k.shape) * k.itemBytes };
+      sizes.set(name, size);
+      if (!largest || size.bytes > largest.bytes) largest = size;
     });
   }
-  return largest;
+  return { largest, sizes };
+}
+
+/** The largest tensor a run with these input shapes computes, or null when no size could be inferred. */
+export function largestTensor(graph: ShapeGraph, inputShapes: Record<string, readonly number[]>): TensorSize | null {
+  return inferSizes(graph, inputShapes).largest;
 }

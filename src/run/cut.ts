@@ -14,6 +14,7 @@ import { describeModel, type Dim, type TensorInfo } from '../onnx/describe.js';
 import { cutPrefix, cutSuffix, type PrefixModel, type SuffixModel, wrtCandidates } from '../onnx/cut.js';
 import { exposeTensors } from '../onnx/expose.js';
 import type { Device } from '../runtime/device.js';
+import { checkRunMemory, inferredSizes } from '../runtime/memory-check.js';
 import type { LoadedModel } from '../runtime/model.js';
 import type { SessionCache } from '../runtime/session.js';
 import { checkSamples, resolveExtra } from './resolve.js';
@@ -169,6 +170,9 @@ async function runPrefix(
     feeds[input.name] = new ort.Tensor(input.type as 'float32', input.type === 'float64' ? Float64Array.from(data) : data, dims);
     drawn.push(input.name);
   });
+  // The prefix's tensors and the one fetched, before its session opens (runtime/memory-check.ts).
+  const fetched = inferredSizes(prefix, feeds, [tensor]).named[tensor];
+  checkRunMemory(prefix, feeds, limits.memoryBudget, fetched ? [{ what: `tensor '${tensor}' fetched into JavaScript`, shape: fetched.shape, bytes: fetched.bytes }] : []);
   const open = await sessions.get(`${model.id}|prefix|${tensor}`, prefix.bytes, [], device);
   let out: ort.Tensor;
   try {

@@ -15,7 +15,7 @@ import { type OpenSession, openSession } from '../runtime/session.js';
 import { fetchedBytes } from '../runtime/suffix-run.js';
 import { type FillRows, unitFeeds } from './feeds.js';
 import type { UnitChunk } from './plan.js';
-import { type Run, timedRun, type UnitsDone } from './run.js';
+import { NO_HOST_STATE, type Run, timedRun, type UnitsDone } from './run.js';
 
 export type Estimator = 'graph' | 'host';
 
@@ -94,7 +94,7 @@ export interface SuffixDone {
 export async function runSuffix<S extends BuiltSuffix, L>(run: Run, work: SuffixWork<S, L>): Promise<SuffixDone> {
   const rows = run.resolved.samples * work.unitSizes.reduce((a, b) => a + b, 0);
   if (rows > run.limits.maxRows) throw work.tooMany(rows);
-  const planned = await run.plan(run.resolved.samples, work.unitSizes, 'stacked', work.repeatCenter, work.suffixBytesPerRow === undefined ? Infinity : suffixBatchRows(run, work.suffixBytesPerRow));
+  const planned = await run.plan(run.resolved.samples, work.unitSizes, 'stacked', work.repeatCenter, work.suffixBytesPerRow === undefined ? Infinity : suffixBatchRows(run, work.suffixBytesPerRow), NO_HOST_STATE);
   const { suffix, open } = await companion(run, work);
   const timing = { forwardMs: 0 };
   let bytes = 0;
@@ -140,7 +140,7 @@ export const suffixBatchRows = (run: Run, suffixBytesPerRow: number): number => 
 
 /** Rows a suffix's batch may hold: the budget's for the model and for the suffix, and the request's batchRows. */
 export const graphBatchRows = (run: Run, suffixBytesPerRow: number): number =>
-  Math.min(run.budgetRows(), suffixBatchRows(run, suffixBytesPerRow), run.askedBatchRows ?? Infinity);
+  Math.min(run.budgetRows(Infinity, NO_HOST_STATE), suffixBatchRows(run, suffixBytesPerRow), run.askedBatchRows ?? Infinity);
 
 /** Elements per row over the layers asked for (their suffixes run in one session.run). */
 export const layerElements = (run: Run): number => run.resolved.layers.reduce((n, name) => n + run.shapes[name].size, 0);

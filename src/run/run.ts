@@ -16,7 +16,7 @@ import type { Device } from '../runtime/device.js';
 import type { LoadedModel } from '../runtime/model.js';
 import type { OpenSession, SessionCache } from '../runtime/session.js';
 import { formatShape } from '../io/ndarray.js';
-import { checkRunMemory } from '../runtime/memory-check.js';
+import { checkRunMemory, type Held, inferredSizes } from '../runtime/memory-check.js';
 import type { SharedBatches } from '../runtime/shared-batches.js';
 import { outputValues } from '../runtime/tensors.js';
 import { tuneBatchRows, type TuneResult } from '../runtime/tune.js';
@@ -68,6 +68,8 @@ export interface UnitWork {
   tooMany: (rows: number) => AuditError;
   fill: FillRows;
   consumers: Record<string, UnitConsumer>;
+  /** What the consumers keep on the host per element (default: what the metric declared for the Run). */
+  host?: HostState;
   /**
    * Run only the first `samples` samples (a traversal shows a few; the noise measurement needs
    * one). Per-pass mode runs them all regardless: a pass is one batch of all N rows, and fewer
@@ -78,6 +80,23 @@ export interface UnitWork {
 
 /** Where a plan's rows per batch came from: the memory budget alone, the tuner, or the request. */
 export type BatchRowsFrom = 'budget' | 'tuned' | 'request';
+
+/**
+ * What a metric keeps on the host per output element of its layers, in bytes (float64 state is 8
+ * per element, twice a float32 layer per copy): for the whole run, and per sample it holds at once.
+ * The memory budget counts it beside each batch (docs/harden.md, "The memory budget").
+ */
+export interface HostState {
+  /** As a refusal names it: "the penalty's accumulators". */
+  what: string;
+  /** Bytes per element held for the whole run (per-element sums, a measured sample's tables). */
+  fixed: number;
+  /** Bytes per element for each sample in flight (its centre and running moments). */
+  perSample: number;
+}
+
+/** A metric's host state for a resolved request (metrics declare it: Metric.hostState). */
+export type HostStateOf = (resolved: ResolvedRequest) => HostState;
 
 /** The plan of one work, and the batch size it was cut to. */
 export interface PlannedUnits {
@@ -114,10 +133,21 @@ export class Run {
     readonly sessionKey: string = model.id,
     /** Rows per batch the request asked for (batchRows): overrides the tuner. */
     readonly askedBatchRows: number | undefined = undefined,
+    /** What the metric keeps on the host per output element (none: only the outputs fetched). */
+    readonly host: HostState = NO_HOST_STATE,
+    /** onnxruntime's largest tensor per row, inferred at the preflight's batch (0: unknown). */
+    readonly largestPerRow = 0,
   ) {}
 
+  /** Samples whose host state is held at once while the current work runs (units() sets it). */
+  private inFlight = 1;
+  /** The host state of the work units() runs now, when it declared its own. */
+  private working: HostState | null = null;
+  /** Rows of the current chunk's earlier batches, whose outputs are still held (per-pass chunks). */
+  private chunkRowsHeld = 0;
+
   /** Validate against the model, refuse random ops, open the cached session and run its preflight. */
-  static async open(whole: LoadedModel, asked: MetricRequest, context: RunContext): Promise<Run> {
+  static async open(whole: LoadedModel, asked: MetricRequest, context: RunContext, hostState?: HostStateOf): Promise<Run> {
     const limits = context.limits ?? DEFAULT_LIMITS;
     // wrt naming an intermediate tensor: the Run audits the suffix tensor → layers (run/cut.ts).
     const cut = isCut(whole, asked) ? await openCut(whole, asked, context.sessions, context.device, limits) : null;
@@ -126,17 +156,30 @@ export class Run {
     const resolved = onlySamples(resolveRequest(model.description, request, limits), context.sampleRange);
     const warnings: Warning[] = [...resolved.warnings];
     refuseRandomOps(model, request.allowNondeterministic === true, warnings);
-    // Before the session opens: constant folding at creation allocates too.
-    checkRunMemory(model, rowFeeds(resolved, preflightRows(resolved)), limits.memoryBudget);
+    const host = hostState?.(resolved) ?? NO_HOST_STATE;
+    // Before the session opens (constant folding at creation allocates too), from inferred sizes:
+    // the preflight's batch, its two runs' outputs compared, and the metric's state for one sample.
+    // A request that cannot hold that is refused before any row runs.
+    const preflightFeeds = rowFeeds(resolved, preflightRows(resolved));
+    const inferred = inferredSizes(model, preflightFeeds, resolved.layers);
+    const preflightRowsCount = Number(Object.values(preflightFeeds)[0]?.dims[0] ?? 0);
+    const largestPerRow = (inferred.largest?.bytes ?? 0) / Math.max(1, preflightRowsCount);
+    const inferredLayers = resolved.layers.map((name) => {
+      const size = inferred.named[name];
+      const elements = size && size.shape.length > 0 && size.shape[0] === preflightRowsCount ? size.shape.slice(1).reduce((a, b) => a * b, 1) : 0;
+      return { elements, bytesPerRow: elements > 0 ? size!.bytes / preflightRowsCount : 0 };
+    });
+    const preflightHeld = (): Held[] => heldFor(resolved, inferredLayers, host, preflightRowsCount, 2, 1);
+    checkRunMemory(model, preflightFeeds, limits.memoryBudget, preflightHeld());
     const open = await context.sessions.get(cut?.sessionKey ?? model.id, model.bytes, resolved.expose, context.device);
     if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
     const timing = { forwardMs: 0 };
     const checked = await preflightOnce(open, resolved, (rows) => {
       const feeds = rowFeeds(resolved, rows);
-      checkRunMemory(model, feeds, limits.memoryBudget);
+      checkRunMemory(model, feeds, limits.memoryBudget, heldFor(resolved, inferredLayers, host, rows.length, 2, 1));
       return timedRun(open, resolved.layers, feeds, timing);
     });
-    const run = new Run(model, resolved, open, checked, limits, context, timing.forwardMs, cut?.info ?? null, cut?.sessionKey ?? model.id, asked.batchRows);
+    const run = new Run(model, resolved, open, checked, limits, context, timing.forwardMs, cut?.info ?? null, cut?.sessionKey ?? model.id, asked.batchRows, host, largestPerRow);
     for (const w of warnings) run.warn(w);
     return run;
   }
@@ -166,7 +209,7 @@ export class Run {
    * shape inference says a tensor would pass the memory budget (runtime/memory-check.ts).
    */
   forward(feeds: Record<string, ort.Tensor>, stacked = false): Promise<Record<string, ort.Tensor>> {
-    checkRunMemory(this.model, feeds, this.limits.memoryBudget);
+    checkRunMemory(this.model, feeds, this.limits.memoryBudget, this.held(Number(Object.values(feeds)[0]?.dims[0] ?? 0)));
     const alone = (): Promise<Record<string, ort.Tensor>> => timedRun(this.open, this.resolved.layers, feeds, this);
     const { shared } = this.context;
     // Only stacked rows may share a run (rows that interact must stay in their own batch), and only
@@ -209,15 +252,20 @@ export class Run {
     const mode = chooseMode(this.model, resolved, this.preflight, modeWarnings, work.passes);
     const samples = mode === 'stacked' ? Math.min(work.samples ?? resolved.samples, resolved.samples) : resolved.samples;
     if (perSample * samples > this.limits.maxRows) throw work.tooMany(perSample * samples);
+    this.working = work.host ?? null;
     const planned = await this.plan(samples, work.unitSizes, mode);
     const { plan } = planned;
+    // A stacked batch completes whole samples and may hold the ends of two split ones; a pass holds all.
+    this.inFlight = mode === 'stacked' ? Math.min(samples, Math.ceil(plan.largestBatch / perSample) + 1) : samples;
     const forwardBefore = this.forwardMs;
     let done = 0;
     let batches = 0;
     for (const chunk of plan.chunks) {
       const outputs: Record<string, Activations>[] = [];
+      this.chunkRowsHeld = 0;
       for (const batch of chunk.batches) {
         const result = await this.forward(unitFeeds(resolved, batch, work.fill), mode === 'stacked');
+        this.chunkRowsHeld += batch.length;
         this.checkShapes(result, batch.length);
         outputs.push(Object.fromEntries(resolved.layers.map((name) => [name, outputValues(result[name])])));
         batches++;
@@ -235,7 +283,19 @@ export class Run {
       }
       this.context.onProgress?.(++done, plan.chunks.length, work.stage);
     }
+    this.inFlight = 1;
+    this.chunkRowsHeld = 0;
+    this.working = null;
     return { ...planned, batches, forwardMs: this.forwardMs - forwardBefore, modeWarnings };
+  }
+
+  /**
+   * What the host holds beside onnxruntime while a batch of `rows` runs: the batch's outputs
+   * fetched into JavaScript (a per-pass chunk keeps every pass's), and the metric's state.
+   */
+  held(rows: number, samples = this.inFlight): Held[] {
+    const layers = this.resolved.layers.map((name) => ({ elements: this.shapes[name].size, bytesPerRow: this.shapes[name].bytesPerRow }));
+    return heldFor(this.resolved, layers, this.working ?? this.host, rows + this.chunkRowsHeld, 1, samples);
   }
 
   /**
@@ -243,9 +303,9 @@ export class Run {
    * request's batchRows, or to the session's tuned size when the request is large enough to tune
    * for (see TUNE_MIN_ROWS); `limit` caps it for what the budget does not count (a suffix's tensors).
    */
-  async plan(samples: number, unitSizes: readonly number[], mode: ExecutionMode, repeatCenter = false, limit = Infinity): Promise<PlannedUnits> {
+  async plan(samples: number, unitSizes: readonly number[], mode: ExecutionMode, repeatCenter = false, limit = Infinity, host?: HostState): Promise<PlannedUnits> {
     const rows = samples * unitSizes.reduce((a, b) => a + b, 0);
-    const budgetRows = this.budgetRows();
+    const budgetRows = this.budgetRows(rows / samples, host);
     let cap = Infinity;
     let from: BatchRowsFrom = 'budget';
     // Batches shared with other requests are packed to the session's tuned sizes (packRows), so a
@@ -265,7 +325,7 @@ export class Run {
         if (cap < Math.min(budgetRows, rows)) from = 'tuned';
       }
     }
-    const plan = this.withinBudget((maxRows) => planUnits({ samples, unitSizes, maxRows: Math.min(maxRows, cap, limit), mode, repeatCenter }));
+    const plan = this.withinBudget(budgetRows, (maxRows) => planUnits({ samples, unitSizes, maxRows: Math.min(maxRows, cap, limit), mode, repeatCenter }));
     return { plan, batchRows: plan.largestBatch, batchRowsFrom: from };
   }
 
@@ -305,9 +365,15 @@ export class Run {
   /** The session's tuning, once this run has used it (the /metrics gauge, bench/). */
   tuning: TuneResult | null = null;
 
-  /** Rows one batch may hold within the memory budget. */
-  budgetRows(): number {
-    return Math.max(1, Math.floor(this.limits.memoryBudget / bytesPerRow(this.resolved, this.shapes)));
+  /**
+   * Rows one batch may hold within the memory budget: its outputs (bytesPerRow) and the host state
+   * of the samples it completes (one per `rowsPerSample` rows) plus a split one at each end.
+   */
+  budgetRows(rowsPerSample = Infinity, host: HostState = this.working ?? this.host): number {
+    const elements = this.resolved.layers.reduce((sum, name) => sum + this.shapes[name].size, 0);
+    const perSample = host.perSample * elements;
+    const free = this.limits.memoryBudget - host.fixed * elements - 2 * perSample;
+    return Math.max(1, Math.floor(free / (bytesPerRow(this.resolved, this.shapes, this.largestPerRow) + perSample / rowsPerSample)));
   }
 
   /**
@@ -329,10 +395,10 @@ export class Run {
   }
 
   /** Rows per batch from the memory budget; a refusal says what a row costs and what the budget is. */
-  private withinBudget<T>(plan: (maxRows: number) => T): T {
-    const bytes = bytesPerRow(this.resolved, this.shapes);
+  private withinBudget<T>(budgetRows: number, plan: (maxRows: number) => T): T {
+    const bytes = bytesPerRow(this.resolved, this.shapes, this.largestPerRow);
     try {
-      return plan(this.budgetRows());
+      return plan(budgetRows);
     } catch (err) {
       if (err instanceof AuditError) {
         err.message = `${err.message} (about ${bytes} bytes per row for the layers asked, budget ${this.limits.memoryBudget} bytes)`;
@@ -441,11 +507,31 @@ function chooseMode(model: LoadedModel, resolved: ResolvedRequest, checked: Pref
   return 'stacked';
 }
 
-/** Bytes one row costs: its input, and its outputs held twice while a batch is reduced. */
-function bytesPerRow(resolved: ResolvedRequest, shapes: Record<string, LayerShape>): number {
+/** A metric that keeps nothing per element on the host beside the outputs it reads. */
+export const NO_HOST_STATE: HostState = { what: 'the accumulators', fixed: 0, perSample: 0 };
+
+/**
+ * What the host holds for a batch of `rows` (docs/harden.md): the layers' outputs fetched into
+ * JavaScript (`copies` sets of them: the preflight compares two runs), and the metric's state for
+ * `samples` samples in flight.
+ */
+function heldFor(resolved: ResolvedRequest, layers: { elements: number; bytesPerRow: number }[], host: HostState, rows: number, copies: number, samples: number): Held[] {
+  const elements = layers.reduce((sum, l) => sum + l.elements, 0);
+  const perRow = layers.reduce((sum, l) => sum + l.bytesPerRow, 0);
+  const held: Held[] = [{ what: `the outputs of layer${resolved.layers.length > 1 ? 's' : ''} ${resolved.layers.map((l) => `'${l}'`).join(', ')} fetched into JavaScript`, shape: [copies * rows, elements], bytes: copies * rows * perRow }];
+  const hostBytes = (host.fixed + samples * host.perSample) * elements;
+  if (hostBytes > 0) held.push({ what: `${host.what} for ${samples} sample${samples > 1 ? 's' : ''}`, shape: [samples, elements], bytes: hostBytes });
+  return held;
+}
+
+/**
+ * Bytes one row costs: its input, onnxruntime's largest tensor (at least its outputs), and the
+ * outputs fetched into JavaScript, which the accumulators read (the memory check's parts).
+ */
+function bytesPerRow(resolved: ResolvedRequest, shapes: Record<string, LayerShape>, largestPerRow: number): number {
   const inputBytes = resolved.size * (resolved.latentType === 'float64' ? 8 : 4);
-  // Outputs are held twice while a batch is reduced: onnxruntime's tensors and the accumulators' reads.
-  return inputBytes + 2 * Object.values(shapes).reduce((s, l) => s + l.bytesPerRow, 0);
+  const outputs = Object.values(shapes).reduce((s, l) => s + l.bytesPerRow, 0);
+  return inputBytes + Math.max(largestPerRow, outputs) + outputs;
 }
 
 const round = (ms: number): number => Math.round(ms * 100) / 100;

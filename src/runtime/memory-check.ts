@@ -1,19 +1,26 @@
 /**
- * Refuse a run whose tensors would pass the memory budget, before onnxruntime allocates them:
- * the sizes come from static shape inference (onnx/shapes.ts) with the batch size bound. Checked
- * before the session opens (constant folding allocates at creation), and before every batch.
+ * Refuse a run that would pass the memory budget, before onnxruntime allocates anything. What a
+ * batch holds at its peak (docs/harden.md, "The memory budget"): onnxruntime's largest tensor for
+ * that batch, from static shape inference (onnx/shapes.ts) with the batch size bound, plus what the
+ * host holds beside it (the outputs fetched into JavaScript, the metric's float64 accumulators),
+ * which the Run states. Checked before the session opens (constant folding allocates at creation),
+ * and before every batch that reaches onnxruntime.
  */
 import type * as ort from 'onnxruntime-node';
 import { AuditError } from '../contract/errors.js';
 import { formatShape } from '../io/ndarray.js';
 import { parseModel } from '../onnx/describe.js';
-import { largestTensor, shapeGraph, type ShapeGraph, type TensorSize } from '../onnx/shapes.js';
-import type { LoadedModel } from './model.js';
+import { inferSizes, largestTensor, shapeGraph, type ShapeGraph, type TensorSize } from '../onnx/shapes.js';
+
+/** A model as the check needs it (a LoadedModel, or a cut's prefix): its bytes, parsed once. */
+export interface Sized {
+  bytes: Uint8Array;
+}
 
 /** One shape graph per loaded model (workers keep their LoadedModels, so this is once per model). */
-const graphs = new WeakMap<LoadedModel, ShapeGraph>();
+const graphs = new WeakMap<Sized, ShapeGraph>();
 
-function graphOf(model: LoadedModel): ShapeGraph {
+function graphOf(model: Sized): ShapeGraph {
   let graph = graphs.get(model);
   if (!graph) {
     graph = shapeGraph(parseModel(model.bytes));
@@ -26,10 +33,10 @@ function graphOf(model: LoadedModel): ShapeGraph {
  * The largest tensor per model and input shapes: every batch of a plan has one of a few shapes,
  * so inference runs once per shape, not once per batch. Bounded: a model fed many shapes starts over.
  */
-const largestByShapes = new WeakMap<LoadedModel, Map<string, TensorSize | null>>();
+const largestByShapes = new WeakMap<Sized, Map<string, TensorSize | null>>();
 const MAX_SHAPES_PER_MODEL = 256;
 
-function largestFor(model: LoadedModel, shapes: Record<string, number[]>): TensorSize | null {
+function largestFor(model: Sized, shapes: Record<string, number[]>): TensorSize | null {
   let known = largestByShapes.get(model);
   if (!known) {
     known = new Map();
@@ -43,15 +50,51 @@ function largestFor(model: LoadedModel, shapes: Record<string, number[]>): Tenso
   return largest;
 }
 
-export function checkRunMemory(model: LoadedModel, feeds: Record<string, ort.Tensor>, budget: number): void {
+/** Something the host holds while a batch runs, beside onnxruntime's tensors. */
+export interface Held {
+  /** What it is, as the refusal names it: "the outputs fetched into JavaScript". */
+  what: string;
+  shape: number[];
+  bytes: number;
+}
+
+const shapesOf = (feeds: Record<string, ort.Tensor>): Record<string, number[]> =>
+  Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, t.dims.map(Number)]));
+
+/**
+ * The inferred size of each named tensor for these feeds (null where inference does not know it):
+ * the layers' sizes before any row has run. Not cached: a Run asks once.
+ */
+export function inferredSizes(model: Sized, feeds: Record<string, ort.Tensor>, names: readonly string[]): { largest: TensorSize | null; named: Record<string, TensorSize | null> } {
+  const { largest, sizes } = inferSizes(graphOf(model), shapesOf(feeds));
+  return { largest, named: Object.fromEntries(names.map((name) => [name, sizes.get(name) ?? null])) };
+}
+
+/**
+ * Refuse the batch when onnxruntime's largest tensor and what the host holds beside it pass the
+ * budget; the refusal names the largest part, its shape and bytes, the rest and the budget.
+ */
+export function checkRunMemory(model: Sized, feeds: Record<string, ort.Tensor>, budget: number, held: readonly Held[] = []): void {
   const rows = Number(Object.values(feeds)[0]?.dims[0] ?? 0);
-  const shapes = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, t.dims.map(Number)]));
-  const largest = largestFor(model, shapes);
-  if (!largest || largest.bytes <= budget) return;
+  const largest = largestFor(model, shapesOf(feeds));
+  const parts: Held[] = [...(largest ? [{ what: `tensor '${largest.name}' (${largest.op})`, shape: largest.shape, bytes: largest.bytes }] : []), ...held];
+  const total = parts.reduce((sum, p) => sum + p.bytes, 0);
+  if (total <= budget) return;
+  const [first, ...rest] = [...parts].sort((a, b) => b.bytes - a.bytes);
+  const others = rest.filter((p) => p.bytes > 0);
+  const beside = others.length > 0 ? `, with ${others.map((p) => `${p.what} (${formatShape(p.shape)}, ${p.bytes} bytes)`).join(' and ')}: ${total} bytes in all` : '';
   throw new AuditError(
     'memory_budget_exceeded',
-    `tensor '${largest.name}' (${largest.op}) would have shape ${formatShape(largest.shape)}, ${largest.bytes} bytes, for a batch of ${rows} rows: ` +
+    `${first.what} would have shape ${formatShape(first.shape)}, ${first.bytes} bytes, for a batch of ${rows} rows${beside}: ` +
       `over the memory budget of ${budget} bytes (--memory-budget), so the model is not run`,
-    { tensor: largest.name, op: largest.op, shape: largest.shape, bytes: largest.bytes, budget },
+    {
+      ...(largest ? { tensor: largest.name, op: largest.op } : {}),
+      part: first.what,
+      shape: first.shape,
+      bytes: first.bytes,
+      total,
+      held: others.map((p) => ({ what: p.what, shape: p.shape, bytes: p.bytes })),
+      budget,
+    },
   );
 }

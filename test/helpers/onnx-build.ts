@@ -224,3 +224,26 @@ export function constantOfShapeModel(length: number): Obj {
     },
   };
 }
+
+/**
+ * y = Expand(z0·z1, [1, width]): z [N, 2] → y [N, width], every element z0·z1, so the Hessian of each
+ * is [[0, 1], [1, 0]] (penalty 8 with the directions (1, 1) and (1, −1)); a row is width floats.
+ */
+export function wideRowModel(width: number): Obj {
+  return {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 14 }],
+    graph: {
+      name: 'wide_row',
+      node: [
+        { opType: 'Slice', input: ['z', 'zero', 'one', 'one'], output: ['z0'] },
+        { opType: 'Slice', input: ['z', 'one', 'two', 'one'], output: ['z1'] },
+        { opType: 'Mul', input: ['z0', 'z1'], output: ['p'] },
+        { opType: 'Expand', input: ['p', 'target'], output: ['y'] },
+      ],
+      initializer: [int64Tensor('zero', [0]), int64Tensor('one', [1]), int64Tensor('two', [2]), int64Tensor('target', [1, width])],
+      input: [floatInfo('z', ['N', 2])],
+      output: [floatInfo('y', ['N', width])],
+    },
+  };
+}
