@@ -29,6 +29,8 @@ t.test('docs/server.md states the defaults the code uses', async (t) => {
     ['--body-idle-timeout', SERVER_DEFAULTS.bodyIdleTimeoutMs / 1000],
     ['--max-upload-mib', SERVER_DEFAULTS.maxUploadMiB],
     ['--max-body-mib', SERVER_DEFAULTS.maxBodyMiB],
+    ['--large-body-mib', SERVER_DEFAULTS.largeBodyMiB],
+    ['--max-large-bodies', SERVER_DEFAULTS.maxLargeBodies],
     ['--session-cache', SERVER_DEFAULTS.sessionCacheSize],
     ['--batch-max-requests', SERVER_DEFAULTS.batchMaxRequests],
     ['--batch-delay-ms', SERVER_DEFAULTS.batchDelayMs],

@@ -5,6 +5,36 @@ import { type NDArray, type NumericType } from './ndarray.js';
 export type Nested = number | Nested[];
 
 /**
+ * One outer entry of a nested array parsed off the event loop (server/plugins/json-body.ts): its
+ * numbers, C order, and its shape. A nested array may be a list of these, all of one shape.
+ */
+export class PackedBlock {
+  constructor(
+    readonly shape: readonly number[],
+    readonly data: Float64Array,
+  ) {}
+}
+
+/** An array of `shape[0]` blocks over `data` (views, no copy). */
+export function packedBlocks(shape: readonly number[], data: Float64Array): PackedBlock[] {
+  const inner = shape.slice(1);
+  const size = inner.reduce((a, b) => a * b, 1);
+  return Array.from({ length: shape[0] }, (_, i) => new PackedBlock(inner, data.subarray(i * size, (i + 1) * size)));
+}
+
+/** A list of blocks of one shape: its data copied out in one pass per block. */
+function fromBlocks(value: unknown, type: NumericType): NDArray | null {
+  if (!Array.isArray(value) || value.length === 0 || !value.every((b) => b instanceof PackedBlock && b.shape.join() === (value[0] as PackedBlock).shape.join())) return null;
+  const blocks = value as PackedBlock[];
+  const shape = [blocks.length, ...blocks[0].shape];
+  const size = blocks[0].data.length;
+  const all = new Float64Array(blocks.length * size);
+  blocks.forEach((b, i) => all.set(b.data, i * size));
+  const data = type === 'float64' ? all : type === 'float32' ? Float32Array.from(all) : type === 'int32' ? Int32Array.from(all) : BigInt64Array.from(all, (x) => BigInt(Math.trunc(x)));
+  return { type, shape, data };
+}
+
+/**
  * Deepest nesting accepted. ONNX tensors of generators have rank 2–5; a body nested thousands of
  * levels deep is an attack on the converter, refused before any walk.
  */
@@ -16,6 +46,8 @@ export const MAX_NESTED_DEPTH = 32;
  */
 export function fromNested(value: unknown, what: string, type: NumericType = 'float64'): NDArray {
   const shape: number[] = [];
+  const packed = fromBlocks(value, type);
+  if (packed) return packed;
   for (let v = value; Array.isArray(v); v = v[0]) {
     if (shape.length === MAX_NESTED_DEPTH) {
       throw new AuditError('invalid_array', `${what} is nested more than ${MAX_NESTED_DEPTH} levels deep; tensors here have a rank of at most ${MAX_NESTED_DEPTH}`, {

@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -17,6 +18,7 @@ import type { ServerContext } from './context.js';
 import { errorsPlugin } from './errors.js';
 import { arrayBoundsPlugin } from './plugins/array-bounds.js';
 import { bodyGatePlugin } from './plugins/body-gate.js';
+import { jsonBodyPlugin } from './plugins/json-body.js';
 import { JobStore, poolAdmission } from './jobs.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
@@ -97,6 +99,8 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
 
   await app.register(errorsPlugin, { maxBodyBytes: config.maxBodyBytes, maxUploadBytes: config.maxUploadBytes });
   await app.register(bodyGatePlugin, { maxLargeBodies: config.maxLargeBodies, largeBodyBytes: config.largeBodyBytes });
+  // One core stays with the event loop: parse threads beyond the others would take its CPU time.
+  await app.register(jsonBodyPlugin, { largeBodyBytes: config.largeBodyBytes, threads: Math.min(config.maxLargeBodies || Infinity, Math.max(1, availableParallelism() - 1)), limits: config.limits });
   await app.register(arrayBoundsPlugin, { limits: config.limits });
   await app.register(multipart, {
     limits: { fileSize: config.maxUploadBytes, fieldSize: config.maxBodyBytes, files: 16, fields: 8, parts: 24 },

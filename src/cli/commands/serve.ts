@@ -94,7 +94,8 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--batch-max-requests <n>', 'small penalty requests on one model a worker runs together, sharing batches (1: no batching across requests)', 'BATCH_MAX_REQUESTS', whole('--batch-max-requests', 1), SERVER_DEFAULTS.batchMaxRequests))
     .addOption(option('--batch-delay-ms <ms>', 'milliseconds a free worker waits for more requests to batch with the first (0: none)', 'BATCH_DELAY_MS', batchDelay, SERVER_DEFAULTS.batchDelayMs))
     .addOption(option('--max-worker-rss-mib <mib>', 'replace a worker whose resident memory passes this after a task (0: never)', 'MAX_WORKER_RSS_MIB', nonNegative('--max-worker-rss-mib'), SERVER_DEFAULTS.maxWorkerRssMiB))
-    .addOption(option('--max-large-bodies <n>', 'request bodies over 1 MiB read and parsed at once before 503 (0: no limit)', 'MAX_LARGE_BODIES', whole('--max-large-bodies', 0), SERVER_DEFAULTS.maxLargeBodies))
+    .addOption(option('--max-large-bodies <n>', 'large request bodies (--large-body-mib) read and parsed at once before 503 (0: no limit)', 'MAX_LARGE_BODIES', whole('--max-large-bodies', 0), SERVER_DEFAULTS.maxLargeBodies))
+    .addOption(option('--large-body-mib <mib>', 'request bodies over this are large: parsed in a worker thread, off the event loop, and counted by --max-large-bodies', 'LARGE_BODY_MIB', num('--large-body-mib'), SERVER_DEFAULTS.largeBodyMiB))
     .addOption(option('--request-timeout <s>', 'seconds a request may run on a worker before it is cancelled', 'REQUEST_TIMEOUT', num('--request-timeout'), SERVER_DEFAULTS.requestTimeoutMs / 1000))
     .addOption(option('--headers-timeout <s>', 'seconds a client may take to send the request headers (then 408)', 'HEADERS_TIMEOUT', positive('--headers-timeout'), SERVER_DEFAULTS.headersTimeoutMs / 1000))
     .addOption(option('--receive-timeout <s>', 'seconds a client may take to send a whole request, body included (then 408; 0: none)', 'RECEIVE_TIMEOUT', nonNegative('--receive-timeout'), SERVER_DEFAULTS.receiveTimeoutMs / 1000))
@@ -144,6 +145,7 @@ export function registerServe(program: Command, io: Io): void {
         maxQueue: options.maxQueue as number,
         maxPerClient: options.maxPerClient as number,
         maxLargeBodies: options.maxLargeBodies as number,
+        largeBodyBytes: Math.round((options.largeBodyMib as number) * MiB),
         maxWorkerRssBytes: Math.round((options.maxWorkerRssMib as number) * MiB),
         batchMaxRequests: options.batchMaxRequests as number,
         batchDelayMs: options.batchDelayMs as number,

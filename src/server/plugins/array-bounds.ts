@@ -14,13 +14,22 @@ const overLimit = (name: string, value: number, max: number): AuditError =>
     limit: max,
   });
 
+/**
+ * The outer lengths of `latents` and `directions` against the limits: the same refusals, in the same
+ * words, as the engine gives later (resolve.ts checkLimit). The JSON body plugin checks a body parsed
+ * off the event loop with it too, before it builds the body's arrays (plugins/json-body.ts).
+ */
+export function checkArrayBounds(lengths: { latents?: number | undefined; directions?: number | undefined }, limits: Limits): void {
+  if (lengths.latents !== undefined && lengths.latents > limits.maxSamples) throw overLimit('samples', lengths.latents, limits.maxSamples);
+  if (lengths.directions !== undefined && lengths.directions > limits.maxK) throw overLimit('k', lengths.directions, limits.maxK);
+}
+
 const arrayBounds: FastifyPluginAsync<{ limits: Limits }> = async (app, { limits }) => {
   app.addHook('preValidation', async (request) => {
     const body = request.body as { latents?: unknown; directions?: unknown } | undefined;
     if (typeof body !== 'object' || body === null || Array.isArray(body)) return;
-    // The same refusals, in the same words, as the engine gives later (resolve.ts checkLimit).
-    if (Array.isArray(body.latents) && body.latents.length > limits.maxSamples) throw overLimit('samples', body.latents.length, limits.maxSamples);
-    if (Array.isArray(body.directions) && body.directions.length > limits.maxK) throw overLimit('k', body.directions.length, limits.maxK);
+    const length = (v: unknown): number | undefined => (Array.isArray(v) ? v.length : undefined);
+    checkArrayBounds({ latents: length(body.latents), directions: length(body.directions) }, limits);
   });
 };
 

@@ -1,8 +1,10 @@
 /**
  * At most `maxLargeBodies` large request bodies are read and parsed at once: a JSON body near the
  * body limit costs seconds of main-thread parsing and many times its size in memory, and a few in
- * parallel stall the event loop for everyone. One more gets 503 with Retry-After, before a byte of
- * its body is read. Model uploads (POST /v1/models) stream to disk, so they are not counted.
+ * parallel stall the event loop for everyone. One more gets 503 with Retry-After; its body is read
+ * into nothing first (never buffered or parsed), because a client that sends its whole body before
+ * reading (Python's http.client, most scripts) sees a broken pipe, not the 503, when the server
+ * answers and closes early. Model uploads (POST /v1/models) stream to disk, so they are not counted.
  */
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
@@ -40,9 +42,11 @@ const bodyGate: FastifyPluginAsync<BodyGateOptions> = async (app, { maxLargeBodi
     // A chunked body of unknown length counts as large.
     if (declared !== undefined && Number(declared) <= largeBodyBytes) return payload;
     if (parsing >= maxLargeBodies) {
+      const busy = parsing;
+      await drain(payload);
       throw new AuditError(
         'too_many_large_bodies',
-        `${parsing} large request bodies (over ${formatBytes(largeBodyBytes)}) are being read, the most this server reads at once (--max-large-bodies ${maxLargeBodies}); retry later`,
+        `${busy} large request bodies (over ${formatBytes(largeBodyBytes)}) are being read, the most this server reads at once (--max-large-bodies ${maxLargeBodies}); retry later`,
         { retryAfter: 1, limit: maxLargeBodies },
       );
     }
@@ -56,6 +60,17 @@ const bodyGate: FastifyPluginAsync<BodyGateOptions> = async (app, { maxLargeBodi
     if (!request.isMultipart()) release(request);
   });
 };
+
+/** Read a body to its end (or its connection's end) and drop it; the body limit and the idle timeout still bound it. */
+function drain(payload: NodeJS.ReadableStream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => resolve();
+    payload.once('end', done);
+    payload.once('error', done);
+    payload.once('close', done);
+    payload.resume();
+  });
+}
 
 declare module 'fastify' {
   interface FastifyInstance {
