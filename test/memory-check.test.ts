@@ -5,7 +5,7 @@
 import * as ort from 'onnxruntime-node';
 import t from 'tap';
 import { loadModel } from '../dist/runtime/model.js';
-import { checkRunMemory } from '../dist/runtime/memory-check.js';
+import { checkRunMemory, inferredSizes } from '../dist/runtime/memory-check.js';
 import { encode, expandModel } from './helpers/onnx-build.js';
 
 const feeds = (rows: number) => ({ z: new ort.Tensor('float32', new Float32Array(rows * 3), [rows, 3]) });
@@ -40,4 +40,25 @@ t.test('more shapes than the memory keeps (256 per model): every answer is still
     if (refused !== rows > 100) wrong++;
   }
   t.equal(wrong, 0, 'rows ≤ 100 pass and rows > 100 are refused, before and after the memory starts over');
+});
+
+t.test('held parts count with the largest tensor; the refusal names the largest part first, then the rest', async (t) => {
+  const model = loadModel(encode(expandModel(1024)));
+  const tensor = 4 * 3 * 1024 * 4; // 49,152 bytes for 4 rows
+  const held = [
+    { what: 'the outputs fetched', shape: [4, 3072], bytes: tensor },
+    { what: 'the accumulators for 1 sample', shape: [1, 3072], bytes: 3 * tensor },
+  ];
+  t.doesNotThrow(() => checkRunMemory(model, feeds(4), 5 * tensor, held), 'exactly the budget: the sum of the three parts');
+  t.throws(() => checkRunMemory(model, feeds(4), 5 * tensor - 1, held), {
+    code: 'memory_budget_exceeded',
+    message:
+      `the accumulators for 1 sample would have shape [1, 3072], ${3 * tensor} bytes, for a batch of 4 rows, with tensor 'y' (Expand) ([4, 3, 1024], ${tensor} bytes) ` +
+      `and the outputs fetched ([4, 3072], ${tensor} bytes): ${5 * tensor} bytes in all: over the memory budget of ${5 * tensor - 1} bytes (--memory-budget), so the model is not run`,
+  });
+  for (let i = 0; i < 2; i++) {
+    const { largest, named } = inferredSizes(model, feeds(4), ['y', 'z', 'nowhere']);
+    t.same(largest, { name: 'y', op: 'Expand', shape: [4, 3, 1024], bytes: tensor }, `the largest, call ${i + 1}`);
+    t.same(named, { y: { name: 'y', op: 'Expand', shape: [4, 3, 1024], bytes: tensor }, z: null, nowhere: null }, `by name (an input is not computed), call ${i + 1}`);
+  }
 });

@@ -61,13 +61,29 @@ export interface Held {
 const shapesOf = (feeds: Record<string, ort.Tensor>): Record<string, number[]> =>
   Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, t.dims.map(Number)]));
 
+type Inferred = { largest: TensorSize | null; named: Record<string, TensorSize | null> };
+/** Per model, by input shapes and names: every request of a signature asks the same (bounded like largestFor). */
+const namedByShapes = new WeakMap<Sized, Map<string, Inferred>>();
+
 /**
- * The inferred size of each named tensor for these feeds (null where inference does not know it):
- * the layers' sizes before any row has run. Not cached: a Run asks once.
+ * The inferred size of each named tensor for these feeds (null where inference does not know it),
+ * and the largest tensor: the layers' sizes before any row has run.
  */
-export function inferredSizes(model: Sized, feeds: Record<string, ort.Tensor>, names: readonly string[]): { largest: TensorSize | null; named: Record<string, TensorSize | null> } {
-  const { largest, sizes } = inferSizes(graphOf(model), shapesOf(feeds));
-  return { largest, named: Object.fromEntries(names.map((name) => [name, sizes.get(name) ?? null])) };
+export function inferredSizes(model: Sized, feeds: Record<string, ort.Tensor>, names: readonly string[]): Inferred {
+  let known = namedByShapes.get(model);
+  if (!known) {
+    known = new Map();
+    namedByShapes.set(model, known);
+  }
+  const shapes = shapesOf(feeds);
+  const key = JSON.stringify([shapes, names]);
+  const hit = known.get(key);
+  if (hit) return hit;
+  if (known.size >= MAX_SHAPES_PER_MODEL) known.clear();
+  const { largest, sizes } = inferSizes(graphOf(model), shapes);
+  const inferred = { largest, named: Object.fromEntries(names.map((name) => [name, sizes.get(name) ?? null])) };
+  known.set(key, inferred);
+  return inferred;
 }
 
 /**
