@@ -126,7 +126,7 @@ t.test('rows counted at the session: 6 extra on first use, none on a cache hit, 
   const probeAndFirst = sessions.rows;
   t.equal(first.rows, 40);
   // 6 rows per try (the centre row is the penalty's); this draw needs a second spacing.
-  t.same(first.noise, { points: 7, tries: first.noise!.tries, cached: false, rows: 6 * first.noise!.tries.length });
+  t.same(first.noise, { points: 7, tries: first.noise!.tries, cached: false, rows: 6 * first.noise!.tries.length, stepRows: 8 });
   sessions.rows = 0;
   const second = await evaluatePenalty(model, { ...request, seed: 4 }, context);
   t.equal(sessions.rows, 40 + 8, 'probe and noise cached: the penalty rows and the halving (new latents are a new key)');
@@ -138,13 +138,16 @@ t.test('rows counted at the session: 6 extra on first use, none on a cache hit, 
   sessions.rows = 0;
   const again = await evaluatePenalty(model, { ...request, seed: 4 }, context);
   t.equal(sessions.rows, 40, 'the same request again: the halving is cached too');
-  t.same([again.halving!.cached, again.halving!.rows], [true, 0]);
+  t.same([again.halving!.cached, again.halving!.rows, again.noise!.stepRows], [true, 0, 0]);
   t.same(again.layers[0].noise!.halving, second.layers[0].noise!.halving, 'the cached halving figures');
   sessions.rows = 0;
-  const unhalved = await evaluatePenalty(model, { ...request, seed: 5, halving: false }, context);
-  t.equal(sessions.rows, 40, 'halving: false saves its rows');
+  const unhalved = await evaluatePenalty(model, { ...request, seed: 5, stepTest: false }, context);
+  t.equal(sessions.rows, 40, 'stepTest: false saves its rows');
   t.equal(unhalved.halving, null);
+  t.equal(unhalved.noise!.stepRows, 0);
   t.equal(unhalved.layers[0].noise!.halving, null);
+  t.same([unhalved.layers[0].noise!.regime, unhalved.layers[0].noise!.exponent], [null, null], 'no step test, no regime');
+  t.equal(second.noise!.stepRows, 8, 'the step test: 2·2k rows on one sample, 20% of the request');
 
   const off = new CountingSessions(1);
   t.teardown(() => off.clear());
@@ -261,8 +264,8 @@ t.test('CLI: the noise command, --no-noise, and the errors', async (t) => {
   t.match(text.stdout, /a penalty below 10 x floor is mostly rounding noise/);
 
   const penalty = await cli('penalty', path, '--seed', '1', '--epsilon', '0.003');
-  t.match(penalty.stdout, /^noise {6}ECnoise, 7 points, 6 extra rows, h 0\.001$/m);
-  t.match(penalty.stdout, /sigma p90\s+floor\s+recommended epsilon/);
+  t.match(penalty.stdout, /^noise {6}ECnoise, 7 points, 6 extra rows, h 0\.001; step test 8 extra rows$/m);
+  t.match(penalty.stdout, /sigma p90\s+floor\s+recommended epsilon\s+scales as/);
   t.match(penalty.stdout, /BELOW FLOOR/);
   t.match(penalty.stdout, /warning \[below_noise_floor\] layer 'out': .*measured rounding noise floor.*use epsilon >= /);
   const without = await cli('penalty', path, '--seed', '1', '--epsilon', '0.003', '--no-noise', '--json');
@@ -270,9 +273,12 @@ t.test('CLI: the noise command, --no-noise, and the errors', async (t) => {
   const halved = JSON.parse((await cli('penalty', path, '--seed', '1', '--epsilon', '0.003', '--json')).stdout);
   t.same(halved.halving, { samples: 1, factors: [2, 0.5], rows: 8, cached: false });
   t.equal(halved.layers[0].noise.reason, 'floor', 'the halving does not clear a rounding-dominated offset model');
-  const noHalving = JSON.parse((await cli('penalty', path, '--seed', '1', '--epsilon', '0.003', '--no-halving', '--json')).stdout);
+  const { regime, exponent } = halved.layers[0].noise as { regime: string; exponent: number };
+  t.ok(['rounding', 'mixed'].includes(regime), `the offset model at ε = 0.003 scales like rounding: ${regime}, exponent ${exponent}`);
+  t.ok(penalty.stdout.includes(`${regime} (eps^${(-exponent).toFixed(1)})`), 'the text table says how the figure scales');
+  const noHalving = JSON.parse((await cli('penalty', path, '--seed', '1', '--epsilon', '0.003', '--no-step-test', '--json')).stdout);
   t.same([noHalving.halving, noHalving.rows], [null, halved.rows]);
-  t.match((await cli('penalty', '--help')).stdout, /--no-halving/);
+  t.match((await cli('penalty', '--help')).stdout, /--no-step-test/);
 
   const sweep = await cli('noise', path, '--epsilons', '0.1');
   t.equal(sweep.code, 2);
@@ -302,16 +308,16 @@ t.test('HTTP: POST /v1/models/:id/noise, the penalty’s fields, and a bad noise
   t.equal(bad.statusCode, 400);
   t.equal(bad.json().error.code, 'invalid_request');
   t.match(bad.json().error.message, /noise/);
-  const badHalving = await post('penalty', { halving: 'no' });
+  const badHalving = await post('penalty', { stepTest: 'no' });
   t.equal(badHalving.statusCode, 400);
   t.equal(badHalving.json().error.code, 'invalid_request');
-  t.match(badHalving.json().error.message, /halving/);
-  const halvingOnNoise = await post('noise', { halving: false });
+  t.match(badHalving.json().error.message, /stepTest/);
+  const halvingOnNoise = await post('noise', { stepTest: false });
   t.equal(halvingOnNoise.statusCode, 400, 'the noise metric has no halving');
-  t.match(halvingOnNoise.json().error.message, /halving/);
-  const unhalved = (await post('penalty', { latents: { samples: 4 }, seed: 2, epsilon: 0.003, halving: false })).json();
+  t.match(halvingOnNoise.json().error.message, /stepTest/);
+  const unhalved = (await post('penalty', { latents: { samples: 4 }, seed: 2, epsilon: 0.003, stepTest: false })).json();
   t.same([unhalved.halving, unhalved.layers[0].noise.halving, unhalved.layers[0].noise.reason], [null, null, 'floor']);
-  t.equal(unhalved.layers[0].noise.belowFloor, true, 'halving: false keeps the floor verdict');
+  t.equal(unhalved.layers[0].noise.belowFloor, true, 'stepTest: false keeps the floor verdict');
   const sweep = await post('noise', { epsilons: [0.1] });
   t.equal(sweep.statusCode, 400);
   t.match(sweep.json().error.message, /epsilons/);
@@ -323,7 +329,7 @@ t.test('HTTP: POST /v1/models/:id/noise, the penalty’s fields, and a bad noise
   t.ok(doc.components.schemas.NoiseResult.properties.layers);
   t.equal(doc.components.schemas.NoiseRequest.additionalProperties, false);
   t.ok(doc.components.schemas.PenaltyRequest.properties.noise);
-  t.ok(doc.components.schemas.PenaltyRequest.properties.halving, 'halving is in the OpenAPI document');
+  t.ok(doc.components.schemas.PenaltyRequest.properties.stepTest, 'stepTest is in the OpenAPI document');
   const health = await app.inject({ method: 'GET', url: '/healthz' });
   t.equal(health.statusCode, 200, 'the server is still up');
 });

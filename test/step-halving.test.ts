@@ -13,6 +13,8 @@ import {
   NEGLIGIBLE_SHARE,
   noiseVerdict,
   ROUNDING_GROWTH_MIN,
+  roundingShare,
+  scaling,
   SMOOTH_GROWTH_MAX,
 } from '../dist/math/index.js';
 
@@ -73,4 +75,35 @@ t.test('the verdict table (docs/noise.md): every branch', async (t) => {
   // The thresholds keep their order: kinks' largest growth < the clearance < rounding's.
   t.ok(4 < KINK_GROWTH_MAX && KINK_GROWTH_MAX < ROUNDING_GROWTH_MIN && ROUNDING_GROWTH_MIN < 16);
   t.ok(SMOOTH_GROWTH_MAX < KINK_GROWTH_MAX && NEGLIGIBLE_SHARE < 0.1);
+});
+
+t.test('scaling: the exponent is the mean log₂ growth; the regime from rounding growth, kinks and the share', async (t) => {
+  const e = (up: number | null, down: number | null, share: number | null = 1) => ({ growth: { up, down }, share });
+  t.same(scaling(e(null, null), false), { exponent: null, regime: null, roundingShare: null }, 'nothing measured');
+  t.same(scaling(e(16, 16), false), { exponent: 4, regime: 'rounding', roundingShare: 1 }, '×16 both sides: rounding');
+  t.same(scaling(e(16, 16), true), { exponent: 4, regime: 'rounding', roundingShare: 1 }, 'on a kinked layer too, when its samples carry the figure');
+  t.same(scaling(e(16, 16, 0.1), true), { exponent: 4, regime: 'kinks', roundingShare: 1 }, 'a kinked layer whose figure lies in the other samples');
+  t.same(scaling(e(16, 16, 0.1), false), { exponent: 4, regime: 'rounding', roundingShare: 1 }, 'rounding is in every sample of a smooth layer');
+  t.same(scaling(e(2, 4), true), { exponent: 1.5, regime: 'kinks', roundingShare: 2 / 14 }, 'ε⁻¹ then ε⁻²: kinks');
+  t.same(scaling(e(1, 1), false), { exponent: 0, regime: 'smooth', roundingShare: 0 }, 'flat: smooth');
+  t.same(scaling(e(0.5, 32), false), { exponent: 2, regime: 'mixed', roundingShare: 1 }, 'rounding on one side only');
+  t.same(scaling(e(8, null), false), { exponent: 3, regime: 'mixed', roundingShare: null }, 'one side measured, growing like rounding');
+  t.same(scaling(e(null, 2), true), { exponent: 1, regime: 'kinks', roundingShare: null }, 'one side measured on a kinked layer');
+});
+
+t.test('roundingShare: a signal growing g and rounding ×16 mixed in a known share give that share back', async (t) => {
+  for (const g of [0.9, 1, 2, 4]) {
+    for (const rho of [0, 0.1, 0.5, 0.9]) {
+      // At 2ε rounding is 16× smaller: up = P(ε)/P(2ε) with P(2ε) = (1 − ρ)/g + ρ/16 (P(ε) = 1).
+      const up = 1 / ((1 - rho) / g + rho / 16);
+      const down = (1 - rho) * g + 16 * rho;
+      const got = roundingShare({ up, down })!;
+      // Exact when rounding is small at 2ε (up ≈ g); within the bound the upper side leaves otherwise.
+      if (rho === 0) t.ok(Math.abs(got) < 1e-12, `g ${g}, ρ 0: ${got}`);
+      else t.ok(Math.abs(got - rho) <= rho, `g ${g}, ρ ${rho}: ${got.toFixed(3)}`);
+    }
+  }
+  t.equal(roundingShare({ up: 16, down: 16 }), 1, 'pure rounding');
+  t.equal(roundingShare({ up: 2, down: 2 }), 0, 'a pure power law (kinks)');
+  t.equal(roundingShare({ up: null, down: 16 }), null);
 });

@@ -81,7 +81,7 @@ function metricOptions(command: Command, flags: FlagSet): Command {
   if (flags.noise) {
     command
       .option('--no-noise', 'skip measuring the rounding noise on the device (the floor falls back to the output type)')
-      .option('--no-halving', 'skip the step-halving test (2ε and ε/2 on ⌈N/8⌉ samples): the measured floor alone decides below_noise_floor');
+      .option('--no-step-test', 'skip the step-halving test (2ε and ε/2 on ⌈N/8⌉ samples): the measured floor alone decides below_noise_floor');
   }
   if (flags.element) command.option('--element <e>', 'also print the full Hessian of this element (flat index within a sample)', num('--element'));
   if (flags.activeness) {
@@ -119,7 +119,7 @@ export async function bodyFromFlags(options: Record<string, unknown>): Promise<{
   if (options.epsilons !== undefined) body.epsilons = (options.epsilons as string).split(',').map((text) => num('--epsilons')(text));
   if (options.allowNondeterministic) body.allowNondeterministic = true;
   if (options.noise === false) body.noise = false;
-  if (options.halving === false) body.halving = false;
+  if (options.stepTest === false) body.stepTest = false;
   return { body, attached: await arraysFromFlags(options) };
 }
 

@@ -93,12 +93,12 @@ export const PenaltyRequestSchema = z
         description:
           'Measure the rounding noise on the device (ECnoise) for the floor, below_noise_floor and the recommended ε (default true; m rows once per session and input signature, then cached)',
       }),
-    halving: z
+    stepTest: z
       .boolean()
       .optional()
       .meta({
         description:
-          'Run the step-halving test beside the noise measurement (default true): the first ⌈N/8⌉ samples again at 2ε and ε/2, 2·2k rows each (20% of the request at k = 2), cached per session; it decides below_noise_floor with the measured floor and reports kinks',
+          'Run the step-halving test beside the noise measurement (default true): the first ⌈N/8⌉ samples again at 2ε and ε/2, 2·2k rows each (20% of the request at k = 2; noise.stepRows), cached per session; it decides below_noise_floor with the measured floor and gives each layer its regime',
       }),
     batchRows: z
       .number()
@@ -118,7 +118,7 @@ export const PenaltyRequestSchema = z
   .meta({ id: 'PenaltyRequest' });
 
 /** The noise metric's request: the penalty's, without the sweep (ε, k, variance, reduction set the floor it reports). */
-export const NoiseRequestSchema = PenaltyRequestSchema.omit({ epsilons: true, noise: true, halving: true, estimator: true }).strict().meta({ id: 'NoiseRequest' });
+export const NoiseRequestSchema = PenaltyRequestSchema.omit({ epsilons: true, noise: true, stepTest: true, estimator: true }).strict().meta({ id: 'NoiseRequest' });
 
 
 /** The audit metrics' request: the penalty request plus their own settings. */

@@ -63,8 +63,27 @@ export const LayerNoiseSchema = z
       .nullable()
       .optional()
       .meta({ description: 'The step-halving evidence (null when halving: false or it did not run)' }),
+    regime: z
+      .enum(['smooth', 'kinks', 'rounding', 'mixed'])
+      .nullable()
+      .optional()
+      .meta({
+        description:
+          "What sets the figure, from the step test and ECnoise (docs/noise.md): 'rounding' it grows ×8 or more on both sides of ε (toward ε⁻⁴); 'kinks' the layer's lines cross piecewise-linear kinks, so the figure grows as ε⁻¹ to ε⁻² and depends on ε everywhere (compare at equal ε); 'smooth' no kinks and no rounding growth (the O(ε²) truncation fades); 'mixed' one side grows like rounding, the other not; null when the step test did not run",
+      }),
+    exponent: z.number().nullable().optional().meta({ description: 'a in P ∝ ε^−a, measured: log₂ of the growth per halving, the mean of 2ε→ε and ε→ε/2' }),
+    roundingShare: z
+      .number()
+      .nullable()
+      .optional()
+      .meta({ description: 'Estimated share of the step test samples figure at ε that is rounding: (down − g)/(16 − g), g = up within [¼, 4] (docs/noise.md, The regime); null without both sides' }),
     kinkLines: z.number().optional().meta({ description: "ECnoise lines of the layer that crossed a kink (piecewise-linear layer when > 0)" }),
-    kinks: z.boolean().optional().meta({ description: 'The figure is set by piecewise-linear kinks and depends on ε (warning kinks)' }),
+    kinks: z.boolean().optional().meta({ description: 'Not below the floor, the layer has kink lines, and the figure moves by more than 10% under halving: it is set by piecewise-linear kinks and depends on ε (compare at one ε; information, no warning)' }),
+    stableEpsilon: z
+      .object({ min: z.number(), max: z.number() })
+      .nullable()
+      .optional()
+      .meta({ description: 'Where the figure stays within 10% of its value at ε among ε/2, ε and 2ε (the step test): the range it can be quoted for; null where it moves on both sides or the test did not run' }),
     recommendedEpsilon: z
       .object({
         min: z.number().nullable().meta({ description: 'Smallest ε whose penalty clears margin × floor' }),
@@ -124,6 +143,7 @@ export const NoiseMeasurementSchema = z
     tries: z.array(NoiseTrySchema),
     cached: z.boolean().meta({ description: 'Taken from the session cache (no rows spent)' }),
     rows: z.number().meta({ description: 'Extra forward rows this request spent measuring (0 on a cache hit)' }),
+    stepRows: z.number().optional().meta({ description: 'Extra forward rows this request spent on the step-halving test (0 on a cache hit or when it did not run)' }),
   })
   .meta({ description: 'How the rounding noise was measured (ECnoise along direction 0 of sample 0)' });
 

@@ -41,6 +41,9 @@ export const SMOOTH_GROWTH_MAX = 3;
 /** Both sides growing at least this much per halving is rounding however ECnoise reads it. */
 export const ROUNDING_GROWTH_MIN = 8;
 
+/** ...when the step test's samples carry at least this share of the layer's figure. */
+export const ROUNDING_SHARE_MIN = 0.5;
+
 /**
  * Below this share of the figure the subset's whole figure (scaled to the request's elements) is
  * too small to matter: whatever sets it, rounding cannot be a visible part of the request's figure
@@ -76,6 +79,45 @@ export function halvingEvidence(figures: HalvingFigures, penalty: number, scale:
     growth: { up: ratio(figures.at, figures.double), down: ratio(figures.half, figures.at) },
     share: penalty > 0 && Number.isFinite(figures.at) ? (figures.at * scale) / penalty : null,
   };
+}
+
+/** What sets a figure, read off how it scales when ε halves. */
+export type Regime = 'smooth' | 'kinks' | 'rounding' | 'mixed';
+
+/**
+ * How the figure scales with ε: the exponent a of P ∝ ε^−a measured on the step test's samples
+ * (log₂ of the growth per halving, the mean of 2ε→ε and ε→ε/2), and the regime. Rounding: both
+ * sides grow at least ROUNDING_GROWTH_MIN (×8, toward ε⁻⁴). Otherwise a layer whose lines cross
+ * kinks (ECnoise's kink lines) has a figure set by them, ε⁻¹ (a mean) to ε⁻² (a max) over all
+ * samples: a finite-scale quantity that depends on ε everywhere, though the step test's few samples
+ * may cross none at this ε; one without kinks is smooth (the O(ε²) truncation fading). One side
+ * growing like rounding and not the other is mixed. Null where neither side could be measured.
+ */
+export function scaling(evidence: HalvingEvidence, kinked: boolean): { exponent: number | null; regime: Regime | null; roundingShare: number | null } {
+  const sides = [evidence.growth.up, evidence.growth.down].filter((g): g is number => g !== null);
+  if (sides.length === 0) return { exponent: null, regime: null, roundingShare: null };
+  const exponent = sides.map(Math.log2).reduce((a, b) => a + b, 0) / sides.length;
+  // On a kinked layer the step test's samples speak for the layer's figure only where theirs is a
+  // good part of it (the kinks that set it may all lie in the other samples); rounding, where it
+  // shows, is in every sample.
+  const speaks = !kinked || (evidence.share ?? 0) >= ROUNDING_SHARE_MIN;
+  const rounding = speaks ? sides.filter((g) => g >= ROUNDING_GROWTH_MIN).length : 0;
+  const regime: Regime = rounding === 2 ? 'rounding' : rounding === 1 ? 'mixed' : kinked ? 'kinks' : 'smooth';
+  return { exponent, regime, roundingShare: roundingShare(evidence.growth) };
+}
+
+/**
+ * The share of the figure at ε that is rounding, Richardson-style: P = S + R with the signal S
+ * growing by g per halving (a power law: ε⁻¹ to ε⁻² kinks, flat smooth) and rounding R by 16 (ε⁻⁴).
+ * Then P(ε/2)/P(ε) = (1 − ρ)·g + 16ρ, so ρ = (down − g)/(16 − g). The signal's growth is read on
+ * the upper side, 2ε → ε, where rounding is 16× smaller: g = up, within [¼, 4] (no signal grows
+ * faster than a max over kinks, ×4; up beyond that is rounding's, which leaves ρ = (down − 4)/12,
+ * 1 for pure rounding). Clamped to [0, 1]; null without both sides.
+ */
+export function roundingShare(growth: HalvingEvidence['growth']): number | null {
+  if (growth.up === null || growth.down === null) return null;
+  const g = Math.min(4, Math.max(0.25, growth.up));
+  return Math.min(1, Math.max(0, (growth.down - g) / (16 - g)));
 }
 
 export type VerdictReason =
@@ -116,7 +158,7 @@ export function noiseVerdict(o: { penalty: number; floor: number; margin: number
     if (up !== null && down !== null && modelGrowth(up) && modelGrowth(down)) verdict = { belowFloor: false, reason: 'halving' };
     else if (up !== null && down !== null && e.share !== null && e.share < NEGLIGIBLE_SHARE) verdict = { belowFloor: false, reason: 'negligible' };
     else verdict = { belowFloor: true, reason: 'floor' };
-  } else if (up !== null && down !== null && up >= ROUNDING_GROWTH_MIN && down >= ROUNDING_GROWTH_MIN && (e.share ?? 0) >= 0.5) {
+  } else if (up !== null && down !== null && up >= ROUNDING_GROWTH_MIN && down >= ROUNDING_GROWTH_MIN && (e.share ?? 0) >= ROUNDING_SHARE_MIN) {
     verdict = { belowFloor: true, reason: 'rounding' };
   } else verdict = { belowFloor: false, reason: 'clear' };
   const stable = up !== null && down !== null && Math.max(up, 1 / up, down, 1 / down) <= STABLE_GROWTH;

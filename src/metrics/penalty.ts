@@ -16,6 +16,7 @@ import {
   type LayerPenalty,
   maxScale,
   noiseVerdict,
+  scaling,
   LayerPenaltyAccumulator,
   MEASURED_NOISE_MARGIN,
   NOISE_MARGIN,
@@ -59,7 +60,7 @@ export const penalty = defineMetric<PenaltyResult>({
  */
 export function penaltyHostState(resolved: ResolvedRequest, request: MetricRequest): HostState {
   const noise = request.noise !== false;
-  const halving = noise && request.halving !== false ? 8 * halvingSamples(resolved.samples) : 0;
+  const halving = noise && request.stepTest !== false ? 8 * halvingSamples(resolved.samples) : 0;
   return { what: "the penalty's float64 accumulators", fixed: 8 + (noise ? NOISE_TABLE_BYTES : 0) + halving, perSample: 24 };
 }
 
@@ -84,8 +85,8 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
   const plan = request.noise === false ? null : noisePlan(run, 'noise');
   // The step-halving test (metrics/halving.ts) decides with the floor; it needs the floor, and
   // stacked rows (per-pass runs would repeat all N samples twice).
-  const skipped = plan ? halvingSkipped(run, request.halving !== false) : null;
-  const halving = plan && request.halving !== false && !skipped ? halvingPlan(run, 'halving') : null;
+  const skipped = plan ? halvingSkipped(run, request.stepTest !== false) : null;
+  const halving = plan && request.stepTest !== false && !skipped ? halvingPlan(run, 'halving') : null;
   const estimator = estimatorFor(run, request.estimator, "the penalty's moments", warnings);
   let fetched = 0;
   const fill = (epsilon: number): FillRows => (rows, out) =>
@@ -186,7 +187,7 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
     executionProvider: run.executionProvider,
     ...(sweep ? { sweep } : {}),
     ...cutAndGroups(run),
-    noise: measured ? { points: measured.points, tries: measured.layers[resolved.layers[0]].tries, cached: measured.cached, rows: measured.rows } : null,
+    noise: measured ? { points: measured.points, tries: measured.layers[resolved.layers[0]].tries, cached: measured.cached, rows: measured.rows, stepRows: halved?.rows ?? 0 } : null,
     halving: halved ? { samples: halved.samples, factors: [...HALVING_FACTORS], rows: halved.rows, cached: halved.cached } : null,
     precision: precisionOf(run),
     warnings,
@@ -244,7 +245,9 @@ function layerNoise(run: Run, name: string, layer: LayerResult, noise: LayerNois
     margin: MEASURED_NOISE_MARGIN,
     belowFloor: verdict ? verdict.belowFloor : null,
     ...(verdict ? { reason: verdict.reason, kinks: verdict.kinks } : {}),
+    ...(evidence ? scaling(evidence, noise.kinkLines > 0) : { exponent: null, regime: null }),
     kinkLines: noise.kinkLines,
+    stableEpsilon: figures ? stableRange(epsilon, finiteFigures(figures)) : null,
     halving: figures && evidence ? { ...finiteFigures(figures), growth: evidence.growth, share: evidence.share } : null,
     recommendedEpsilon: range,
   };
@@ -257,11 +260,12 @@ const finiteFigures = (f: HalvingFigures) => {
 
 /**
  * Where the figure stays within 10% of its value at ε among 2ε, ε and ε/2 (the spacings the halving
- * ran): the ε range a kinked layer's penalty can be quoted for.
+ * ran): the ε range a kinked layer's penalty can be quoted for; null where it moves on both sides.
  */
-function stableRange(epsilon: number, f: { double: number | null; at: number | null; half: number | null }): { min: number; max: number } {
+function stableRange(epsilon: number, f: { double: number | null; at: number | null; half: number | null }): { min: number; max: number } | null {
   const near = (x: number | null) => x !== null && f.at !== null && Math.abs(x - f.at) <= 0.1 * f.at;
-  return { min: near(f.half) ? epsilon / 2 : epsilon, max: near(f.double) ? 2 * epsilon : epsilon };
+  const range = { min: near(f.half) ? epsilon / 2 : epsilon, max: near(f.double) ? 2 * epsilon : epsilon };
+  return range.min < range.max ? range : null;
 }
 
 function layerResult(run: Run, name: string, p: LayerPenalty): LayerResult {
@@ -300,18 +304,9 @@ function layerWarnings(run: Run, layer: LayerResult, p: LayerPenalty): Warning[]
       message: `layer '${name}' produced NaN or infinite second differences in ${p.nonFinite} elements; its penalty is not defined`,
     });
   } else if (noise && noise.floor !== null) {
-    if (noise.kinks && noise.halving) {
-      const { growth } = noise.halving;
-      const stable = stableRange(resolved.epsilon, noise.halving);
-      const times = (x: number | null) => (x === null ? 'to or from 0' : `x${x.toPrecision(2)}`);
-      const where =
-        stable.min < stable.max ? `it is stable within 10% for epsilon ${stable.min} to ${stable.max}` : `it is not stable anywhere from epsilon ${resolved.epsilon / 2} to ${2 * resolved.epsilon}`;
-      warnings.push({
-        code: 'kinks',
-        layer: name,
-        message: `layer '${name}': the penalty ${p.penalty.toPrecision(3)} is set by piecewise-linear kinks (ReLU-like), not by rounding: it changes ${times(growth.up)} from epsilon ${2 * resolved.epsilon} to ${resolved.epsilon} and ${times(growth.down)} to ${resolved.epsilon / 2} (rounding would grow x16, a smooth layer stay flat), so it depends on epsilon; ${where}; compare such figures only at one epsilon`,
-      });
-    }
+    // Kinks are information, not an alarm (noise.regime, noise.kinks, noise.stableEpsilon): most
+    // generators are ReLU nets, and a warning on every one at the default ε would teach users to
+    // ignore warnings.
     if (noise.belowFloor) {
       const range = noise.recommendedEpsilon;
       const advice =

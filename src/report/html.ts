@@ -6,6 +6,7 @@
  * result with those fields can be passed.
  */
 import { imagePng, overlayPng } from './png.js';
+import { regimeText } from './text.js';
 import { traversalSection } from './traversal.js';
 import { activenessChart, barChart, esc, fmt, interactionHeatmap } from './svg.js';
 
@@ -34,6 +35,8 @@ interface LayerNoiseInput {
   floor: number | null;
   margin: number;
   belowFloor: boolean | null;
+  regime?: string | null;
+  exponent?: number | null;
   recommendedEpsilon: { min: number | null; max: number | null; usable: boolean } | null;
 }
 
@@ -220,16 +223,16 @@ function noiseSection({ penalty, noise }: ReportInput): string {
   if (penalty?.noise) {
     const rows = penalty.layers.map((l) => {
       const n = l.noise;
-      if (!n) return `<tr><td>${esc(l.name)}</td><td colspan="5">not measured (no element resolved)</td></tr>`;
+      if (!n) return `<tr><td>${esc(l.name)}</td><td colspan="6">not measured (no element resolved)</td></tr>`;
       const range = n.recommendedEpsilon;
       const eps = range ? `${fmt(range.min)} … ${range.max === null ? '? (add --epsilons for the upper end)' : fmt(range.max)}${range.usable ? '' : ' (empty)'}` : 'n/a';
       const verdict = n.belowFloor ? '<b class="unusedlist">below the floor</b>' : '<span class="ok">above</span>';
-      return `<tr><td>${esc(l.name)}</td><td>${fmt(n.sigma.median)} / ${fmt(n.sigma.p90)}</td><td>${n.sigma.resolved}/${n.sigma.elements}</td><td>${fmt(n.floor)}</td><td>${verdict}</td><td>${eps}</td></tr>`;
+      return `<tr><td>${esc(l.name)}</td><td>${fmt(n.sigma.median)} / ${fmt(n.sigma.p90)}</td><td>${n.sigma.resolved}/${n.sigma.elements}</td><td>${fmt(n.floor)}</td><td>${verdict}</td><td>${eps}</td><td>${esc(regimeText(n.regime, n.exponent))}</td></tr>`;
     });
     const how = penalty.noise;
     return `<section id="noise"><h2>Rounding noise and the recommended ε</h2>
-<table><tr><th>layer</th><th>σ median / p90</th><th>resolved</th><th>floor at ε=${fmt(penalty.epsilon)}</th><th>penalty vs ${penalty.layers[0]?.noise?.margin ?? 5}× floor</th><th>recommended ε</th></tr>${rows.join('')}</table>
-<p class="note">σ measured on ${esc(penalty.executionProvider ?? 'the device')} (${esc(mathMode(penalty.precision ?? { tf32: null }))}) by ECnoise, ${how.points} points along one direction, spacing ${how.tries.map((t) => fmt(t.h)).join(', ')}; ${how.cached ? 'taken from the session cache' : `${how.rows} extra rows`}. The floor grows as 1/ε⁴: below it the penalty is mostly rounding.</p></section>`;
+<table><tr><th>layer</th><th>σ median / p90</th><th>resolved</th><th>floor at ε=${fmt(penalty.epsilon)}</th><th>penalty vs ${penalty.layers[0]?.noise?.margin ?? 5}× floor</th><th>recommended ε</th><th>scales with ε as</th></tr>${rows.join('')}</table>
+<p class="note">σ measured on ${esc(penalty.executionProvider ?? 'the device')} (${esc(mathMode(penalty.precision ?? { tf32: null }))}) by ECnoise, ${how.points} points along one direction, spacing ${how.tries.map((t) => fmt(t.h)).join(', ')}; ${how.cached ? 'taken from the session cache' : `${how.rows} extra rows`}. The floor grows as 1/ε⁴: below it the penalty is mostly rounding. How each figure scales, from the step test at 2ε and ε/2: smooth (flat), kinks (ε⁻¹ to ε⁻², piecewise-linear layers: compare such figures at one ε), rounding (toward ε⁻⁴), mixed.</p></section>`;
   }
   if (!noise) return '';
   const rows = noise.layers.map((l) => `<tr><td>${esc(l.name)}</td><td>${esc(l.type)}</td><td>${fmt(l.sigma.median)} / ${fmt(l.sigma.p90)}</td><td>${l.sigma.resolved}/${l.sigma.elements}</td><td>${fmt(l.floor)}</td></tr>`);

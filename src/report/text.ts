@@ -26,6 +26,12 @@ function formatBytes(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
+/** How a layer's figure scales with ε, as the step test read it: "kinks (eps^-1.4)". */
+export function regimeText(regime: string | null | undefined, exponent: number | null | undefined): string {
+  if (!regime) return 'n/a';
+  return exponent === null || exponent === undefined ? regime : `${regime} (eps^${(-exponent).toFixed(1)})`;
+}
+
 export function formatPenalty(result: PenaltyResult, modelName: string): string {
   const measured = result.layers.some((l) => l.noise);
   const rows = result.layers.map((l) => {
@@ -33,18 +39,18 @@ export function formatPenalty(result: PenaltyResult, modelName: string): string 
     if (!measured) return cells;
     const n = l.noise;
     const range = n?.recommendedEpsilon ? `[${short(n.recommendedEpsilon.min)}, ${n.recommendedEpsilon.max === null ? '?' : short(n.recommendedEpsilon.max)}]` : 'n/a';
-    return [...cells, short(n?.sigma.p90), short(n?.floor), n?.belowFloor ? `${range} BELOW FLOOR` : range];
+    return [...cells, short(n?.sigma.p90), short(n?.floor), n?.belowFloor ? `${range} BELOW FLOOR` : range, regimeText(n?.regime, n?.exponent)];
   });
-  rows.push(['total (sum over layers)', '', '', number(result.penalty), ...(measured ? ['', '', ''] : [])]);
+  rows.push(['total (sum over layers)', '', '', number(result.penalty), ...(measured ? ['', '', '', ''] : [])]);
   const noise = result.noise;
   const lines = [
     `model      ${modelName} (sha256 ${result.model.slice(0, 12)})`,
     `settings   N=${result.samples} k=${result.k} epsilon=${result.epsilon} reduction=${result.reduction} variance=${result.variance} wrt=${result.wrt}`,
     `execution  ${result.rows} rows in ${result.batches} batch(es) of up to ${result.batchRows} rows (${BATCH_ROWS_FROM[result.batchRowsFrom]}), ${result.mode}, ${result.executionProvider}${precisionText(result.precision?.tf32)}, seed ${result.seed}, ${result.timings.totalMs.toFixed(0)} ms`,
     `estimator  moments reduced ${result.estimator === 'graph' ? 'in the graph' : 'on the host'}, ${formatBytes(result.fetchedBytes)} copied out of onnxruntime`,
-    ...(noise ? [`noise      ECnoise, ${noise.points} points, ${noise.cached ? 'cached (0 rows)' : `${noise.rows} extra rows`}, h ${noise.tries.map((t) => t.h).join(', ')}`] : []),
+    ...(noise ? [`noise      ECnoise, ${noise.points} points, ${noise.cached ? 'cached (0 rows)' : `${noise.rows} extra rows`}, h ${noise.tries.map((t) => t.h).join(', ')}; step test ${noise.stepRows ? `${noise.stepRows} extra rows` : 'cached or off (0 rows)'}`] : []),
     '',
-    table(['layer', 'shape', 'op', 'penalty', ...(measured ? ['sigma p90', 'floor', 'recommended epsilon'] : [])], rows),
+    table(['layer', 'shape', 'op', 'penalty', ...(measured ? ['sigma p90', 'floor', 'recommended epsilon', 'scales as'] : [])], rows),
   ];
   if (result.sweep) {
     const names = result.layers.map((l) => l.name);
