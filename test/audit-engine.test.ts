@@ -180,7 +180,9 @@ t.test('audit runs every metric on one set of latents', async (t) => {
   t.ok(audit.warnings.some((w) => w.code === 'piecewise_linear' && /LeakyRelu/.test(w.message)));
   t.equal(audit.activeness.layers[0].activeness.length, 12);
   // With previews (the report) the audit adds the traversal grid, sorted by its own activeness.
-  t.same(new Set(events), new Set(['penalty', 'noise', 'halving', 'hessian', 'activeness', 'orthogonality', 'traversal']));
+  // N = 3: the step test would pass 25% more rows, so it does not run (halving_skipped).
+  t.same(new Set(events), new Set(['penalty', 'noise', 'hessian', 'activeness', 'orthogonality', 'traversal']));
+  t.match(audit.warnings.find((w) => w.code === 'halving_skipped')?.message, /with 3 samples one more at 2ε alone \(8 rows\) is more than 25% of the request's 27 rows; pass stepTest: true/);
   t.same(audit.traversal!.scores, audit.activeness.layers[0].activeness, 'the audit’s activeness orders the traversal');
   t.equal(audit.previews!.length, 1);
   t.same(audit.previews![0].shape, [3, 32, 32]);

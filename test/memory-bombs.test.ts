@@ -46,10 +46,10 @@ t.test('Expand to 2^26 elements: 422 before the session opens', async (t) => {
   t.equal(res.json().error.code, 'memory_budget_exceeded');
   t.equal(
     res.json().error.message,
-    // The preflight's 2 rows, its two runs' outputs, one sample's float64 state (124 bytes an element: docs/harden.md).
-    `the penalty's float64 accumulators for 1 sample would have shape [1, 100663296], ${124 * 100663296} bytes, for a batch of 2 rows, ` +
+    // The preflight's 2 rows, its two runs' outputs, one sample's float64 state (8 + 84 + 24 = 116 bytes an element, no step test at N = 2: docs/harden.md).
+    `the penalty's float64 accumulators for 1 sample would have shape [1, 100663296], ${116 * 100663296} bytes, for a batch of 2 rows, ` +
       `with the outputs of layer 'y' fetched into JavaScript ([4, 100663296], ${16 * 100663296} bytes) and tensor 'y' (Expand) ([2, 3, 33554432], 805306368 bytes): ` +
-      `${(124 + 16 + 8) * 100663296} bytes in all: over the memory budget of ${BUDGET} bytes (--memory-budget), so the model is not run`,
+      `${(116 + 16 + 8) * 100663296} bytes in all: over the memory budget of ${BUDGET} bytes (--memory-budget), so the model is not run`,
   );
   t.equal(sessions(), before, 'no session was created');
 });

@@ -158,6 +158,28 @@ t.test('rows counted at the session: 6 extra on first use, none on a cache hit, 
   t.equal(plain.layers[0].penalty, (await evaluatePenalty(model, request, context)).layers[0].penalty, 'the measurement does not change the penalty');
 });
 
+t.test('the step test within 25% more rows: 2ε alone for N = 4 to 7, none below 4 unless asked for', async (t) => {
+  const sessions = new CountingSessions(4);
+  t.teardown(() => sessions.clear());
+  const context = { device: { kind: 'cpu' as const }, sessions };
+  const model = loadModel(modelBytes('noise_mlp.onnx'));
+  await evaluatePenalty(model, { latents: { samples: 8 }, seed: 30 }, context); // probe and noise cached
+  sessions.rows = 0;
+  const five = await evaluatePenalty(model, { latents: { samples: 5 }, seed: 31 }, context);
+  t.same(five.halving, { samples: 1, factors: [2], rows: 4, cached: false }, 'one sample at 2ε: 2k = 4 rows');
+  t.equal(five.noise!.stepRows, 4);
+  t.equal(sessions.rows, 25 + 4, `4 extra rows on a request of 25: ${(100 * 4) / 25}%`);
+  t.same(five.layers[0].noise!.halving!.growth.down, null, 'no ε/2 side');
+  t.equal(five.layers[0].noise!.halving!.half, null);
+  const three = await evaluatePenalty(model, { latents: { samples: 3 }, seed: 32 }, context);
+  t.equal(three.halving, null);
+  t.equal(three.noise!.stepRows, 0);
+  t.match(three.warnings.find((w) => w.code === 'halving_skipped')?.message, /with 3 samples one more at 2ε alone \(4 rows\) is more than 25% of the request's 15 rows; pass stepTest: true to run it anyway \(8 rows\)/);
+  const asked = await evaluatePenalty(model, { latents: { samples: 3 }, seed: 32, stepTest: true }, context);
+  t.same(asked.halving, { samples: 1, factors: [2, 0.5], rows: 8, cached: false }, 'stepTest: true runs both spacings');
+  t.notOk(asked.warnings.some((w) => w.code === 'halving_skipped'));
+});
+
 t.test('rows interact (per-pass): every sample is measured, sharing the penalty’s centre pass', async (t) => {
   const sessions = new SessionCache(1);
   t.teardown(() => sessions.clear());

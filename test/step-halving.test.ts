@@ -7,7 +7,8 @@ import t from 'tap';
 import {
   expectedMaxChiSquare,
   halvingEvidence,
-  halvingSamples,
+  stepPlan,
+  STEP_ROWS_SHARE,
   KINK_GROWTH_MAX,
   maxScale,
   NEGLIGIBLE_SHARE,
@@ -24,10 +25,23 @@ const figures = (model: number, p: number, rounding: number) => {
   return { double: at(2), at: at(1), half: at(0.5) };
 };
 
-t.test('halvingSamples: one per eight, at least one', async (t) => {
-  t.same([1, 7, 8, 9, 64, 1000].map(halvingSamples), [1, 1, 1, 2, 8, 125]);
-  // 2·2k rows per halving sample against 2k+1 per request sample: 20% at k = 2 and N = 8.
-  t.equal((halvingSamples(8) * 2 * 2 * 2) / (8 * 5), 0.2);
+t.test('stepPlan: within 25% of the request rows at every N and k', async (t) => {
+  t.same(stepPlan(8), { samples: 1, factors: [2, 0.5] });
+  t.same(stepPlan(15), { samples: 1, factors: [2, 0.5] }, 'one per eight, rounded down');
+  t.same(stepPlan(64), { samples: 8, factors: [2, 0.5] });
+  t.same(stepPlan(5), { samples: 1, factors: [2] }, 'N = 4 to 7: 2ε alone');
+  t.equal(stepPlan(3), null, 'below 4: none');
+  t.same(stepPlan(3, true), { samples: 1, factors: [2, 0.5] }, 'asked for explicitly');
+  t.same(stepPlan(64, true), stepPlan(64), 'asking changes nothing from N = 8');
+  let worst = 0;
+  for (let n = 4; n <= 200; n++) {
+    for (const k of [2, 3, 4, 8, 64, 4096]) {
+      const plan = stepPlan(n)!;
+      worst = Math.max(worst, (plan.samples * plan.factors.length * 2 * k) / (n * (2 * k + 1)));
+    }
+  }
+  t.ok(worst < STEP_ROWS_SHARE, `the most extra rows over N = 4…200 and k = 2…4096: ${(100 * worst).toFixed(1)}%`);
+  t.equal((stepPlan(8)!.samples * 2 * 2 * 2) / (8 * 5), 0.2, '20% on the default request');
 });
 
 t.test('growth per cause: rounding ×16, kinks ×2 (mean) to ×4 (max), smooth ×1', async (t) => {

@@ -81,7 +81,7 @@ function metricOptions(command: Command, flags: FlagSet): Command {
   if (flags.noise) {
     command
       .option('--no-noise', 'skip measuring the rounding noise on the device (the floor falls back to the output type)')
-      .option('--no-step-test', 'skip the step-halving test (2ε and ε/2 on ⌈N/8⌉ samples): the measured floor alone decides below_noise_floor');
+      .option('--no-step-test', 'skip the step-halving test (2ε and ε/2 on ⌊N/8⌋ samples, under 25% more rows): the measured floor alone decides below_noise_floor');
   }
   if (flags.element) command.option('--element <e>', 'also print the full Hessian of this element (flat index within a sample)', num('--element'));
   if (flags.activeness) {

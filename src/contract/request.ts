@@ -98,7 +98,7 @@ export const PenaltyRequestSchema = z
       .optional()
       .meta({
         description:
-          'Run the step-halving test beside the noise measurement (default true): the first ⌈N/8⌉ samples again at 2ε and ε/2, 2·2k rows each (20% of the request at k = 2; noise.stepRows), cached per session; it decides below_noise_floor with the measured floor and gives each layer its regime',
+          'Run the step-halving test beside the noise measurement (default true): the first ⌊N/8⌋ samples again at 2ε and ε/2, 2·2k rows each (20% of the request at k = 2, under 25% at any k; N = 4 to 7: one sample at 2ε alone; below 4 only when true is asked for; noise.stepRows), cached per session; it decides below_noise_floor with the measured floor and gives each layer its regime',
       }),
     batchRows: z
       .number()

@@ -184,7 +184,7 @@ export const PenaltyResultSchema = z
     noise: NoiseMeasurementSchema.nullable().optional(),
     halving: z
       .object({
-        samples: z.number().meta({ description: 'Samples run again (the first ⌈N/8⌉)' }),
+        samples: z.number().meta({ description: 'Samples run again (the first ⌊N/8⌋; 1 below N = 8)' }),
         factors: z.array(z.number()).meta({ description: 'Spacings run besides ε, as factors of ε' }),
         rows: z.number().meta({ description: 'Forward rows it cost this request (0 on a cache hit)' }),
         cached: z.boolean(),

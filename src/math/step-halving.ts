@@ -16,11 +16,26 @@ import type { Reduction } from './reduction.js';
 /** The spacings evaluated besides ε, as factors of ε. */
 export const HALVING_FACTORS = [2, 0.5] as const;
 
+/** The step test's rows by default stay within this share of the request's N·(2k+1). */
+export const STEP_ROWS_SHARE = 0.25;
+
+/** The samples the step test reruns and the spacings it runs them at (factors of ε). */
+export interface StepPlan {
+  samples: number;
+  factors: number[];
+}
+
 /**
- * Samples the halving runs on: one per eight, so that its rows, 2·2k per sample (the centres are
- * the penalty's), stay at 2·2k/(8·(2k+1)) of the request's: 20% at k = 2, below 25% for every k.
+ * The step test within STEP_ROWS_SHARE of the request's rows, whatever k (a sample costs 2k rows a
+ * spacing, its centre is the penalty's): from N = 8, ⌊N/8⌋ samples at 2ε and ε/2, at most
+ * 4k/(8(2k+1)) < ¼ (20% at k = 2); for N = 4 to 7 one sample at 2ε alone, 2k/(4(2k+1)) < ¼; below 4
+ * none (null). `forced` (stepTest: true asked for explicitly) runs one sample at both below N = 8.
  */
-export const halvingSamples = (samples: number): number => Math.ceil(samples / 8);
+export function stepPlan(samples: number, forced = false): StepPlan | null {
+  if (samples >= 8) return { samples: Math.floor(samples / 8), factors: [...HALVING_FACTORS] };
+  if (forced) return { samples: 1, factors: [...HALVING_FACTORS] };
+  return samples >= 4 ? { samples: 1, factors: [2] } : null;
+}
 
 /**
  * A growth per halving below this on both sides (2ε → ε and ε → ε/2) is not rounding's ×16 but at

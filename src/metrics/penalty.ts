@@ -11,8 +11,7 @@ import {
   belowMeasuredFloor,
   halvingEvidence,
   type HalvingFigures,
-  HALVING_FACTORS,
-  halvingSamples,
+  stepPlan,
   type LayerPenalty,
   maxScale,
   noiseVerdict,
@@ -60,7 +59,8 @@ export const penalty = defineMetric<PenaltyResult>({
  */
 export function penaltyHostState(resolved: ResolvedRequest, request: MetricRequest): HostState {
   const noise = request.noise !== false;
-  const halving = noise && request.stepTest !== false ? 8 * halvingSamples(resolved.samples) : 0;
+  const steps = noise && request.stepTest !== false ? stepPlan(resolved.samples, request.stepTest === true) : null;
+  const halving = 8 * (steps?.samples ?? 0);
   return { what: "the penalty's float64 accumulators", fixed: 8 + (noise ? NOISE_TABLE_BYTES : 0) + halving, perSample: 24 };
 }
 
@@ -85,8 +85,9 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
   const plan = request.noise === false ? null : noisePlan(run, 'noise');
   // The step-halving test (metrics/halving.ts) decides with the floor; it needs the floor, and
   // stacked rows (per-pass runs would repeat all N samples twice).
-  const skipped = plan ? halvingSkipped(run, request.stepTest !== false) : null;
-  const halving = plan && request.stepTest !== false && !skipped ? halvingPlan(run, 'halving') : null;
+  const steps = stepPlan(resolved.samples, request.stepTest === true);
+  const skipped = plan ? halvingSkipped(run, request.stepTest !== false, steps) : null;
+  const halving = plan && steps && request.stepTest !== false && !skipped ? halvingPlan(run, 'halving', steps) : null;
   const estimator = estimatorFor(run, request.estimator, "the penalty's moments", warnings);
   let fetched = 0;
   const fill = (epsilon: number): FillRows => (rows, out) =>
@@ -188,7 +189,7 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
     ...(sweep ? { sweep } : {}),
     ...cutAndGroups(run),
     noise: measured ? { points: measured.points, tries: measured.layers[resolved.layers[0]].tries, cached: measured.cached, rows: measured.rows, stepRows: halved?.rows ?? 0 } : null,
-    halving: halved ? { samples: halved.samples, factors: [...HALVING_FACTORS], rows: halved.rows, cached: halved.cached } : null,
+    halving: halved ? { samples: halved.samples, factors: halved.factors, rows: halved.rows, cached: halved.cached } : null,
     precision: precisionOf(run),
     warnings,
     timings: timings(started, run.forwardMs - forwardBefore),
