@@ -82,6 +82,7 @@ export const ERROR_CATALOGUE = {
   client_limit: 503,
   too_many_large_bodies: 503,
   server_unreachable: 503,
+  queue_unreachable: 503,
   shutting_down: 503,
   timeout: 503,
   store_full: 507,

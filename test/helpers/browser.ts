@@ -11,13 +11,14 @@ export const CHROMIUM_INSTALL = 'sudo apt-get install -y chromium';
 
 export type BrowserVerdict = { run: string } | { skip: string } | { fail: string };
 
+/** Any non-empty CI value but "false"/"0" means CI, as most CI services set it to "true" or "1". */
+export const isCi = (env: NodeJS.ProcessEnv): boolean => env.CI !== undefined && env.CI !== '' && env.CI !== 'false' && env.CI !== '0';
+
 export function browserVerdict(env: NodeJS.ProcessEnv = process.env): BrowserVerdict {
   const path = env.HESSIAN_AUDIT_CHROMIUM || '/usr/bin/chromium';
   if (existsSync(path)) return { run: path };
   const missing = `the report test needs Chromium at ${path} (HESSIAN_AUDIT_CHROMIUM overrides the path)`;
-  // Any non-empty CI value but "false"/"0" means CI, as most CI services set it to "true" or "1".
-  const ci = env.CI !== undefined && env.CI !== '' && env.CI !== 'false' && env.CI !== '0';
-  return ci ? { fail: `${missing}; CI is set, so a missing browser is a failure` } : { skip: `${missing}; install it with: ${CHROMIUM_INSTALL}` };
+  return isCi(env) ? { fail: `${missing}; CI is set, so a missing browser is a failure` } : { skip: `${missing}; install it with: ${CHROMIUM_INSTALL}` };
 }
 
 /** The part of a tap test that launchBrowser uses. */

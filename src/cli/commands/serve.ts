@@ -11,6 +11,7 @@ import { invalid } from '../../contract/errors.js';
 import { buildApp } from '../../server/app.js';
 import { SERVER_DEFAULTS, serverConfig, type ServerConfig } from '../../server/config.js';
 import { registerModelFile } from '../../server/register-model.js';
+import { checkQueue, parseQueueUrl } from '../../server/redis-queue.js';
 import { collect, type Io, num } from '../common.js';
 
 const MiB = 1024 * 1024;
@@ -115,11 +116,15 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--threads <n>', 'onnxruntime threads per worker (default: the cores shared out among the CPU workers; 0: onnxruntime decides)', 'THREADS', whole('--threads', 0)))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'LOG_LEVEL', undefined, SERVER_DEFAULTS.logLevel))
     .addOption(option('--preload <model.onnx>', 'register a model file at startup (repeatable)', 'PRELOAD', collect))
+    .addOption(option('--queue <url>', 'jobs on Redis with BullMQ: redis://HOST:PORT[/DB] (checked at start; in progress: jobs still run in this process)', 'QUEUE'))
     .action(async (options: Record<string, unknown>, command: Command) => {
       if (options.devices !== undefined && command.getOptionValueSource('device') !== 'default') {
         throw invalid('give --device or --devices, not both');
       }
       const devices = options.devices !== undefined ? parseDeviceList(options.devices as string) : parseDevices(options.device as string);
+      // Before anything starts: a bad URL or an unreachable Redis is one line and exit 2.
+      const queue = options.queue !== undefined ? parseQueueUrl(options.queue as string) : null;
+      const reached = queue ? await checkQueue(queue) : null;
       const cuda = resolveCudaSettings({
         memoryLimitMiB: options.cudaMemoryLimit as number,
         convAlgoSearch: options.cudaConvAlgoSearch as ConvAlgoSearch,
@@ -198,6 +203,7 @@ export function registerServe(program: Command, io: Io): void {
           const c = describeCudaSettings(cuda, { ...process.env, ...cudaEnvironment(cuda) });
           io.stderr(`CUDA provider settings: TF32 ${c.tf32}; memory limit ${c.memoryLimit}; cuDNN algorithm search ${c.convAlgoSearch}`);
         }
+        if (queue && reached) io.stderr(`queue: Redis ${reached.version} at ${queue.display} reached; jobs still run in this process (the BullMQ backend is not wired in yet)`);
         io.stderr(`hessian-audit listening on ${base} (${lanes.join('; ')}; models in ${config.modelDir}); API docs at ${base}/docs`);
         // Never the token itself: it may have come from the environment, and logs are read by many.
         const auth = config.token ? ` -H "authorization: Bearer $HESSIAN_AUDIT_TOKEN"` : '';
