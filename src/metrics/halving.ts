@@ -13,6 +13,7 @@ import type { UnitRow } from '../math/rows.js';
 import type { ResolvedRequest } from '../run/resolve.js';
 import type { Run, UnitConsumer } from '../run/run.js';
 import { rowLimit } from './common.js';
+import { captureCentres } from './noise.js';
 
 export interface HalvingMeasurement {
   /** The samples measured (0 … samples−1). */
@@ -54,28 +55,14 @@ export function halvingSkipped(run: Run, wanted: boolean, plan: StepPlan | null)
 }
 
 export function halvingPlan(run: Run, stage: string, plan: StepPlan): HalvingPlan {
-  const { resolved, shapes } = run;
+  const { resolved } = run;
   const { samples, factors } = plan;
   const key = cacheKey(resolved, samples, factors);
   const centres: Record<string, Float64Array> = {};
   return {
     samples,
     factors,
-    capture: (consumers) =>
-      Object.fromEntries(
-        Object.entries(consumers).map(([name, consumer]) => [
-          name,
-          {
-            unit(sample: number, unit: number, values: Activations[], offsets: number[]) {
-              consumer.unit(sample, unit, values, offsets);
-              if (unit !== 0 || sample >= samples) return;
-              const size = shapes[name].size;
-              centres[name] ??= new Float64Array(samples * size);
-              for (let e = 0; e < size; e++) centres[name][sample * size + e] = values[0][offsets[0] + e];
-            },
-          },
-        ]),
-      ),
+    capture: captureCentres(run, samples, centres),
     measure: async (at) => {
       const known = run.open.facts.get(key) as Record<string, Omit<HalvingFigures, 'at'>> | undefined;
       const atSubset = Object.fromEntries(resolved.layers.map((name) => [name, subsetFigure(at[name], samples, resolved.reduction)]));

@@ -96,23 +96,7 @@ export function noisePlan(run: Run, stage: string): NoisePlan {
   const missing = resolved.layers.some((name) => cached[name] === undefined);
   const centres: Centres = {};
   const samples = measuredSamples(run);
-  const capture = missing
-    ? (consumers: Record<string, UnitConsumer>) =>
-        Object.fromEntries(
-          Object.entries(consumers).map(([name, consumer]) => [
-            name,
-            {
-              unit(sample: number, unit: number, values: Activations[], offsets: number[]) {
-                consumer.unit(sample, unit, values, offsets);
-                if (unit !== 0 || sample >= samples) return;
-                const size = run.shapes[name].size;
-                centres[name] ??= new Float64Array(samples * size);
-                copyRow(values[0], offsets[0], size, centres[name], sample * size);
-              },
-            },
-          ]),
-        )
-    : null;
+  const capture = missing ? captureCentres(run, samples, centres) : null;
   return {
     capture,
     centres,
@@ -131,6 +115,29 @@ export function noisePlan(run: Run, stage: string): NoisePlan {
 
 /** Samples a measurement covers: sample 0, or all N when rows interact (a pass is all N rows). */
 const measuredSamples = (run: Run): number => (run.executionMode === 'stacked' ? 1 : run.resolved.samples);
+
+/**
+ * Wrap a penalty's consumers so that the centre rows (unit 0) of its first `samples` samples are
+ * also kept in `centres`, per layer: the noise measurement and the step test reuse them instead of
+ * running them again.
+ */
+export function captureCentres(run: Run, samples: number, centres: Record<string, Float64Array>) {
+  return (consumers: Record<string, UnitConsumer>): Record<string, UnitConsumer> =>
+    Object.fromEntries(
+      Object.entries(consumers).map(([name, consumer]) => [
+        name,
+        {
+          unit(sample: number, unit: number, values: Activations[], offsets: number[]) {
+            consumer.unit(sample, unit, values, offsets);
+            if (unit !== 0 || sample >= samples) return;
+            const size = run.shapes[name].size;
+            centres[name] ??= new Float64Array(samples * size);
+            copyRow(values[0], offsets[0], size, centres[name], sample * size);
+          },
+        },
+      ]),
+    );
+}
 
 function copyRow(values: Activations, offset: number, size: number, into: Float64Array, at: number): void {
   for (let e = 0; e < size; e++) into[at + e] = values[offset + e];

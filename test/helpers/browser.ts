@@ -21,30 +21,31 @@ export function browserVerdict(env: NodeJS.ProcessEnv = process.env): BrowserVer
   return isCi(env) ? { fail: `${missing}; CI is set, so a missing browser is a failure` } : { skip: `${missing}; install it with: ${CHROMIUM_INSTALL}` };
 }
 
-/** The part of a tap test that launchBrowser uses. */
-interface BrowserTest {
+/** The part of a tap test that a verdict is said on. */
+export interface VerdictTest {
   fail(message: string): unknown;
   skip(message: string): unknown;
   teardown(fn: () => unknown): unknown;
+}
+
+/** A run verdict's path; or null, with the skip or the failure said on `t` (browser and Redis alike). */
+export function pathOrSay(t: VerdictTest, verdict: { run: string } | { skip: string } | { fail: string }): string | null {
+  if ('fail' in verdict) t.fail(verdict.fail);
+  else if ('skip' in verdict) t.skip(verdict.skip);
+  else return verdict.run;
+  return null;
 }
 
 /**
  * Headless Chromium for one test, closed at its teardown; null when the verdict above skipped or
  * failed the test (said on `t`), so every browser test treats a missing browser alike.
  */
-export async function launchBrowser(t: BrowserTest): Promise<BrowserContext | null> {
-  const verdict = browserVerdict();
-  if ('fail' in verdict) {
-    t.fail(verdict.fail);
-    return null;
-  }
-  if ('skip' in verdict) {
-    t.skip(verdict.skip);
-    return null;
-  }
+export async function launchBrowser(t: VerdictTest): Promise<BrowserContext | null> {
+  const path = pathOrSay(t, browserVerdict());
+  if (path === null) return null;
   const userDataDir = mkdtempSync(join(tmpdir(), 'audit-chromium-'));
   const browser = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: verdict.run,
+    executablePath: path,
     headless: true,
     viewport: { width: 1200, height: 900 },
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],

@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { isCi } from './browser.js';
+import { isCi, pathOrSay, type VerdictTest } from './browser.js';
 
 export const REDIS_INSTALL = 'sudo apt-get install -y redis-server';
 
@@ -31,12 +31,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-interface RedisTest {
-  fail(message: string): unknown;
-  skip(message: string): unknown;
-  teardown(fn: () => unknown): unknown;
-}
-
 export interface RedisServer {
   url: string;
   port: number;
@@ -44,18 +38,11 @@ export interface RedisServer {
 }
 
 /** redis-server for one test, or null when the verdict skipped or failed it (said on `t`). */
-export async function startRedis(t: RedisTest): Promise<RedisServer | null> {
-  const verdict = redisVerdict();
-  if ('fail' in verdict) {
-    t.fail(verdict.fail);
-    return null;
-  }
-  if ('skip' in verdict) {
-    t.skip(verdict.skip);
-    return null;
-  }
+export async function startRedis(t: VerdictTest): Promise<RedisServer | null> {
+  const path = pathOrSay(t, redisVerdict());
+  if (path === null) return null;
   const port = await freePort();
-  const proc = spawn(verdict.run, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(path, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   t.teardown(async () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
