@@ -108,14 +108,14 @@ export async function runPenalty(run: Run, request: MetricRequest): Promise<Pena
       passes: 'each of the 2k+1 passes',
       tooMany,
       fill: fill(epsilon),
-      consumers: keepCentre ? captureCentres(accumulators as Record<string, UnitConsumer>) : accumulators,
+      consumers: keepCentre ? keepCentres(accumulators as Record<string, UnitConsumer>) : accumulators,
     });
     // The host reads every output row: N·(2k+1) rows × each layer's bytes per row.
     fetched += hostFetchedBytes(run, done.plan.rows);
     return { penalties: Object.fromEntries(resolved.layers.map((name) => [name, accumulators[name].result(resolved.reduction)])), done };
   };
 
-  const captureCentres = (consumers: Record<string, UnitConsumer>): Record<string, UnitConsumer> => {
+  const keepCentres = (consumers: Record<string, UnitConsumer>): Record<string, UnitConsumer> => {
     const kept = plan?.capture ? plan.capture(consumers) : consumers;
     return halving ? halving.capture(kept) : kept;
   };
@@ -246,7 +246,7 @@ function layerNoise(run: Run, name: string, layer: LayerResult, noise: LayerNois
     margin: MEASURED_NOISE_MARGIN,
     belowFloor: verdict ? verdict.belowFloor : null,
     ...(verdict ? { reason: verdict.reason, kinks: verdict.kinks } : {}),
-    ...(evidence ? scaling(evidence, noise.kinkLines > 0) : { exponent: null, regime: null }),
+    ...(evidence ? scaling(evidence, noise.kinkLines > 0) : { exponent: null, regime: null, roundingShare: null }),
     kinkLines: noise.kinkLines,
     stableEpsilon: figures ? stableRange(epsilon, finiteFigures(figures)) : null,
     halving: figures && evidence ? { ...finiteFigures(figures), growth: evidence.growth, share: evidence.share } : null,

@@ -169,8 +169,7 @@ export class Run {
       const elements = size && size.shape.length > 0 && size.shape[0] === preflightRowsCount ? size.shape.slice(1).reduce((a, b) => a * b, 1) : 0;
       return { elements, bytesPerRow: elements > 0 ? size!.bytes / preflightRowsCount : 0 };
     });
-    const preflightHeld = (): Held[] => heldFor(resolved, inferredLayers, host, preflightRowsCount, 2, 1);
-    checkRunMemory(model, preflightFeeds, limits.memoryBudget, preflightHeld());
+    checkRunMemory(model, preflightFeeds, limits.memoryBudget, heldFor(resolved, inferredLayers, host, preflightRowsCount, 2, 1));
     const open = await context.sessions.get(cut?.sessionKey ?? model.id, model.bytes, resolved.expose, context.device);
     if (open.fallback) warnings.push({ code: 'device_fallback', message: open.fallback });
     const timing = { forwardMs: 0 };
@@ -253,6 +252,19 @@ export class Run {
     const samples = mode === 'stacked' ? Math.min(work.samples ?? resolved.samples, resolved.samples) : resolved.samples;
     if (perSample * samples > this.limits.maxRows) throw work.tooMany(perSample * samples);
     this.working = work.host ?? null;
+    try {
+      return await this.runUnits(work, mode, samples, perSample, modeWarnings);
+    } finally {
+      // Whatever ends the work (an audit goes on after a metric refused), the next starts clean.
+      this.inFlight = 1;
+      this.chunkRowsHeld = 0;
+      this.working = null;
+    }
+  }
+
+  /** units() after its checks: plan, stream the batches, hand each chunk to the consumers. */
+  private async runUnits(work: UnitWork, mode: ExecutionMode, samples: number, perSample: number, modeWarnings: Warning[]): Promise<UnitsDone> {
+    const { resolved } = this;
     const planned = await this.plan(samples, work.unitSizes, mode);
     const { plan } = planned;
     // A stacked batch completes whole samples and may hold the ends of two split ones; a pass holds all.
@@ -283,9 +295,6 @@ export class Run {
       }
       this.context.onProgress?.(++done, plan.chunks.length, work.stage);
     }
-    this.inFlight = 1;
-    this.chunkRowsHeld = 0;
-    this.working = null;
     return { ...planned, batches, forwardMs: this.forwardMs - forwardBefore, modeWarnings };
   }
 
@@ -293,9 +302,9 @@ export class Run {
    * What the host holds beside onnxruntime while a batch of `rows` runs: the batch's outputs
    * fetched into JavaScript (a per-pass chunk keeps every pass's), and the metric's state.
    */
-  held(rows: number, samples = this.inFlight): Held[] {
+  private held(rows: number): Held[] {
     const layers = this.resolved.layers.map((name) => ({ elements: this.shapes[name].size, bytesPerRow: this.shapes[name].bytesPerRow }));
-    return heldFor(this.resolved, layers, this.working ?? this.host, rows + this.chunkRowsHeld, 1, samples);
+    return heldFor(this.resolved, layers, this.working ?? this.host, rows + this.chunkRowsHeld, 1, this.inFlight);
   }
 
   /**
