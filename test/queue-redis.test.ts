@@ -50,7 +50,7 @@ t.test('a reachable Redis: the server starts, says so, and BullMQ has made its q
   const redis = await startRedis(t);
   if (!redis) return;
   const server = await spawnServer(t, ['--queue', `${redis.url}/3`]);
-  t.match(server.stderr(), new RegExp(`queue: Redis 7\\.[0-9.]+ at redis://127\\.0\\.0\\.1:${redis.port}/3 reached`));
+  t.match(server.stderr(), new RegExp(`queue: jobs on Redis 7\\.[0-9.]+ at redis://127\\.0\\.0\\.1:${redis.port}/3 \\(BullMQ queue hessian-audit-jobs\\)`));
   t.equal((await get(server.url, '/healthz')).status, 200);
   const client = new Redis({ port: redis.port, host: '127.0.0.1', db: 3, lazyConnect: true });
   t.teardown(() => client.disconnect());

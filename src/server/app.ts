@@ -19,7 +19,9 @@ import { errorsPlugin } from './errors.js';
 import { arrayBoundsPlugin } from './plugins/array-bounds.js';
 import { bodyGatePlugin } from './plugins/body-gate.js';
 import { jsonBodyPlugin } from './plugins/json-body.js';
-import { JobStore, poolAdmission } from './jobs.js';
+import { type JobQueue, type JobRunner, MemoryJobs, poolAdmission } from './jobs.js';
+import { runJob } from './job-work.js';
+import { RedisJobs } from './redis-jobs.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { timeoutsPlugin } from './plugins/timeouts.js';
@@ -57,7 +59,23 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     intraOpThreads: config.intraOpThreads,
     ...(config.workerEnv ? { env: config.workerEnv } : {}),
   });
-  const jobs = new JobStore(config.jobs, poolAdmission(pool));
+  /** The queue's connection warnings go to the app's log, once it exists. */
+  let log = (_message: string): void => {};
+  const runner: JobRunner = {
+    run: (spec, signal, onProgress) => runJob(spec, { store, pool, config }, signal, onProgress),
+    release: async (spec) => {
+      if (spec.route !== 'gate' && spec.ownFile) await store.releaseJobFile(spec.ownFile);
+    },
+  };
+  const jobs: JobQueue = config.queue
+    ? await RedisJobs.open(config.queue, runner, {
+        ...config.jobs,
+        concurrency: pool.status().lanes.reduce((n, lane) => n + lane.workers, 0),
+        maxPerClient: config.maxPerClient,
+        ...(config.jobLockMs ? { lockMs: config.jobLockMs } : {}),
+        warn: (message) => log(message),
+      })
+    : new MemoryJobs(runner, config.jobs, poolAdmission(pool));
   const context: ServerContext = { config, store, pool, jobs };
 
   const app = Fastify({
@@ -74,6 +92,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
       connectionsCheckingInterval: Math.max(100, Math.min(1000, config.headersTimeoutMs, config.receiveTimeoutMs || Infinity)),
     },
   }).withTypeProvider<ZodTypeProvider>();
+  log = (message) => app.log.warn(message);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.addHook('onRequest', async (request, reply) => {
@@ -83,8 +102,9 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
-    // Jobs live in memory: they cannot outlive the process, so they stop now (docs/server.md).
-    jobs.cancelAll();
+    // In memory, jobs cannot outlive the process: they stop now. On Redis, this server stops taking
+    // jobs; those it runs go back to the queue for another (docs/server.md).
+    await jobs.close();
   });
   app.addHook('onSend', async (_request, reply, payload) => {
     if (closing) reply.header('connection', 'close');

@@ -7,6 +7,7 @@ import { DEFAULT_LIMITS, type Limits } from '../contract/request.js';
 import type { SafetySettings } from '../onnx/safety.js';
 import type { StoreOptions } from '../store/index.js';
 import type { JobLimits } from './jobs.js';
+import type { QueueTarget } from './redis-queue.js';
 
 export interface ServerConfig {
   host: string;
@@ -57,6 +58,10 @@ export interface ServerConfig {
   logLevel: string | false;
   /** Bounds of the jobs store (count, result size, time to live); JOB_DEFAULTS where absent. */
   jobs?: Partial<JobLimits>;
+  /** Jobs on Redis with BullMQ (--queue); in this process's memory when absent. */
+  queue?: QueueTarget;
+  /** BullMQ's lock on a running job, ms: a server silent this long has its jobs taken by another. */
+  jobLockMs?: number;
   /** Extra environment for workers (tests inject faults this way). */
   workerEnv?: Record<string, string>;
   /** Test hook: called before each store write; throwing from it stands for that write failing. */

@@ -2,12 +2,12 @@
 import type { WorkerPool } from '../pool/pool.js';
 import type { ModelStore } from '../store/index.js';
 import type { ServerConfig } from './config.js';
-import type { JobStore } from './jobs.js';
+import type { JobQueue } from './jobs.js';
 
 export interface ServerContext {
   config: ServerConfig;
   store: ModelStore;
   pool: WorkerPool;
   /** Work started with `Prefer: respond-async`. */
-  jobs: JobStore;
+  jobs: JobQueue;
 }

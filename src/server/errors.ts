@@ -128,3 +128,7 @@ export const errorsPlugin = fp<ErrorLimits>(async (app: FastifyInstance, limits)
     sendError(reply, 404, 'not_found', `no route ${request.method} ${clip(request.url.split('?')[0])}; see /docs for the API`),
   );
 });
+
+/** A model id the store does not hold (a route, or a job whose model was deleted meanwhile). */
+export const unknownModel = (id: string): AuditError =>
+  new AuditError('unknown_model', `no model with id '${clip(id, 100)}' is stored here; upload it with POST /v1/models (the id is the SHA-256 of its bytes)`);

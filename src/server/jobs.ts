@@ -1,8 +1,9 @@
 /**
- * Long work as jobs (a heavy route called with `Prefer: respond-async`): the route's work runs as
- * usual in the worker pool, but the client gets 202 and a job id at once, polls or streams its
- * progress, and fetches the result later. Jobs live in this process's memory only: a restart
- * loses them (unfinished ones are cancelled at shutdown; their ids then answer 404).
+ * Long work as jobs (a heavy route called with `Prefer: respond-async`): the client gets 202 and a
+ * job id at once, polls or streams its progress, and fetches the result later. The route's work
+ * is data (job-work.ts); a `JobQueue` keeps and runs it. Two backends: `MemoryJobs` here (the
+ * default: jobs live in this process, a restart loses them) and `RedisJobs` (redis-jobs.ts: BullMQ
+ * on Redis, any replica answers and a job outlives its process).
  * Bounded three ways: how many are kept, how large a result may be, how long a finished one stays.
  */
 import { randomUUID } from 'node:crypto';
@@ -10,6 +11,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { OnTaskProgress, TaskProgress, WorkerPool } from '../pool/pool.js';
 import { AuditError } from '../contract/errors.js';
 import type { ErrorBody } from './errors.js';
+import type { JobResult, JobSpec } from './job-work.js';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -24,16 +26,31 @@ export interface JobLimits {
 
 export const JOB_DEFAULTS: JobLimits = { maxJobs: 256, maxResultBytes: 32 * 1024 * 1024, ttlMs: 3_600_000 };
 
-/** A finished route's answer: its body, serialized, and its content type. */
-export interface JobResult {
-  body: string;
-  contentType: string;
+/** What a backend runs: a spec's work, and the release of what the spec owns (a one-shot upload). */
+export interface JobRunner {
+  run(spec: JobSpec, signal: AbortSignal, onProgress: OnTaskProgress): Promise<JobResult>;
+  release(spec: JobSpec): Promise<void>;
 }
 
-/** The work of one route call: runs the pool task(s) under `signal`, reporting chunks to `onProgress`. */
-export type JobWork = (signal: AbortSignal, onProgress: OnTaskProgress) => Promise<JobResult>;
+/** Where jobs are kept and run. Every method but `close` may answer unknown_job (404). */
+export interface JobQueue {
+  /** Accept `spec` as a job (503 when the queue is full); its view, state queued. */
+  submit(spec: JobSpec): Promise<JobView>;
+  get(id: string): Promise<JobView>;
+  /** The stored result as the synchronous route sent it; 409 before the job has succeeded. */
+  result(id: string): Promise<JobResult>;
+  /** Stop an unfinished job's work (dropped from the queue, or its worker replaced); a finished one is forgotten. */
+  cancel(id: string): Promise<JobView>;
+  /** Calls `listener` on every change of the job until it finishes; resolves to the unsubscribe. */
+  subscribe(id: string, listener: (job: JobView) => void): Promise<() => void>;
+  /** Jobs by state, for /metrics. */
+  counts(): Promise<Record<JobState, number>>;
+  /** At shutdown. */
+  close(): Promise<void>;
+}
 
-interface Job {
+/** A job as a backend keeps it; `jobView` makes what clients see. */
+export interface JobRecord {
   id: string;
   route: string;
   state: JobState;
@@ -43,8 +60,6 @@ interface Job {
   progress?: TaskProgress;
   result?: JobResult;
   error?: ErrorBody['error'];
-  controller: AbortController;
-  listeners: Set<(job: JobView) => void>;
 }
 
 /** What GET /v1/jobs/:id answers (the result inline when it is JSON). */
@@ -64,32 +79,82 @@ export interface JobView {
 const FINISHED: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
 export const isFinished = (state: JobState): boolean => FINISHED.includes(state);
 
-export const unknownJob = (id: string): AuditError =>
-  new AuditError('unknown_job', `no job '${id}' on this server: it finished more than its time to live ago, or the server restarted since (jobs are kept in memory only); submit it again`);
+export const unknownJob = (id: string, where = 'this server'): AuditError =>
+  new AuditError('unknown_job', `no job '${id}' on ${where}: it finished more than its time to live ago, or the server restarted since (jobs are kept in memory only); submit it again`);
 
-export class JobStore {
-  private readonly jobs = new Map<string, Job>();
+export const notDone = (id: string, state: JobState): AuditError =>
+  new AuditError('job_not_done', `job '${id}' is ${state}; its result exists once it has succeeded`, { state });
+
+export const tooManyJobs = (held: number, limit: number, where = 'this server already holds'): AuditError =>
+  new AuditError('too_many_jobs', `${where} ${held} unfinished jobs (limit ${limit}); retry when some have finished`, { retryAfter: 5 });
+
+export const CANCELLED: ErrorBody['error'] = { code: 'cancelled', message: 'the job was cancelled (DELETE)' };
+
+/** The error envelope a failed job keeps: an AuditError's own, anything else as internal. */
+export function jobError(err: unknown): ErrorBody['error'] {
+  return err instanceof AuditError
+    ? { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) }
+    : { code: 'internal', message: `the job failed: ${(err as Error)?.message ?? String(err)}` };
+}
+
+/** A result larger than a job keeps: the job fails with this instead. */
+export function oversized(result: JobResult, limit: number): ErrorBody['error'] | undefined {
+  const bytes = Buffer.byteLength(result.body);
+  if (bytes <= limit) return undefined;
+  return {
+    code: 'result_too_large',
+    message: `the job's result is ${bytes} bytes, more than this server keeps for a job (${limit}); ask for fewer layers or samples, or call the route synchronously`,
+    details: { bytes, limit },
+  };
+}
+
+export function jobView(job: JobRecord, clock = Date.now()): JobView {
+  const now = job.finishedAt ?? clock;
+  const elapsedMs = now - job.createdAt;
+  const { done = 0, total = 0, stage } = job.progress ?? {};
+  // A linear estimate within the current stage; audits run several stages, each counted anew.
+  const running = job.startedAt === undefined ? 0 : now - job.startedAt;
+  const remaining = !isFinished(job.state) && done > 0 && total > done ? Math.round((running * (total - done)) / done) : undefined;
+  const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
+  const json = job.result?.contentType.startsWith('application/json');
+  return {
+    id: job.id,
+    route: job.route,
+    state: job.state,
+    createdAt: iso(job.createdAt) as string,
+    ...(job.startedAt === undefined ? {} : { startedAt: iso(job.startedAt) }),
+    ...(job.finishedAt === undefined ? {} : { finishedAt: iso(job.finishedAt) }),
+    progress: { done, total, ...(stage ? { stage } : {}), elapsedMs, ...(remaining === undefined ? {} : { estimatedRemainingMs: remaining }) },
+    ...(job.result ? (json ? { result: JSON.parse(job.result.body) } : { resultType: job.result.contentType }) : {}),
+    ...(job.error ? { error: job.error } : {}),
+  };
+}
+
+interface MemoryJob extends JobRecord {
+  controller: AbortController;
+  listeners: Set<(job: JobView) => void>;
+}
+
+/** Jobs in this process's memory, run by its own worker pool (the default backend). */
+export class MemoryJobs implements JobQueue {
+  private readonly jobs = new Map<string, MemoryJob>();
   private readonly limits: JobLimits;
 
   /** `admit` throws (503) when the work could not even wait for a worker, so a 202 means admitted. */
   constructor(
+    private readonly runner: JobRunner,
     limits: Partial<JobLimits> = {},
     private readonly admit: () => void = () => {},
   ) {
     this.limits = { ...JOB_DEFAULTS, ...limits };
   }
 
-  /** Start `work` as a job; AuditError 503 when the store holds maxJobs unfinished jobs. */
-  submit(route: string, work: JobWork): JobView {
+  async submit(spec: JobSpec): Promise<JobView> {
     this.sweep();
     this.admit();
     if (this.jobs.size >= this.limits.maxJobs) this.evictOldestFinished();
-    if (this.jobs.size >= this.limits.maxJobs) {
-      throw new AuditError('too_many_jobs', `this server already holds ${this.jobs.size} unfinished jobs (limit ${this.limits.maxJobs}); retry when some have finished`, {
-        retryAfter: 5,
-      });
-    }
-    const job: Job = { id: randomUUID(), route, state: 'queued', createdAt: Date.now(), controller: new AbortController(), listeners: new Set() };
+    if (this.jobs.size >= this.limits.maxJobs) throw tooManyJobs(this.jobs.size, this.limits.maxJobs);
+    const job: MemoryJob = { id: randomUUID(), route: spec.route, state: 'queued', createdAt: Date.now(), controller: new AbortController(), listeners: new Set() };
     this.jobs.set(job.id, job);
     const onProgress: OnTaskProgress = (progress) => {
       // A cancelled job's worker may still report a chunk on its way out.
@@ -98,45 +163,40 @@ export class JobStore {
       job.progress = progress;
       this.notify(job);
     };
-    void work(job.controller.signal, onProgress).then(
-      (result) => this.succeed(job, result),
-      (err: unknown) => this.fail(job, err),
-    );
-    return this.view(job);
+    void this.runner
+      .run(spec, job.controller.signal, onProgress)
+      .then(
+        (result) => this.succeed(job, result),
+        (err: unknown) => this.fail(job, err),
+      )
+      .finally(() => this.runner.release(spec))
+      .catch(() => {});
+    return jobView(job);
   }
 
-  get(id: string): JobView {
-    this.sweep();
-    const job = this.jobs.get(id);
-    if (!job) throw unknownJob(id);
-    return this.view(job);
+  async get(id: string): Promise<JobView> {
+    return jobView(this.find(id));
   }
 
-  /** The stored result as the synchronous route sent it; 409 before the job has succeeded. */
-  result(id: string): JobResult {
-    const view = this.get(id);
-    const job = this.jobs.get(id) as Job;
-    if (!job.result) {
-      throw new AuditError('job_not_done', `job '${id}' is ${view.state}; its result exists once it has succeeded`, { state: view.state });
-    }
+  async result(id: string): Promise<JobResult> {
+    const job = this.find(id);
+    if (!job.result) throw notDone(id, job.state);
     return job.result;
   }
 
-  /** Stop an unfinished job's work (dropped from the queue, or its worker replaced); a finished one is forgotten. */
-  cancel(id: string): JobView {
-    const job = this.jobs.get(id);
-    if (!job) throw unknownJob(id);
+  async cancel(id: string): Promise<JobView> {
+    const job = this.find(id);
     if (isFinished(job.state)) {
       this.jobs.delete(id);
-      return this.view(job);
+      return jobView(job);
     }
-    this.finish(job, 'cancelled', { error: { code: 'cancelled', message: 'the job was cancelled (DELETE)' } });
+    this.finish(job, 'cancelled', { error: CANCELLED });
     job.controller.abort();
-    return this.view(job);
+    return jobView(job);
   }
 
   /** At shutdown: jobs do not outlive the process, so their work stops now rather than delaying it. */
-  cancelAll(): void {
+  async close(): Promise<void> {
     for (const job of this.jobs.values()) {
       if (isFinished(job.state)) continue;
       this.finish(job, 'cancelled', { error: { code: 'shutting_down', message: 'the server shut down; jobs do not survive a restart, submit it again' } });
@@ -144,48 +204,38 @@ export class JobStore {
     }
   }
 
-  /** Calls `listener` on every change of the job until it finishes; returns the unsubscribe. */
-  subscribe(id: string, listener: (job: JobView) => void): () => void {
-    const job = this.jobs.get(id);
-    if (!job) throw unknownJob(id);
+  async subscribe(id: string, listener: (job: JobView) => void): Promise<() => void> {
+    const job = this.find(id);
     job.listeners.add(listener);
     return () => job.listeners.delete(listener);
   }
 
-  /** Jobs by state, for /metrics. */
-  counts(): Record<JobState, number> {
+  async counts(): Promise<Record<JobState, number>> {
     this.sweep();
     const counts: Record<JobState, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
     for (const job of this.jobs.values()) counts[job.state]++;
     return counts;
   }
 
-  private succeed(job: Job, result: JobResult): void {
-    if (isFinished(job.state)) return;
-    const bytes = Buffer.byteLength(result.body);
-    if (bytes > this.limits.maxResultBytes) {
-      this.finish(job, 'failed', {
-        error: {
-          code: 'result_too_large',
-          message: `the job's result is ${bytes} bytes, more than this server keeps for a job (${this.limits.maxResultBytes}); ask for fewer layers or samples, or call the route synchronously`,
-          details: { bytes, limit: this.limits.maxResultBytes },
-        },
-      });
-      return;
-    }
-    this.finish(job, 'succeeded', { result });
+  private find(id: string): MemoryJob {
+    this.sweep();
+    const job = this.jobs.get(id);
+    if (!job) throw unknownJob(id);
+    return job;
   }
 
-  private fail(job: Job, err: unknown): void {
+  private succeed(job: MemoryJob, result: JobResult): void {
     if (isFinished(job.state)) return;
-    const error =
-      err instanceof AuditError
-        ? { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) }
-        : { code: 'internal', message: `the job failed: ${(err as Error)?.message ?? String(err)}` };
-    this.finish(job, 'failed', { error });
+    const error = oversized(result, this.limits.maxResultBytes);
+    this.finish(job, error ? 'failed' : 'succeeded', error ? { error } : { result });
   }
 
-  private finish(job: Job, state: JobState, outcome: { result?: JobResult; error?: ErrorBody['error'] }): void {
+  private fail(job: MemoryJob, err: unknown): void {
+    if (isFinished(job.state)) return;
+    this.finish(job, 'failed', { error: jobError(err) });
+  }
+
+  private finish(job: MemoryJob, state: JobState, outcome: { result?: JobResult; error?: ErrorBody['error'] }): void {
     this.move(job, state);
     job.finishedAt = Date.now();
     if (outcome.result) job.result = outcome.result;
@@ -195,13 +245,13 @@ export class JobStore {
   }
 
   /** A job is running from its first progress report: the pool has given it a worker. */
-  private move(job: Job, state: JobState): void {
+  private move(job: MemoryJob, state: JobState): void {
     if (state === 'running') job.startedAt = Date.now();
     job.state = state;
   }
 
-  private notify(job: Job): void {
-    const view = this.view(job);
+  private notify(job: MemoryJob): void {
+    const view = jobView(job);
     for (const listener of job.listeners) listener(view);
   }
 
@@ -218,28 +268,6 @@ export class JobStore {
         return;
       }
     }
-  }
-
-  private view(job: Job): JobView {
-    const now = job.finishedAt ?? Date.now();
-    const elapsedMs = now - job.createdAt;
-    const { done = 0, total = 0, stage } = job.progress ?? {};
-    // A linear estimate within the current stage; audits run several stages, each counted anew.
-    const running = job.startedAt === undefined ? 0 : now - job.startedAt;
-    const remaining = !isFinished(job.state) && done > 0 && total > done ? Math.round((running * (total - done)) / done) : undefined;
-    const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
-    const json = job.result?.contentType.startsWith('application/json');
-    return {
-      id: job.id,
-      route: job.route,
-      state: job.state,
-      createdAt: iso(job.createdAt) as string,
-      ...(job.startedAt === undefined ? {} : { startedAt: iso(job.startedAt) }),
-      ...(job.finishedAt === undefined ? {} : { finishedAt: iso(job.finishedAt) }),
-      progress: { done, total, ...(stage ? { stage } : {}), elapsedMs, ...(remaining === undefined ? {} : { estimatedRemainingMs: remaining }) },
-      ...(job.result ? (json ? { result: JSON.parse(job.result.body) } : { resultType: job.result.contentType }) : {}),
-      ...(job.error ? { error: job.error } : {}),
-    };
   }
 }
 
@@ -268,8 +296,8 @@ export function prefersAsync(request: FastifyRequest): boolean {
 }
 
 /** Answer 202 for a new job, with where to find it (RFC 7240's Preference-Applied). */
-export function acceptJob(reply: FastifyReply, jobs: JobStore, route: string, work: JobWork): FastifyReply {
-  const job = jobs.submit(route, work);
+export async function acceptJob(reply: FastifyReply, jobs: JobQueue, spec: JobSpec): Promise<FastifyReply> {
+  const job = await jobs.submit(spec);
   return reply
     .code(202)
     .header('location', `/v1/jobs/${job.id}`)
@@ -277,6 +305,3 @@ export function acceptJob(reply: FastifyReply, jobs: JobStore, route: string, wo
     .type('application/json; charset=utf-8')
     .send(job);
 }
-
-/** A route's JSON value as a job result. */
-export const jsonResult = (value: unknown): JobResult => ({ body: JSON.stringify(value), contentType: 'application/json; charset=utf-8' });

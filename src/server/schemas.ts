@@ -78,3 +78,6 @@ declare module 'fastify' {
     form?: z.ZodType;
   }
 }
+
+/** With `Prefer: respond-async`: the job accepted, and where to find it. */
+export const JobAccepted = { 202: z.object({ id: z.string(), state: z.string() }).loose() };

@@ -198,6 +198,27 @@ export class ModelStore {
     await rm(staged.path, { force: true });
   }
 
+  /**
+   * A one-shot job's model: the staged upload moves to <dir>/.jobs/<name>, out of reach of the
+   * start-up sweep of .tmp, so the job may run later or on another server that shares the folder.
+   * Returns its name; the job removes it when it ends (`releaseJobFile`).
+   */
+  async adopt(staged: StagedModel): Promise<string> {
+    const name = `${randomUUID()}.onnx`;
+    await mkdir(join(this.dir, '.jobs'), { recursive: true });
+    await rename(staged.path, this.jobFilePath(name));
+    return name;
+  }
+
+  jobFilePath(name: string): string {
+    if (!/^[0-9a-f-]{36}\.onnx$/.test(name)) throw new Error(`not a job file: ${name}`);
+    return join(this.dir, '.jobs', name);
+  }
+
+  async releaseJobFile(name: string): Promise<void> {
+    await rm(this.jobFilePath(name), { force: true });
+  }
+
   async has(id: string): Promise<boolean> {
     if (!ModelStore.isId(id)) return false;
     try {

@@ -11,7 +11,7 @@ import { invalid } from '../../contract/errors.js';
 import { buildApp } from '../../server/app.js';
 import { SERVER_DEFAULTS, serverConfig, type ServerConfig } from '../../server/config.js';
 import { registerModelFile } from '../../server/register-model.js';
-import { checkQueue, parseQueueUrl } from '../../server/redis-queue.js';
+import { checkQueue, parseQueueUrl, QUEUE_NAME } from '../../server/redis-queue.js';
 import { collect, type Io, num } from '../common.js';
 
 const MiB = 1024 * 1024;
@@ -116,7 +116,7 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--threads <n>', 'onnxruntime threads per worker (default: the cores shared out among the CPU workers; 0: onnxruntime decides)', 'THREADS', whole('--threads', 0)))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'LOG_LEVEL', undefined, SERVER_DEFAULTS.logLevel))
     .addOption(option('--preload <model.onnx>', 'register a model file at startup (repeatable)', 'PRELOAD', collect))
-    .addOption(option('--queue <url>', 'jobs on Redis with BullMQ: redis://HOST:PORT[/DB] (checked at start; in progress: jobs still run in this process)', 'QUEUE'))
+    .addOption(option('--queue <url>', 'jobs on Redis with BullMQ, shared by every server given the same URL: redis://HOST:PORT[/DB] (rediss:// for TLS)', 'QUEUE'))
     .action(async (options: Record<string, unknown>, command: Command) => {
       if (options.devices !== undefined && command.getOptionValueSource('device') !== 'default') {
         throw invalid('give --device or --devices, not both');
@@ -178,6 +178,8 @@ export function registerServe(program: Command, io: Io): void {
         intraOpThreads: (options.threads as number | undefined) ?? Math.max(1, Math.floor(availableParallelism() / (workers * devices.length))),
         logLevel: options.logLevel as string,
         workerEnv,
+        ...(queue ? { queue } : {}),
+        ...(process.env.HESSIAN_AUDIT_JOB_LOCK_MS ? { jobLockMs: Number(process.env.HESSIAN_AUDIT_JOB_LOCK_MS) } : {}),
       });
       const { app, context } = await buildApp(config);
       const stopped = new Promise<void>((resolve) => {
@@ -203,7 +205,7 @@ export function registerServe(program: Command, io: Io): void {
           const c = describeCudaSettings(cuda, { ...process.env, ...cudaEnvironment(cuda) });
           io.stderr(`CUDA provider settings: TF32 ${c.tf32}; memory limit ${c.memoryLimit}; cuDNN algorithm search ${c.convAlgoSearch}`);
         }
-        if (queue && reached) io.stderr(`queue: Redis ${reached.version} at ${queue.display} reached; jobs still run in this process (the BullMQ backend is not wired in yet)`);
+        if (queue && reached) io.stderr(`queue: jobs on Redis ${reached.version} at ${queue.display} (BullMQ queue ${QUEUE_NAME})`);
         io.stderr(`hessian-audit listening on ${base} (${lanes.join('; ')}; models in ${config.modelDir}); API docs at ${base}/docs`);
         // Never the token itself: it may have come from the environment, and logs are read by many.
         const auth = config.token ? ` -H "authorization: Bearer $HESSIAN_AUDIT_TOKEN"` : '';

@@ -7,9 +7,9 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { WorkerPool } from '../../pool/pool.js';
-import type { JobStore } from '../jobs.js';
+import type { JobQueue } from '../jobs.js';
 
-export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobStore }>(async (app: FastifyInstance, { pool, jobs }) => {
+export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobQueue }>(async (app: FastifyInstance, { pool, jobs }) => {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'hessian_audit_' });
   const labelNames = ['method', 'route', 'status'] as const;
@@ -63,11 +63,11 @@ export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobStore }>(async (ap
   if (jobs) {
     new Gauge({
       name: 'hessian_audit_jobs',
-      help: 'Jobs (Prefer: respond-async) held in memory, by state',
+      help: 'Jobs (Prefer: respond-async) by state: this server\'s in memory, or the whole service\'s with --queue',
       labelNames: ['state'],
       registers: [registry],
-      collect() {
-        for (const [state, n] of Object.entries(jobs.counts())) this.set({ state }, n);
+      async collect() {
+        for (const [state, n] of Object.entries(await jobs.counts())) this.set({ state }, n);
       },
     });
   }

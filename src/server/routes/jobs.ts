@@ -5,14 +5,14 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { isFinished, type JobStore, type JobView } from '../jobs.js';
+import { isFinished, type JobQueue, type JobView } from '../jobs.js';
 
 const Params = z.object({ id: z.string().min(1).max(64) });
 
-export const jobRoutes: FastifyPluginAsyncZod<{ jobs: JobStore }> = async (app, { jobs }) => {
+export const jobRoutes: FastifyPluginAsyncZod<{ jobs: JobQueue }> = async (app, { jobs }) => {
   /** One event per change, `progress` while it runs and `done` (the final state) last; then the stream ends. */
-  const streamEvents = (id: string, reply: import('fastify').FastifyReply, requestId: string): void => {
-    const first = jobs.get(id);
+  const streamEvents = async (id: string, reply: import('fastify').FastifyReply, requestId: string): Promise<void> => {
+    const first = await jobs.get(id);
     reply.hijack();
     reply.raw.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
@@ -21,18 +21,32 @@ export const jobRoutes: FastifyPluginAsyncZod<{ jobs: JobStore }> = async (app, 
       'x-request-id': requestId,
     });
     let unsubscribe = (): void => {};
+    let ended = false;
     const send = (view: JobView): void => {
+      if (ended) return;
       const done = isFinished(view.state);
       reply.raw.write(`event: ${done ? 'done' : 'progress'}\nid: ${view.progress.done}\ndata: ${JSON.stringify(view)}\n\n`);
       if (done) {
+        ended = true;
         unsubscribe();
         reply.raw.end();
       }
     };
     send(first);
-    if (isFinished(first.state)) return;
-    unsubscribe = jobs.subscribe(id, send);
-    reply.raw.once('close', () => unsubscribe());
+    if (ended) return;
+    reply.raw.once('close', () => {
+      ended = true;
+      unsubscribe();
+    });
+    try {
+      const stop = await jobs.subscribe(id, send);
+      if (ended) stop();
+      else unsubscribe = stop;
+    } catch (err) {
+      // Forgotten between the first view and the subscription (a DELETE of a finished job).
+      reply.raw.end();
+      if ((err as { code?: string }).code !== 'unknown_job') throw err;
+    }
   };
 
   app.get(
@@ -47,7 +61,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ jobs: JobStore }> = async (app, 
     },
     async (request, reply) => {
       if ((request.headers.accept ?? '').includes('text/event-stream')) return streamEvents(request.params.id, reply, request.id);
-      return reply.type('application/json; charset=utf-8').send(JSON.stringify(jobs.get(request.params.id)));
+      return reply.type('application/json; charset=utf-8').send(JSON.stringify(await jobs.get(request.params.id)));
     },
   );
 
@@ -67,7 +81,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ jobs: JobStore }> = async (app, 
       },
     },
     async (request, reply) => {
-      const result = jobs.result(request.params.id);
+      const result = await jobs.result(request.params.id);
       return reply.type(result.contentType).send(result.body);
     },
   );
@@ -81,6 +95,6 @@ export const jobRoutes: FastifyPluginAsyncZod<{ jobs: JobStore }> = async (app, 
         params: Params
       },
     },
-    async (request, reply) => reply.type('application/json; charset=utf-8').send(JSON.stringify(jobs.cancel(request.params.id))),
+    async (request, reply) => reply.type('application/json; charset=utf-8').send(JSON.stringify(await jobs.cancel(request.params.id))),
   );
 };

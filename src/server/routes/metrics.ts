@@ -9,10 +9,10 @@ import { fromBody } from '../../contract/request.js';
 import { METRIC_NAMES, metric } from '../../metrics/registry.js';
 import { clientGone } from '../cancel.js';
 import type { ServerContext } from '../context.js';
-import { errorResponses } from '../errors.js';
-import { acceptJob, jsonResult, prefersAsync } from '../jobs.js';
-import { ModelId } from '../schemas.js';
-import { unknownModel } from './models.js';
+import { errorResponses, unknownModel } from '../errors.js';
+import { acceptJob, prefersAsync } from '../jobs.js';
+import { execute, type MetricJob } from '../job-work.js';
+import { JobAccepted, ModelId } from '../schemas.js';
 
 const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503);
 
@@ -43,7 +43,7 @@ export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { 
           tags: [name === 'penalty' ? 'penalty' : 'audit'],
           params: z.object({ id: ModelId }),
           body,
-          response: { 200: result, 202: z.object({ id: z.string(), state: z.string() }).loose(), ...ERRORS },
+          response: { 200: result, ...JobAccepted, ...ERRORS },
         },
       },
       async (request, reply) => {
@@ -52,23 +52,17 @@ export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { 
         const asMedia = media !== undefined && wantsMedia(request.headers.accept, media.type);
         const format: 'html' | 'json' = !asMedia && wantsHtml(request.headers.accept) ? 'html' : 'json';
         const { modelName } = request.body as { modelName?: string };
-        const task = {
-          kind: name,
+        const spec: MetricJob = {
+          route: name,
           modelId: id,
-          modelPath: store.modelPath(id),
           request: fromBody(request.body as Parameters<typeof fromBody>[0]),
-          limits: config.limits,
           format,
           ...(modelName ? { modelName } : {}),
+          client: request.ip,
         };
         // Prefer: respond-async: a job (routes/jobs.ts) runs it; the client polls or streams its progress.
-        if (prefersAsync(request)) {
-          return acceptJob(reply, jobs, name, async (signal, onProgress) => {
-            const value = await pool.evaluate(task, signal, request.ip, onProgress);
-            return format === 'html' ? { body: (value as { html: string }).html, contentType: 'text/html; charset=utf-8' } : jsonResult(value);
-          });
-        }
-        const value = await pool.evaluate(task, clientGone(reply), request.ip);
+        if (prefersAsync(request)) return acceptJob(reply, jobs, spec);
+        const value = await execute(spec, { store, pool, config }, clientGone(reply));
         if (format === 'html') return reply.type('text/html; charset=utf-8').send((value as { html: string }).html);
         // The worker encoded it once (base64 in the result); the body is those bytes.
         if (asMedia) return reply.type(media.type).send(media.body(value as never));

@@ -6,7 +6,7 @@ import type { StagedModel } from '../../store/index.js';
 import type { ModelDescription } from '../../onnx/describe.js';
 import type { ServerContext } from '../context.js';
 import { registerModel } from '../register-model.js';
-import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
+import { errorResponses, notMultipart, unknownModel, uploadTooLarge } from '../errors.js';
 import { ModelId, ModelSchema, modelWarnings, UploadForm } from '../schemas.js';
 
 export const modelRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config }) => {
@@ -93,7 +93,3 @@ function extraPart(name: string, isFile: boolean, afterModel: boolean): AuditErr
     ? new AuditError('invalid_request', `the file field is named '${shown}'; name it "model" (curl -F model=@generator.onnx)`)
     : new AuditError('invalid_request', `the upload has a field '${shown}'; send only the file field "model" (curl -F model=@generator.onnx)`);
 }
-
-export const unknownModel = (id: string): AuditError =>
-  new AuditError('unknown_model', `no model with id '${clip(id, 100)}' is stored here; upload it with POST /v1/models (the id is the SHA-256 of its bytes)`);
-

@@ -7,9 +7,8 @@
 import type { Multipart, MultipartFile } from '@fastify/multipart';
 import { clientGone } from '../cancel.js';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { z } from 'zod';
 import { type AttachedArrays, PenaltyRequestSchema, parseRequest } from '../../contract/request.js';
-import { PenaltyResultSchema } from '../../contract/results.js';
+import { type PenaltyResult, PenaltyResultSchema } from '../../contract/results.js';
 import { AuditError } from '../../contract/errors.js';
 import type { NDArray } from '../../io/ndarray.js';
 import { fromNested } from '../../io/nested.js';
@@ -18,13 +17,11 @@ import type { Limits } from '../../contract/request.js';
 import type { StagedModel } from '../../store/index.js';
 import type { ServerContext } from '../context.js';
 import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
-import { acceptJob, jsonResult, prefersAsync } from '../jobs.js';
-import { ModelId, OneShotForm } from '../schemas.js';
-import { unknownModel } from './models.js';
+import { acceptJob, prefersAsync } from '../jobs.js';
+import { execute, type MetricJob } from '../job-work.js';
+import { JobAccepted, OneShotForm } from '../schemas.js';
 
 const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503, 507);
-/** With `Prefer: respond-async`: the job, and where to find it. */
-const ACCEPTED = { 202: z.object({ id: z.string(), state: z.string() }).loose() };
 
 /** Multipart parts of the one-shot route besides "model" and "request". */
 const ARRAY_PART = /^(latents|directions|inputs\.(.+))$/;
@@ -39,7 +36,7 @@ export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, {
           'One shot: multipart with the "model" file, a "request" JSON field (the same body as /v1/models/:id/penalty) and optional .npy parts "latents", "directions", "inputs.<name>"',
         tags: ['penalty'],
         consumes: ['multipart/form-data'],
-        response: { 200: PenaltyResultSchema, ...ACCEPTED, ...ERRORS },
+        response: { 200: PenaltyResultSchema, ...JobAccepted, ...ERRORS },
       },
     },
     async (request, reply) => {
@@ -72,23 +69,24 @@ export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, {
         if (!staged) throw new AuditError('missing_model', 'the one-shot request has no "model" file part');
         const penaltyRequest = parseRequest(json, attached(arrays), PenaltyRequestSchema);
         // Already stored: use the stored copy (its worker session may be cached). Otherwise run
-        // from the staged file, which is removed afterwards: a one-shot request stores nothing.
+        // from the uploaded file, which is removed afterwards: a one-shot request stores nothing.
         const known = await store.has(staged.id);
-        const path = known ? store.modelPath(staged.id) : staged.path;
-        const task = { kind: 'penalty' as const, modelId: staged.id, modelPath: path, request: penaltyRequest, limits: config.limits };
+        const spec: MetricJob = { route: 'penalty', modelId: staged.id, request: penaltyRequest, format: 'json', client: request.ip };
         if (prefersAsync(request)) {
-          const mine = staged;
-          const job = acceptJob(reply, jobs, 'penalty', async (signal, onProgress) => {
-            try {
-              return jsonResult(await pool.evaluate(task, signal, request.ip, onProgress));
-            } finally {
-              await store.discard(mine);
-            }
-          });
-          handedOver = true;
-          return job;
+          // The job owns the upload from here (store/.jobs), wherever and whenever it runs.
+          if (!known) {
+            spec.ownFile = await store.adopt(staged);
+            handedOver = true;
+          }
+          try {
+            return await acceptJob(reply, jobs, spec);
+          } catch (err) {
+            if (spec.ownFile) await store.releaseJobFile(spec.ownFile);
+            throw err;
+          }
         }
-        return await pool.evaluate(task, clientGone(reply), request.ip);
+        if (known) return (await execute(spec, { store, pool, config }, clientGone(reply))) as PenaltyResult;
+        return await pool.evaluate({ kind: 'penalty', modelId: staged.id, modelPath: staged.path, request: penaltyRequest, limits: config.limits }, clientGone(reply), request.ip);
       } finally {
         if (staged && !handedOver) await store.discard(staged);
       }
