@@ -35,6 +35,32 @@ import { oneShotRoutes } from './routes/one-shot.js';
 /** The package's own version, for the OpenAPI document (one source: package.json). */
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
+/**
+ * The OpenAPI document of a route that also runs as a job: the `Prefer` request header, and the
+ * 202's `Location` and `Preference-Applied` headers, so generated clients submit and poll a job
+ * without a cast. Documentation only: Fastify does not validate these headers.
+ */
+function asyncDocumented<T extends { schema: object }>(out: T): T {
+  const schema = out.schema as Record<string, unknown>;
+  const response = schema.response as Record<string, Record<string, unknown>> | undefined;
+  if (!response?.['202']) return out;
+  const prefer = {
+    type: 'object',
+    properties: {
+      prefer: { type: 'string', description: 'RFC 7240 preferences; "respond-async" answers 202 at once and runs the work as a job (/v1/jobs/{id})' },
+    },
+  };
+  const accepted = {
+    ...response['202'],
+    description: 'Accepted as a job (Prefer: respond-async): poll or stream it at Location',
+    headers: {
+      location: { type: 'string', description: 'The job: /v1/jobs/{id}' },
+      'preference-applied': { type: 'string', enum: ['respond-async'] },
+    },
+  };
+  return { ...out, schema: { ...schema, headers: prefer, response: { ...response, 202: accepted } } };
+}
+
 export interface BuiltApp {
   app: FastifyInstance;
   context: ServerContext;
@@ -137,7 +163,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     transform: (input) => {
       const out = jsonSchemaTransform(input);
       const form = (input.route.config as { form?: z.ZodType } | undefined)?.form;
-      return form ? { ...out, schema: { ...out.schema, body: z.toJSONSchema(form, { target: 'openapi-3.0' }) } } : out;
+      return asyncDocumented(form ? { ...out, schema: { ...out.schema, body: z.toJSONSchema(form, { target: 'openapi-3.0' }) } } : out);
     },
     transformObject: jsonSchemaTransformObject,
   });

@@ -79,5 +79,29 @@ declare module 'fastify' {
   }
 }
 
-/** With `Prefer: respond-async`: the job accepted, and where to find it. */
-export const JobAccepted = { 202: z.object({ id: z.string(), state: z.string() }).loose() };
+const JobError = z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() });
+
+/** A job as GET /v1/jobs/{id} answers it (server/jobs.ts, JobView). */
+export const JobSchema = z
+  .object({
+    id: z.string(),
+    route: z.string(),
+    state: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']),
+    createdAt: z.string(),
+    startedAt: z.string().optional(),
+    finishedAt: z.string().optional(),
+    progress: z.object({
+      done: z.number(),
+      total: z.number(),
+      stage: z.string().optional(),
+      elapsedMs: z.number(),
+      estimatedRemainingMs: z.number().optional(),
+    }),
+    result: z.unknown().optional().meta({ description: 'The body the synchronous route returns, once succeeded (JSON results only)' }),
+    resultType: z.string().optional().meta({ description: 'The content type of a result that is not JSON (fetch it from /result)' }),
+    error: JobError.optional().meta({ description: 'The error envelope of a failed or cancelled job' }),
+  })
+  .meta({ id: 'Job' });
+
+/** With `Prefer: respond-async`: the job accepted, and where to find it (the Location header). */
+export const JobAccepted = { 202: JobSchema };

@@ -6,6 +6,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { isFinished, type JobQueue, type JobView } from '../jobs.js';
+import { errorResponses } from '../errors.js';
+import { JobSchema } from '../schemas.js';
 
 const Params = z.object({ id: z.string().min(1).max(64) });
 
@@ -56,12 +58,13 @@ export const jobRoutes: FastifyPluginAsyncZod<{ jobs: JobQueue }> = async (app, 
         summary:
           'State and progress of a job (chunks done / total, elapsed, estimate); its result, the body the synchronous route returns, once it has succeeded; the error envelope when it failed. Accept: text/event-stream streams it',
         tags: ['jobs'],
-        params: Params
+        params: Params,
+        response: { 200: JobSchema, ...errorResponses(401, 404) },
       },
     },
     async (request, reply) => {
       if ((request.headers.accept ?? '').includes('text/event-stream')) return streamEvents(request.params.id, reply, request.id);
-      return reply.type('application/json; charset=utf-8').send(JSON.stringify(await jobs.get(request.params.id)));
+      return jobs.get(request.params.id);
     },
   );
 
@@ -77,7 +80,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ jobs: JobQueue }> = async (app, 
       schema: {
         summary: 'The result of a succeeded job exactly as the synchronous route sends it (JSON, or the HTML report); 409 before then',
         tags: ['jobs'],
-        params: Params
+        params: Params,
       },
     },
     async (request, reply) => {
@@ -92,9 +95,10 @@ export const jobRoutes: FastifyPluginAsyncZod<{ jobs: JobQueue }> = async (app, 
       schema: {
         summary: 'Cancel an unfinished job (its work stops: dropped from the queue, or its worker replaced); forget a finished one',
         tags: ['jobs'],
-        params: Params
+        params: Params,
+        response: { 200: JobSchema, ...errorResponses(401, 404) },
       },
     },
-    async (request, reply) => reply.type('application/json; charset=utf-8').send(JSON.stringify(await jobs.cancel(request.params.id))),
+    async (request) => jobs.cancel(request.params.id),
   );
 };
