@@ -7,6 +7,7 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import t from 'tap';
 import { modelBytes } from './helpers/reference.js';
 import { startRedis } from './helpers/redis.js';
@@ -167,6 +168,29 @@ t.test('A killed mid-job: B takes the job again and finishes it with the synchro
   t.equal(done.state, 'succeeded', JSON.stringify(done.error));
   const sync = await post(b.url, `/v1/models/${id}/penalty`, REQUEST);
   t.same(withoutTimings(done.result), withoutTimings(sync.body), 'the rerun equals the synchronous route');
+});
+
+t.test('A stopped with SIGTERM mid-job: it exits 0 and hands the job back; B finishes it, not as a stall', async (t) => {
+  const c = await cluster(t);
+  if (!c) return;
+  const a = await c.server(HANG(mlp));
+  const id = (await upload(a.url, mlp)).body.id as string;
+  const job = (await post(a.url, `/v1/models/${id}/penalty`, REQUEST, ASYNC)).body.id as string;
+  await until(async () => (await view(a.url, job)).state === 'running', 'the job running on A');
+  a.proc.kill('SIGTERM');
+  t.same(await a.exited, { code: 0, signal: null }, 'A exits 0');
+  // Back in BullMQ's wait list at once (a killed server's job stays active until its lock expires).
+  const redis = new Redis({ host: '127.0.0.1', port: c.redis.port, db: 1, lazyConnect: true });
+  t.teardown(() => redis.disconnect());
+  await redis.connect();
+  t.ok((await redis.lrange('bull:hessian-audit-jobs:wait', 0, -1)).includes(job), 'in the wait list');
+  t.same(await redis.lrange('bull:hessian-audit-jobs:active', 0, -1), [], 'and not active');
+  const b = await c.server();
+  await until(async () => ['succeeded', 'failed'].includes((await view(b.url, job)).state), 'B finishing the job', 60_000);
+  const done = await view(b.url, job);
+  t.equal(done.state, 'succeeded', JSON.stringify(done.error));
+  const sync = await post(b.url, `/v1/models/${id}/penalty`, REQUEST);
+  t.same(withoutTimings(done.result), withoutTimings(sync.body), 'the same numbers as the synchronous route');
 });
 
 t.test('a job that stalls twice fails with worker_crashed, not forever', async (t) => {
