@@ -170,10 +170,10 @@ t.test('A killed mid-job: B takes the job again and finishes it with the synchro
   t.same(withoutTimings(done.result), withoutTimings(sync.body), 'the rerun equals the synchronous route');
 });
 
-t.test('A stopped with SIGTERM mid-job: it exits 0 and hands the job back; B finishes it, not as a stall', async (t) => {
+t.test('A stopped with SIGTERM, its job still running at the end of the drain: A exits 0 and hands it back; B finishes it', async (t) => {
   const c = await cluster(t);
   if (!c) return;
-  const a = await c.server(HANG(mlp));
+  const a = await c.server(HANG(mlp), ['--drain-timeout', '1']);
   const id = (await upload(a.url, mlp)).body.id as string;
   const job = (await post(a.url, `/v1/models/${id}/penalty`, REQUEST, ASYNC)).body.id as string;
   await until(async () => (await view(a.url, job)).state === 'running', 'the job running on A');

@@ -130,7 +130,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
     closing = true;
     // In memory, jobs cannot outlive the process: they stop now. On Redis, this server stops taking
     // jobs; those it runs go back to the queue for another (docs/server.md).
-    await jobs.close();
+    await jobs.close(config.drainTimeoutMs);
   });
   app.addHook('onSend', async (_request, reply, payload) => {
     if (closing) reply.header('connection', 'close');

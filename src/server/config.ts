@@ -62,6 +62,8 @@ export interface ServerConfig {
   queue?: QueueTarget;
   /** BullMQ's lock on a running job, ms: a server silent this long has its jobs taken by another. */
   jobLockMs?: number;
+  /** At shutdown with --queue: how long jobs running here may take to finish before they are handed back, ms. */
+  drainTimeoutMs: number;
   /** Extra environment for workers (tests inject faults this way). */
   workerEnv?: Record<string, string>;
   /** Test hook: called before each store write; throwing from it stands for that write failing. */
@@ -86,6 +88,8 @@ export const SERVER_DEFAULTS = {
   headersTimeoutMs: 30_000,
   receiveTimeoutMs: 600_000,
   bodyIdleTimeoutMs: 30_000,
+  // Below Kubernetes' default 30 s terminationGracePeriodSeconds, leaving time to close.
+  drainTimeoutMs: 25_000,
   maxUploadMiB: 256,
   maxBodyMiB: 64,
   sessionCacheSize: 8,
@@ -109,6 +113,7 @@ export function serverConfig(overrides: Partial<ServerConfig> & Pick<ServerConfi
     headersTimeoutMs: SERVER_DEFAULTS.headersTimeoutMs,
     receiveTimeoutMs: SERVER_DEFAULTS.receiveTimeoutMs,
     bodyIdleTimeoutMs: SERVER_DEFAULTS.bodyIdleTimeoutMs,
+    drainTimeoutMs: SERVER_DEFAULTS.drainTimeoutMs,
     maxUploadBytes: SERVER_DEFAULTS.maxUploadMiB * 1024 * 1024,
     maxBodyBytes: SERVER_DEFAULTS.maxBodyMiB * 1024 * 1024,
     limits: { ...DEFAULT_LIMITS },

@@ -34,6 +34,9 @@ export interface JobRunner {
 
 /** Where jobs are kept and run. Every method but `close` may answer unknown_job (404). */
 export interface JobQueue {
+  /** Where jobs live: this process's memory, or Redis (/readyz says which, and whether it is reached). */
+  readonly kind: 'memory' | 'redis';
+  reachable(): boolean;
   /** Accept `spec` as a job (503 when the queue is full); its view, state queued. */
   submit(spec: JobSpec): Promise<JobView>;
   get(id: string): Promise<JobView>;
@@ -45,8 +48,8 @@ export interface JobQueue {
   subscribe(id: string, listener: (job: JobView) => void): Promise<() => void>;
   /** Jobs by state, for /metrics. */
   counts(): Promise<Record<JobState, number>>;
-  /** At shutdown. */
-  close(): Promise<void>;
+  /** At shutdown: stop taking jobs; those running may finish within `drainMs` where the backend can keep their results. */
+  close(drainMs?: number): Promise<void>;
 }
 
 /** A job as a backend keeps it; `jobView` makes what clients see. */
@@ -137,6 +140,7 @@ interface MemoryJob extends JobRecord {
 
 /** Jobs in this process's memory, run by its own worker pool (the default backend). */
 export class MemoryJobs implements JobQueue {
+  readonly kind = 'memory' as const;
   private readonly jobs = new Map<string, MemoryJob>();
   private readonly limits: JobLimits;
 
@@ -174,6 +178,10 @@ export class MemoryJobs implements JobQueue {
     return jobView(job);
   }
 
+  reachable(): boolean {
+    return true;
+  }
+
   async get(id: string): Promise<JobView> {
     return jobView(this.find(id));
   }
@@ -195,7 +203,10 @@ export class MemoryJobs implements JobQueue {
     return jobView(job);
   }
 
-  /** At shutdown: jobs do not outlive the process, so their work stops now rather than delaying it. */
+  /**
+   * At shutdown: jobs do not outlive the process (a result finished now could not be fetched from a
+   * closing server), so their work stops at once rather than delaying it; no drain.
+   */
   async close(): Promise<void> {
     for (const job of this.jobs.values()) {
       if (isFinished(job.state)) continue;

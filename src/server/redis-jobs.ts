@@ -16,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { deserialize, serialize } from 'node:v8';
 import type { EventEmitter } from 'node:events';
 import { Job, QueueEvents, Queue, type RedisOptions, UnrecoverableError, WaitingError, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions as ClientOptions } from 'ioredis';
 import { AuditError } from '../contract/errors.js';
 import type { TaskProgress } from '../pool/pool.js';
 import type { ErrorBody } from './errors.js';
@@ -70,6 +70,8 @@ const PAYLOAD_TTL_MS = 7 * 24 * 3_600_000;
 /** Progress goes to Redis at most this often (the last chunk of a stage always). */
 const PROGRESS_EVERY_MS = 100;
 const STALLED = 'job stalled more than allowable limit';
+/** ioredis's words for a command refused or cut off while the connection is down. */
+const CONNECTION_LOST = /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT/;
 
 export function redisOptions(target: QueueTarget): RedisOptions {
   return {
@@ -108,7 +110,10 @@ export class RedisJobs implements JobQueue {
   private readonly listeners = new Map<string, Set<(job: JobView) => void>>();
   private closing = false;
 
+  readonly kind = 'redis' as const;
+
   private constructor(
+    private readonly display: string,
     private readonly queue: Queue,
     private readonly events: QueueEvents,
     private readonly redis: Redis,
@@ -123,12 +128,15 @@ export class RedisJobs implements JobQueue {
   static async open(target: QueueTarget, runner: JobRunner, options: RedisJobOptions): Promise<RedisJobs> {
     const connection = redisOptions(target);
     const warn = options.warn ?? (() => {});
-    const queue = new Queue(QUEUE_NAME, { connection });
+    // Requests fail at once while Redis is away (503 queue_unreachable, Retry-After); the worker,
+    // the event stream and the cancel channel wait for it and reconnect.
+    // The Queue shares our connection: one status says whether requests can reach Redis.
+    const redis = new Redis({ ...connection, enableOfflineQueue: false } as ClientOptions);
+    const queue = new Queue(QUEUE_NAME, { connection: redis });
     const events = new QueueEvents(QUEUE_NAME, { connection });
-    const redis = new Redis(connection);
     const subscriber = new Redis(connection);
     for (const emitter of [queue, events, redis, subscriber] as unknown as EventEmitter[]) emitter.on('error', (err: Error) => warn(`queue: ${err.message}`));
-    const jobs = new RedisJobs(queue, events, redis, subscriber, runner, options);
+    const jobs = new RedisJobs(target.display, queue, events, redis, subscriber, runner, options);
     await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
     await subscriber.subscribe(CANCEL_CHANNEL);
     (subscriber as unknown as EventEmitter).on('message', (_channel: string, id: string) => jobs.cancelled(id));
@@ -153,7 +161,49 @@ export class RedisJobs implements JobQueue {
     return jobs;
   }
 
-  async submit(spec: JobSpec): Promise<JobView> {
+  submit(spec: JobSpec): Promise<JobView> {
+    return this.guard(() => this.submitJob(spec));
+  }
+
+  get(id: string): Promise<JobView> {
+    return this.guard(() => this.getJob(id));
+  }
+
+  result(id: string): Promise<JobResult> {
+    return this.guard(() => this.resultOf(id));
+  }
+
+  cancel(id: string): Promise<JobView> {
+    return this.guard(() => this.cancelJob(id));
+  }
+
+  subscribe(id: string, listener: (job: JobView) => void): Promise<() => void> {
+    return this.guard(() => this.subscribeTo(id, listener));
+  }
+
+  counts(): Promise<Record<JobState, number>> {
+    return this.guard(() => this.countJobs());
+  }
+
+  /** Whether this server reaches Redis now (/readyz). */
+  reachable(): boolean {
+    return this.redis.status === 'ready';
+  }
+
+  /** A failure while Redis is away is 503 queue_unreachable with Retry-After; anything else stays as it is. */
+  private async guard<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      if (err instanceof AuditError || (this.reachable() && !CONNECTION_LOST.test((err as Error).message))) throw err;
+      throw new AuditError('queue_unreachable', `the job queue (Redis at ${this.display}) cannot be reached now: ${(err as Error).message}; retry shortly`, {
+        retryAfter: 5,
+        queue: this.display,
+      });
+    }
+  }
+
+  private async submitJob(spec: JobSpec): Promise<JobView> {
     const counts = await this.queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
     const unfinished = Object.values(counts).reduce((a, b) => a + b, 0);
     if (unfinished >= this.limits.maxJobs) throw tooManyJobs(unfinished, this.limits.maxJobs, 'the service already holds');
@@ -166,11 +216,11 @@ export class RedisJobs implements JobQueue {
     return jobView({ id, route: spec.route, state: 'queued', createdAt: job.timestamp });
   }
 
-  async get(id: string): Promise<JobView> {
+  private async getJob(id: string): Promise<JobView> {
     return jobView((await this.record(id, true)).record);
   }
 
-  async result(id: string): Promise<JobResult> {
+  private async resultOf(id: string): Promise<JobResult> {
     const { record } = await this.record(id, true);
     if (record.state !== 'succeeded' || !record.result) throw notDone(id, record.state);
     const body = record.result.body !== '' ? record.result.body : await this.redis.get(`${KEY}:result:${id}`);
@@ -178,7 +228,7 @@ export class RedisJobs implements JobQueue {
     return { body, contentType: record.result.contentType };
   }
 
-  async cancel(id: string): Promise<JobView> {
+  private async cancelJob(id: string): Promise<JobView> {
     const { record, job } = await this.record(id, false);
     if (isFinished(record.state)) {
       await this.queue.remove(id).catch(() => 0);
@@ -195,7 +245,7 @@ export class RedisJobs implements JobQueue {
     return jobView(cancelled);
   }
 
-  async subscribe(id: string, listener: (job: JobView) => void): Promise<() => void> {
+  private async subscribeTo(id: string, listener: (job: JobView) => void): Promise<() => void> {
     await this.record(id, false);
     const set = this.listeners.get(id) ?? new Set();
     this.listeners.set(id, set);
@@ -208,7 +258,7 @@ export class RedisJobs implements JobQueue {
     };
   }
 
-  async counts(): Promise<Record<JobState, number>> {
+  private async countJobs(): Promise<Record<JobState, number>> {
     const c = await this.queue.getJobCounts('waiting', 'delayed', 'prioritized', 'active', 'completed', 'failed');
     return {
       queued: (c.waiting ?? 0) + (c.delayed ?? 0) + (c.prioritized ?? 0),
@@ -221,13 +271,18 @@ export class RedisJobs implements JobQueue {
   }
 
   /**
-   * Stop taking jobs; those running here are aborted and handed back to the queue (another server,
-   * or this one after a restart, takes them again); then every connection closes.
+   * Stop taking jobs and let those running here finish for `drainMs`; any still running then is
+   * aborted and handed back to the queue untouched (another server, or this one restarted, takes
+   * it again); then every connection closes.
    */
-  async close(): Promise<void> {
+  async close(drainMs = 0): Promise<void> {
     this.closing = true;
-    this.worker?.cancelAllJobs('shutting_down');
-    await this.worker?.close();
+    const handBack = setTimeout(() => this.worker?.cancelAllJobs('shutting_down'), drainMs);
+    try {
+      await this.worker?.close();
+    } finally {
+      clearTimeout(handBack);
+    }
     await this.events.close();
     await this.queue.close();
     this.subscriber.disconnect();
@@ -254,12 +309,12 @@ export class RedisJobs implements JobQueue {
     try {
       result = await this.runner.run(spec, abort, onProgress);
     } catch (err) {
-      if (this.closing && token) {
-        // Shutting down: the job goes back to the queue untouched, for another server.
+      if (await this.redis.exists(`${KEY}:cancelled:${id}`)) throw fail(CANCELLED);
+      if (this.closing && abort.aborted && token) {
+        // Aborted by the end of the drain: back to the queue untouched, for another server.
         await job.moveToWait(token);
         throw new WaitingError();
       }
-      if (await this.redis.exists(`${KEY}:cancelled:${id}`)) throw fail(CANCELLED);
       throw fail(jobError(err));
     }
     const tooLarge = oversized(result, this.limits.maxResultBytes);
@@ -338,7 +393,7 @@ export class RedisJobs implements JobQueue {
   private changed(id: string): void {
     const set = this.listeners.get(id);
     if (!set || set.size === 0) return;
-    this.get(id).then(
+    this.getJob(id).then(
       (view) => {
         for (const listener of [...set]) listener(view);
       },

@@ -35,14 +35,20 @@ export interface RedisServer {
   url: string;
   port: number;
   proc: ChildProcess;
+  exited: Promise<void>;
 }
 
-/** redis-server for one test, or null when the verdict skipped or failed it (said on `t`). */
-export async function startRedis(t: VerdictTest): Promise<RedisServer | null> {
+/**
+ * redis-server for one test, or null when the verdict skipped or failed it (said on `t`). With
+ * `dir`, every write is in an append-only file there, synced before Redis answers (as
+ * deploy/redis.yaml runs it), so a restart on the same port and folder loses nothing acknowledged.
+ */
+export async function startRedis(t: VerdictTest, options: { dir?: string; port?: number } = {}): Promise<RedisServer | null> {
   const path = pathOrSay(t, redisVerdict());
   if (path === null) return null;
-  const port = await freePort();
-  const proc = spawn(path, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const port = options.port ?? (await freePort());
+  const persistence = options.dir ? ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', options.dir] : ['--appendonly', 'no'];
+  const proc = spawn(path, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   t.teardown(async () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
@@ -64,5 +70,5 @@ export async function startRedis(t: VerdictTest): Promise<RedisServer | null> {
       reject(new Error(`redis-server exited with ${code}:\n${out}`));
     });
   });
-  return { url: `redis://127.0.0.1:${port}`, port, proc };
+  return { url: `redis://127.0.0.1:${port}`, port, proc, exited };
 }

@@ -116,6 +116,7 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--threads <n>', 'onnxruntime threads per worker (default: the cores shared out among the CPU workers; 0: onnxruntime decides)', 'THREADS', whole('--threads', 0)))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'LOG_LEVEL', undefined, SERVER_DEFAULTS.logLevel))
     .addOption(option('--preload <model.onnx>', 'register a model file at startup (repeatable)', 'PRELOAD', collect))
+    .addOption(option('--drain-timeout <s>', 'with --queue, at SIGTERM: seconds the jobs running here may take to finish before they are handed back to the queue', 'DRAIN_TIMEOUT', nonNegative('--drain-timeout'), SERVER_DEFAULTS.drainTimeoutMs / 1000))
     .addOption(option('--queue <url>', 'jobs on Redis with BullMQ, shared by every server given the same URL: redis://HOST:PORT[/DB] (rediss:// for TLS)', 'QUEUE'))
     .action(async (options: Record<string, unknown>, command: Command) => {
       if (options.devices !== undefined && command.getOptionValueSource('device') !== 'default') {
@@ -158,6 +159,7 @@ export function registerServe(program: Command, io: Io): void {
         headersTimeoutMs,
         receiveTimeoutMs,
         bodyIdleTimeoutMs: seconds('bodyIdleTimeout'),
+        drainTimeoutMs: seconds('drainTimeout'),
         maxUploadBytes: Math.round((options.maxUploadMib as number) * MiB),
         maxBodyBytes: Math.round((options.maxBodyMib as number) * MiB),
         limits: {
@@ -184,7 +186,8 @@ export function registerServe(program: Command, io: Io): void {
       const { app, context } = await buildApp(config);
       const stopped = new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
-          io.stderr(`${signal}: finishing requests in flight, then exiting`);
+          const drain = queue ? ` and, for up to ${config.drainTimeoutMs / 1000} s, the jobs running here (the rest go back to the queue)` : '';
+          io.stderr(`${signal}: finishing requests in flight${drain}, then exiting`);
           app.close().then(resolve, resolve);
         };
         process.once('SIGTERM', () => stop('SIGTERM'));

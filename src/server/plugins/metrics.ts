@@ -67,7 +67,9 @@ export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobQueue }>(async (ap
       labelNames: ['state'],
       registers: [registry],
       async collect() {
-        for (const [state, n] of Object.entries(await jobs.counts())) this.set({ state }, n);
+        // Redis away: no figure rather than a failed scrape (/readyz says queue: down).
+        const counts = await jobs.counts().catch(() => null);
+        for (const [state, n] of Object.entries(counts ?? {})) this.set({ state }, n);
       },
     });
   }

@@ -21,9 +21,10 @@ const Readiness = z.object({
   running: z.number(),
   restarts: z.number(),
   models: z.number().meta({ description: 'Models in the store' }),
+  queue: z.enum(['memory', 'up', 'down']).meta({ description: 'Where jobs live: this process (memory), or Redis reached (up) or not (down, and 503)' }),
 });
 
-export const healthRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { pool, store }) => {
+export const healthRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { pool, store, jobs }) => {
   app.get(
     '/healthz',
     { schema: { summary: 'The process is alive', tags: ['operations'], response: { 200: z.object({ status: z.literal('ok') }) } } },
@@ -34,18 +35,19 @@ export const healthRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { 
     '/readyz',
     {
       schema: {
-        summary: 'Workers are up; which execution provider each device really uses; models stored',
+        summary: 'Workers are up and the job queue reached; which execution provider each device really uses; models stored',
         tags: ['operations'],
         response: { 200: Readiness, 503: Readiness },
       },
     },
     async (request, reply) => {
-      const ready = pool.ready();
+      const queue = jobs.kind === 'memory' ? ('memory' as const) : jobs.reachable() ? ('up' as const) : ('down' as const);
+      const ready = pool.ready() && queue !== 'down';
       const status = pool.status();
       const { queued, running, restarts } = status;
       // Process ids help an attacker on the host; only a client with the token sees them.
       const lanes = request.authenticated ? status.lanes : status.lanes.map(({ pids: _pids, sessions: _sessions, ...lane }) => lane);
-      const body = { status: ready ? ('ready' as const) : ('not_ready' as const), lanes, queued, running, restarts, models: (await store.list()).length };
+      const body = { status: ready ? ('ready' as const) : ('not_ready' as const), lanes, queued, running, restarts, models: (await store.list()).length, queue };
       if (!ready) reply.code(503).header('retry-after', '1');
       return body;
     },

