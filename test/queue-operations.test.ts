@@ -98,3 +98,56 @@ t.test('Redis killed and restarted: /readyz 503 queue down, then ready; no ackno
   const sync = await post(a.url, `/v1/models/${id}/penalty`, REQUEST);
   t.same(withoutTimings(done.result), withoutTimings(sync.body), 'with the synchronous numbers');
 });
+
+t.test('roles: an api server with no worker accepts a job that a worker server started later finishes; /metrics gives the service backlog', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const dir = folder(t, 'ha-roles-');
+  const api = await spawnServer(t, ['--queue', `${redis.url}/1`, '--role', 'api'], { dir, env: LOCK });
+  t.match(api.stderr(), /role api: answers the API, runs no job \(synchronous calls wait on the queue\)/);
+  const id = (await upload(api.url, mlp)).body.id as string;
+  const jobs = [];
+  for (let i = 0; i < 3; i++) jobs.push((await post(api.url, `/v1/models/${id}/penalty`, { ...REQUEST, seed: i + 1 }, ASYNC)).body.id as string);
+  // A second api server: the backlog is the service's, the same figure on both.
+  const api2 = await spawnServer(t, ['--queue', `${redis.url}/1`, '--role', 'api'], { dir, env: LOCK });
+  for (const server of [api, api2]) {
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    t.match(metrics, /\nhessian_audit_jobs_backlog 3\n/, 'three jobs waiting in the service');
+    t.match(metrics, /\nhessian_audit_jobs\{state="queued"\} 3\n/);
+  }
+  t.equal((await view(api2.url, jobs[0])).state, 'queued', 'no worker: it waits');
+  // A synchronous call on an api server waits on the queue like a job.
+  const sync = post(api.url, `/v1/models/${id}/penalty`, REQUEST);
+
+  const worker = await spawnServer(t, ['--queue', `${redis.url}/1`, '--role', 'worker'], { dir, env: LOCK });
+  t.match(worker.stderr(), /role worker: runs jobs; only \/healthz, \/readyz and \/metrics answer/);
+  t.equal((await get(worker.url, `/v1/jobs/${jobs[0]}`)).status, 404, 'a worker takes no client traffic');
+  t.equal((await get(worker.url, '/readyz')).status, 200);
+  const answered = await sync;
+  t.equal(answered.status, 200, 'the synchronous call on the api server is answered');
+  for (const job of jobs) await until(async () => (await view(api.url, job)).state === 'succeeded', 'the jobs', 60_000);
+  const first = await view(api2.url, jobs[2]);
+  t.same(withoutTimings(first.result), withoutTimings((await post(api.url, `/v1/models/${id}/penalty`, { ...REQUEST, seed: 3 })).body), 'the job = the synchronous call');
+  t.same(withoutTimings(answered.body), withoutTimings(first.result), 'the synchronous call through the queue = the job with the same request');
+  t.equal(answered.body.seed, 3);
+  const metrics = await (await fetch(`${api.url}/metrics`)).text();
+  t.match(metrics, /\nhessian_audit_jobs_backlog 0\n/, 'nothing left');
+
+  // A model the api server does not know: 404 at once, as on any server.
+  const unknown = await post(api.url, `/v1/models/${'a'.repeat(64)}/penalty`, REQUEST);
+  t.equal(unknown.status, 404);
+  // A failure of the job is the synchronous call's own error, status and all.
+  const bad = await post(api.url, `/v1/models/${id}/penalty`, { ...REQUEST, layers: ['nope'] });
+  t.equal(bad.status, 422);
+  t.equal(bad.body.error.code, 'unknown_layer');
+});
+
+t.test('--role without --queue, or an unknown role: exit 2 with the reason', async (t) => {
+  const { spawnCli } = await import('./helpers/cli.js');
+  const r = spawnCli('serve', '--port', '0', '--role', 'api');
+  t.equal(r.code, 2);
+  t.equal(r.stderr, 'error: --role api needs --queue: the API and the workers share their jobs through Redis\n');
+  const bad = spawnCli('serve', '--port', '0', '--role', 'gpu');
+  t.equal(bad.code, 2);
+  t.equal(bad.stderr, 'error: --role gpu: give all, api or worker\n');
+});

@@ -19,8 +19,8 @@ import { errorsPlugin } from './errors.js';
 import { arrayBoundsPlugin } from './plugins/array-bounds.js';
 import { bodyGatePlugin } from './plugins/body-gate.js';
 import { jsonBodyPlugin } from './plugins/json-body.js';
-import { type JobQueue, type JobRunner, MemoryJobs, poolAdmission } from './jobs.js';
-import { runJob } from './job-work.js';
+import { awaitJob, type JobQueue, type JobRunner, MemoryJobs, poolAdmission } from './jobs.js';
+import { execute, type JobSpec, runJob } from './job-work.js';
 import { RedisJobs } from './redis-jobs.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
@@ -99,10 +99,17 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
         concurrency: pool.status().lanes.reduce((n, lane) => n + lane.workers, 0),
         maxPerClient: config.maxPerClient,
         ...(config.jobLockMs ? { lockMs: config.jobLockMs } : {}),
+        consume: config.role !== 'api',
         warn: (message) => log(message),
       })
     : new MemoryJobs(runner, config.jobs, poolAdmission(pool));
-  const context: ServerContext = { config, store, pool, jobs };
+  // An `api` server runs no heavy work itself: a synchronous call waits on the queue like a job.
+  const run = async (spec: JobSpec, signal: AbortSignal): Promise<unknown> => {
+    if (config.role !== 'api') return execute(spec, { store, pool, config }, signal);
+    const result = await awaitJob(jobs, spec, signal);
+    return result.contentType.startsWith('application/json') ? JSON.parse(result.body) : { html: result.body };
+  };
+  const context: ServerContext = { config, store, pool, jobs, run };
 
   const app = Fastify({
     logger: config.logLevel === false ? false : { level: config.logLevel },
@@ -171,11 +178,14 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   await app.register(authPlugin, config.token ? { token: config.token } : {});
   await app.register(metricsPlugin, { pool, jobs });
   await app.register(healthRoutes, context);
-  await app.register(modelRoutes, context);
-  await app.register(metricRoutes, context);
-  await app.register(oneShotRoutes, context);
-  await app.register(gateRoutes, context);
-  await app.register(jobRoutes, { jobs });
+  // A `worker` server takes no client traffic: only probes and scrapes reach it.
+  if (config.role !== 'worker') {
+    await app.register(modelRoutes, context);
+    await app.register(metricRoutes, context);
+    await app.register(oneShotRoutes, context);
+    await app.register(gateRoutes, context);
+    await app.register(jobRoutes, { jobs });
+  }
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   return { app, context };

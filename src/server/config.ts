@@ -62,6 +62,12 @@ export interface ServerConfig {
   queue?: QueueTarget;
   /** BullMQ's lock on a running job, ms: a server silent this long has its jobs taken by another. */
   jobLockMs?: number;
+  /**
+   * What this server does with --queue: `all` answers the API and runs jobs; `api` answers the API
+   * and leaves every heavy call (synchronous ones too) to the queue; `worker` runs jobs and answers
+   * only the health and metrics routes.
+   */
+  role: ServerRole;
   /** At shutdown with --queue: how long jobs running here may take to finish before they are handed back, ms. */
   drainTimeoutMs: number;
   /** Extra environment for workers (tests inject faults this way). */
@@ -69,6 +75,8 @@ export interface ServerConfig {
   /** Test hook: called before each store write; throwing from it stands for that write failing. */
   storeBeforeWrite?: StoreOptions['beforeWrite'];
 }
+
+export type ServerRole = 'all' | 'api' | 'worker';
 
 export const SERVER_DEFAULTS = {
   host: '0.0.0.0',
@@ -114,6 +122,7 @@ export function serverConfig(overrides: Partial<ServerConfig> & Pick<ServerConfi
     receiveTimeoutMs: SERVER_DEFAULTS.receiveTimeoutMs,
     bodyIdleTimeoutMs: SERVER_DEFAULTS.bodyIdleTimeoutMs,
     drainTimeoutMs: SERVER_DEFAULTS.drainTimeoutMs,
+    role: 'all',
     maxUploadBytes: SERVER_DEFAULTS.maxUploadMiB * 1024 * 1024,
     maxBodyBytes: SERVER_DEFAULTS.maxBodyMiB * 1024 * 1024,
     limits: { ...DEFAULT_LIMITS },

@@ -306,6 +306,54 @@ export function prefersAsync(request: FastifyRequest): boolean {
   return values.some((v) => v.split(',').some((p) => p.trim().split(/[;=]/)[0].trim().toLowerCase() === 'respond-async'));
 }
 
+/**
+ * A synchronous call on a server that runs no work itself (`--role api`): the work waits on the
+ * queue like a job, and its end is the answer. A failed job is thrown as its own error (same code,
+ * status and message as a server running it here); a client that goes away cancels it. The job is
+ * forgotten once answered.
+ */
+export async function awaitJob(jobs: JobQueue, spec: JobSpec, signal: AbortSignal): Promise<JobResult> {
+  const { id } = await jobs.submit(spec);
+  try {
+    const done = await new Promise<JobView>((resolve, reject) => {
+      let stop: (() => void) | undefined;
+      let settled = false;
+      const settle = (view: JobView): void => {
+        if (settled || !isFinished(view.state)) return;
+        settled = true;
+        stop?.();
+        resolve(view);
+      };
+      signal.addEventListener(
+        'abort',
+        () => {
+          if (settled) return;
+          settled = true;
+          stop?.();
+          jobs.cancel(id).then(
+            (view) => resolve(view),
+            (err: unknown) => reject(err),
+          );
+        },
+        { once: true },
+      );
+      jobs
+        .subscribe(id, settle)
+        .then((unsubscribe) => {
+          stop = unsubscribe;
+          if (settled) unsubscribe();
+          return jobs.get(id);
+        })
+        .then(settle, reject);
+    });
+    if (done.state === 'succeeded') return await jobs.result(id);
+    const error = done.error ?? CANCELLED;
+    throw new AuditError(error.code as ConstructorParameters<typeof AuditError>[0], error.message, error.details as ConstructorParameters<typeof AuditError>[2]);
+  } finally {
+    await jobs.cancel(id).catch(() => undefined);
+  }
+}
+
 /** Answer 202 for a new job, with where to find it (RFC 7240's Preference-Applied). */
 export async function acceptJob(reply: FastifyReply, jobs: JobQueue, spec: JobSpec): Promise<FastifyReply> {
   const job = await jobs.submit(spec);

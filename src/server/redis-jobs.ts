@@ -44,6 +44,8 @@ export interface RedisJobOptions extends Partial<JobLimits> {
   concurrency: number;
   /** Unfinished jobs one client may have in the service; 0: no limit. */
   maxPerClient: number;
+  /** Whether this server runs jobs (false for `--role api`: it only adds and reads them). */
+  consume?: boolean;
   /** BullMQ's lock: a server silent this long has its jobs taken again by another. */
   lockMs?: number;
   /** Connection problems after start-up (Redis restarting): logged, never thrown. */
@@ -143,6 +145,7 @@ export class RedisJobs implements JobQueue {
     for (const name of ['active', 'progress', 'completed', 'failed', 'removed'] as const) {
       events.on(name, ({ jobId }: { jobId: string }) => jobs.changed(jobId));
     }
+    if (options.consume === false) return jobs;
     const lockMs = options.lockMs ?? 30_000;
     const worker = new Worker(QUEUE_NAME, (job, token, signal) => jobs.process(job, token, signal), {
       connection,

@@ -9,7 +9,14 @@ import { DEFAULT_SAFETY } from '../../onnx/safety.js';
 import { DEFAULT_MAX_BOOTSTRAP_DRAWS } from '../../gate/gate.js';
 import { invalid } from '../../contract/errors.js';
 import { buildApp } from '../../server/app.js';
-import { SERVER_DEFAULTS, serverConfig, type ServerConfig } from '../../server/config.js';
+import { SERVER_DEFAULTS, serverConfig, type ServerConfig, type ServerRole } from '../../server/config.js';
+
+/** What the start-up line says of each role. */
+const ROLES: Record<ServerRole, string> = {
+  all: ': answers the API and runs jobs',
+  api: ': answers the API, runs no job (synchronous calls wait on the queue)',
+  worker: ': runs jobs; only /healthz, /readyz and /metrics answer',
+};
 import { registerModelFile } from '../../server/register-model.js';
 import { checkQueue, parseQueueUrl, QUEUE_NAME } from '../../server/redis-queue.js';
 import { collect, type Io, num } from '../common.js';
@@ -116,6 +123,7 @@ export function registerServe(program: Command, io: Io): void {
     .addOption(option('--threads <n>', 'onnxruntime threads per worker (default: the cores shared out among the CPU workers; 0: onnxruntime decides)', 'THREADS', whole('--threads', 0)))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'LOG_LEVEL', undefined, SERVER_DEFAULTS.logLevel))
     .addOption(option('--preload <model.onnx>', 'register a model file at startup (repeatable)', 'PRELOAD', collect))
+    .addOption(option('--role <role>', 'with --queue: all (answer the API and run jobs), api (answer the API; every heavy call goes through the queue) or worker (run jobs; only health and metrics routes)', 'ROLE', undefined, 'all'))
     .addOption(option('--drain-timeout <s>', 'with --queue, at SIGTERM: seconds the jobs running here may take to finish before they are handed back to the queue', 'DRAIN_TIMEOUT', nonNegative('--drain-timeout'), SERVER_DEFAULTS.drainTimeoutMs / 1000))
     .addOption(option('--queue <url>', 'jobs on Redis with BullMQ, shared by every server given the same URL: redis://HOST:PORT[/DB] (rediss:// for TLS)', 'QUEUE'))
     .action(async (options: Record<string, unknown>, command: Command) => {
@@ -125,6 +133,9 @@ export function registerServe(program: Command, io: Io): void {
       const devices = options.devices !== undefined ? parseDeviceList(options.devices as string) : parseDevices(options.device as string);
       // Before anything starts: a bad URL or an unreachable Redis is one line and exit 2.
       const queue = options.queue !== undefined ? parseQueueUrl(options.queue as string) : null;
+      const role = options.role as string;
+      if (!['all', 'api', 'worker'].includes(role)) throw invalid(`--role ${role}: give all, api or worker`);
+      if (role !== 'all' && !queue) throw invalid(`--role ${role} needs --queue: the API and the workers share their jobs through Redis`);
       const reached = queue ? await checkQueue(queue) : null;
       const cuda = resolveCudaSettings({
         memoryLimitMiB: options.cudaMemoryLimit as number,
@@ -181,6 +192,7 @@ export function registerServe(program: Command, io: Io): void {
         logLevel: options.logLevel as string,
         workerEnv,
         ...(queue ? { queue } : {}),
+        role: role as ServerRole,
         ...(process.env.HESSIAN_AUDIT_JOB_LOCK_MS ? { jobLockMs: Number(process.env.HESSIAN_AUDIT_JOB_LOCK_MS) } : {}),
       });
       const { app, context } = await buildApp(config);
@@ -208,7 +220,7 @@ export function registerServe(program: Command, io: Io): void {
           const c = describeCudaSettings(cuda, { ...process.env, ...cudaEnvironment(cuda) });
           io.stderr(`CUDA provider settings: TF32 ${c.tf32}; memory limit ${c.memoryLimit}; cuDNN algorithm search ${c.convAlgoSearch}`);
         }
-        if (queue && reached) io.stderr(`queue: jobs on Redis ${reached.version} at ${queue.display} (BullMQ queue ${QUEUE_NAME})`);
+        if (queue && reached) io.stderr(`queue: jobs on Redis ${reached.version} at ${queue.display} (BullMQ queue ${QUEUE_NAME}); role ${role}${ROLES[role as ServerRole]}`);
         io.stderr(`hessian-audit listening on ${base} (${lanes.join('; ')}; models in ${config.modelDir}); API docs at ${base}/docs`);
         // Never the token itself: it may have come from the environment, and logs are read by many.
         const auth = config.token ? ` -H "authorization: Bearer $HESSIAN_AUDIT_TOKEN"` : '';

@@ -72,6 +72,15 @@ export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobQueue }>(async (ap
         for (const [state, n] of Object.entries(counts ?? {})) this.set({ state }, n);
       },
     });
+    new Gauge({
+      name: 'hessian_audit_jobs_backlog',
+      help: "Jobs waiting or running: with --queue, the whole service's (read from Redis, the same on every server), for scaling on the backlog per replica",
+      registers: [registry],
+      async collect() {
+        const counts = await jobs.counts().catch(() => null);
+        if (counts) this.set(counts.queued + counts.running);
+      },
+    });
   }
   restarts.inc({ reason: 'crash' }, 0);
   restarts.inc({ reason: 'timeout' }, 0);

@@ -6,14 +6,14 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { clientGone } from '../cancel.js';
 import { acceptJob, prefersAsync } from '../jobs.js';
-import { execute, type GateJob, prepareGate } from '../job-work.js';
+import { type GateJob, prepareGate } from '../job-work.js';
 import type { GateResult } from '../../gate/gate.js';
 import { GateRequestSchema, GateResultSchema } from '../../gate/schema.js';
 import type { ServerContext } from '../context.js';
 import { errorResponses } from '../errors.js';
 import { JobAccepted } from '../schemas.js';
 
-export const gateRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config, jobs }) => {
+export const gateRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, jobs, run }) => {
   app.post(
     '/v1/gate',
     {
@@ -32,7 +32,7 @@ export const gateRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { st
         await prepareGate(store, spec.body);
         return acceptJob(reply, jobs, spec);
       }
-      return (await execute(spec, { store, pool, config }, clientGone(reply))) as GateResult;
+      return (await run(spec, clientGone(reply))) as GateResult;
     },
   );
 };

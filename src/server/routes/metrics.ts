@@ -11,7 +11,7 @@ import { clientGone } from '../cancel.js';
 import type { ServerContext } from '../context.js';
 import { errorResponses, unknownModel } from '../errors.js';
 import { acceptJob, prefersAsync } from '../jobs.js';
-import { execute, type MetricJob } from '../job-work.js';
+import type { MetricJob } from '../job-work.js';
 import { JobAccepted, ModelId } from '../schemas.js';
 
 const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503);
@@ -32,7 +32,7 @@ export function wantsMedia(accept: string | undefined, type: string): boolean {
   return at >= 0 && (json < 0 || at < json);
 }
 
-export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config, jobs }) => {
+export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, jobs, run }) => {
   for (const name of METRIC_NAMES) {
     const { summary, request: body, result, media } = metric(name);
     app.post(
@@ -62,7 +62,7 @@ export const metricRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { 
         };
         // Prefer: respond-async: a job (routes/jobs.ts) runs it; the client polls or streams its progress.
         if (prefersAsync(request)) return acceptJob(reply, jobs, spec);
-        const value = await execute(spec, { store, pool, config }, clientGone(reply));
+        const value = await run(spec, clientGone(reply));
         if (format === 'html') return reply.type('text/html; charset=utf-8').send((value as { html: string }).html);
         // The worker encoded it once (base64 in the result); the body is those bytes.
         if (asMedia) return reply.type(media.type).send(media.body(value as never));

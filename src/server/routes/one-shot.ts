@@ -18,15 +18,18 @@ import type { StagedModel } from '../../store/index.js';
 import type { ServerContext } from '../context.js';
 import { errorResponses, notMultipart, uploadTooLarge } from '../errors.js';
 import { acceptJob, prefersAsync } from '../jobs.js';
-import { execute, type MetricJob } from '../job-work.js';
+import type { MetricJob } from '../job-work.js';
 import { JobAccepted, OneShotForm } from '../schemas.js';
 
 const ERRORS = errorResponses(400, 401, 404, 413, 422, 500, 503, 507);
 
+/** A job refused at submission: it never existed, so its upload is this route's to remove. */
+const REFUSED: readonly string[] = ['too_many_jobs', 'client_limit', 'queue_unreachable'];
+
 /** Multipart parts of the one-shot route besides "model" and "request". */
 const ARRAY_PART = /^(latents|directions|inputs\.(.+))$/;
 
-export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config, jobs }) => {
+export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, { store, pool, config, jobs, run }) => {
   app.post(
     '/v1/penalty',
     {
@@ -85,7 +88,20 @@ export const oneShotRoutes: FastifyPluginAsyncZod<ServerContext> = async (app, {
             throw err;
           }
         }
-        if (known) return (await execute(spec, { store, pool, config }, clientGone(reply))) as PenaltyResult;
+        if (known) return (await run(spec, clientGone(reply))) as PenaltyResult;
+        if (config.role === 'api') {
+          // Run elsewhere: the upload goes with the job, which removes it.
+          const ownFile = await store.adopt(staged);
+          spec.ownFile = ownFile;
+          handedOver = true;
+          try {
+            return (await run(spec, clientGone(reply))) as PenaltyResult;
+          } catch (err) {
+            // Refused before a job existed: nothing else will remove the upload.
+            if (err instanceof AuditError && REFUSED.includes(err.code)) await store.releaseJobFile(ownFile);
+            throw err;
+          }
+        }
         return await pool.evaluate({ kind: 'penalty', modelId: staged.id, modelPath: staged.path, request: penaltyRequest, limits: config.limits }, clientGone(reply), request.ip);
       } finally {
         if (staged && !handedOver) await store.discard(staged);
