@@ -24,18 +24,24 @@ function load(path: string): Doc[] {
 const manifests = readdirSync(join(ROOT, 'deploy'))
   .filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
   .flatMap((f) => load(join('deploy', f)).map((doc) => ({ file: f, doc })));
-const find = (kind: string) => {
-  const all = manifests.filter((m) => m.doc.kind === kind);
-  if (all.length !== 1) throw new Error(`expected one ${kind} in deploy/, found ${all.length}`);
+const named = (kind: string, name: string) => {
+  const all = manifests.filter((m) => m.doc.kind === kind && m.doc.metadata.name === name);
+  if (all.length !== 1) throw new Error(`expected one ${kind} ${name} in deploy/, found ${all.length}`);
   return all[0].doc;
 };
-const deployment = find('Deployment');
-const service = find('Service');
-const pdb = find('PodDisruptionBudget');
-const pvc = find('PersistentVolumeClaim');
-const hpa = find('HorizontalPodAutoscaler');
+// The GPU workers (the image's CUDA variant) and the API in front of them (the CPU variant).
+const deployment = named('Deployment', 'hessian-audit-worker');
+const api = named('Deployment', 'hessian-audit-api');
+const service = named('Service', 'hessian-audit');
+const pdb = named('PodDisruptionBudget', 'hessian-audit-api');
+const pvc = named('PersistentVolumeClaim', 'hessian-audit-models');
+const redis = named('StatefulSet', 'hessian-audit-redis');
+const redisService = named('Service', 'hessian-audit-redis');
+const scaled = named('ScaledObject', 'hessian-audit-worker');
 const pod = deployment.spec.template.spec;
 const container = pod.containers[0];
+const apiContainer = api.spec.template.spec.containers[0];
+const flagOf = (args: string[], name: string): string | undefined => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
 
 // What the image declares (docker/Dockerfile's final stage).
 const dockerfile = DockerfileParser.parse(readFileSync(join(ROOT, 'docker/Dockerfile'), 'utf8'));
@@ -66,18 +72,59 @@ t.test('the Deployment runs this package’s image on one NVIDIA GPU per pod', a
   t.same(deployment.spec.selector.matchLabels, pick(deployment.spec.template.metadata.labels, deployment.spec.selector.matchLabels));
 });
 
-t.test('the container runs `serve` on CUDA, with flags the command really has', async (t) => {
-  const args: string[] = container.args;
-  t.equal(args[0], 'serve');
-  const flag = (name: string) => args[args.indexOf(name) + 1];
-  t.equal(flag('--device'), 'cuda', 'a GPU pod never falls back to the CPU');
-  t.equal(Number(flag('--port')), container.ports.find((p: Doc) => p.name === 'http').containerPort, '--port is the containerPort');
-  t.equal(flag('--host'), '0.0.0.0', 'reachable from the Service');
-  t.ok(flag('--model-dir').startsWith(`${image.volume}/`), '--model-dir is on the store volume');
+t.test('the workers run `serve --role worker` on CUDA and the API `serve --role api`, with flags the command really has', async (t) => {
   const { buildProgram } = await import('../dist/cli/program.js');
   const serve = buildProgram({ stdout: () => {}, stderr: () => {} }).commands.find((c: { name(): string }) => c.name() === 'serve');
   const known = serve.options.map((o: { long: string }) => o.long);
-  for (const a of args.filter((a) => a.startsWith('--'))) t.ok(known.includes(a), `${a} is an option of serve`);
+  for (const [which, c, role] of [['worker', container, 'worker'], ['api', apiContainer, 'api']] as const) {
+    const args: string[] = c.args;
+    t.equal(args[0], 'serve', which);
+    t.equal(flagOf(args, '--role'), role, `${which}: --role ${role}`);
+    t.equal(Number(flagOf(args, '--port')), c.ports.find((p: Doc) => p.name === 'http').containerPort, `${which}: --port is the containerPort`);
+    t.equal(flagOf(args, '--host'), '0.0.0.0', `${which}: reachable from the Service`);
+    t.ok(flagOf(args, '--model-dir')!.startsWith(`${image.volume}/`), `${which}: --model-dir is on the store volume`);
+    for (const a of args.filter((a) => a.startsWith('--'))) t.ok(known.includes(a), `${which}: ${a} is an option of serve`);
+  }
+  t.equal(flagOf(container.args, '--device'), 'cuda', 'a GPU worker never falls back to the CPU');
+  t.equal(flagOf(apiContainer.args, '--device'), 'cpu', 'the API needs no GPU');
+  t.equal(apiContainer.resources.limits['nvidia.com/gpu'], undefined, 'and asks for none');
+  t.equal(apiContainer.image, `${pkg.name}:${pkg.version}-cpu`, "the API runs the image's CPU variant");
+});
+
+t.test('Redis: persistent, fsynced per write, never evicting, and the URL every pod is given', async (t) => {
+  const { parseQueueUrl, QUEUE_NAME } = await import('../dist/server/redis-queue.js');
+  const urls = [container, apiContainer].map((c) => flagOf(c.args, '--queue'));
+  t.equal(urls[0], urls[1], 'the API and the workers share one queue');
+  const target = parseQueueUrl(urls[0]!);
+  t.equal(target.host, redisService.metadata.name, 'the host is the Redis Service');
+  t.equal(target.port, redisService.spec.ports[0].port, 'on its port');
+  const r = redis.spec.template.spec.containers[0];
+  t.equal(redisService.spec.ports[0].targetPort, r.ports[0].name);
+  t.same(pick(redis.spec.template.metadata.labels, redisService.spec.selector), redisService.spec.selector, 'the Service selects the Redis pod');
+  const args: string[] = r.args;
+  t.equal(flagOf(args, '--appendonly'), 'yes', 'an append-only file');
+  t.equal(flagOf(args, '--appendfsync'), 'always', 'synced before a job is acknowledged');
+  t.equal(flagOf(args, '--maxmemory-policy'), 'noeviction', "BullMQ's keys are never evicted");
+  const data = flagOf(args, '--dir');
+  const mount = r.volumeMounts.find((m: Doc) => m.mountPath === data);
+  t.ok(mount, 'the AOF folder is a volume');
+  t.ok(redis.spec.volumeClaimTemplates.some((v: Doc) => v.metadata.name === mount.name), 'claimed per Redis pod');
+  // KEDA reads BullMQ's own lists for the service's queue, in the database of the URL.
+  t.same(scaled.spec.scaleTargetRef, { apiVersion: deployment.apiVersion, kind: 'Deployment', name: deployment.metadata.name }, 'KEDA scales the workers');
+  t.equal(scaled.spec.minReplicaCount, 0, 'down to zero when idle');
+  t.ok(scaled.spec.maxReplicaCount >= 1);
+  t.equal(deployment.spec.replicas, 0, 'no worker until a job waits');
+  const lists = scaled.spec.triggers.map((trigger: Doc) => {
+    t.equal(trigger.type, 'redis');
+    t.equal(trigger.metadata.address, `${target.host}:${target.port}`, "KEDA's Redis is the pods' Redis");
+    t.equal(Number(trigger.metadata.databaseIndex), target.db, 'in the same database');
+    return trigger.metadata.listName;
+  });
+  t.same(lists.sort(), [`bull:${QUEUE_NAME}:active`, `bull:${QUEUE_NAME}:wait`], "BullMQ's wait list (the backlog) and its active list (no scale-down mid-job)");
+  // The grace period covers the drain.
+  const drain = Number(flagOf(container.args, '--drain-timeout') ?? 25);
+  t.ok(pod.terminationGracePeriodSeconds > drain, `terminationGracePeriodSeconds ${pod.terminationGracePeriodSeconds} > --drain-timeout ${drain}`);
+  t.equal(pod.terminationGracePeriodSeconds, 30, "Kubernetes' default, which --drain-timeout's default stays under");
 });
 
 t.test('ports and probes are the ones the service has', async (t) => {
@@ -109,16 +156,19 @@ t.test('the pod runs as the image’s non-root user and keeps the store on the c
   }
 });
 
-t.test('the Service and the PodDisruptionBudget select the Deployment’s pods', async (t) => {
-  const labels = deployment.spec.template.metadata.labels;
+t.test('the Service and the PodDisruptionBudget select the API pods, never the workers', async (t) => {
+  const labels = api.spec.template.metadata.labels;
   t.same(pick(labels, service.spec.selector), service.spec.selector, 'Service selector');
   t.same(pick(labels, pdb.spec.selector.matchLabels), pdb.spec.selector.matchLabels, 'PDB selector');
+  const workerLabels = deployment.spec.template.metadata.labels;
+  t.notSame(pick(workerLabels, service.spec.selector), service.spec.selector, 'the workers take no client traffic');
   t.ok(Object.keys(service.spec.selector).length > 0);
   const target = service.spec.ports[0].targetPort;
-  t.ok(container.ports.some((p: Doc) => p.name === target || p.containerPort === target), `targetPort ${target} is a container port`);
-  const allowed = pdb.spec.maxUnavailable ?? deployment.spec.replicas - pdb.spec.minAvailable;
+  t.ok(apiContainer.ports.some((p: Doc) => p.name === target || p.containerPort === target), `targetPort ${target} is a container port`);
+  const allowed = pdb.spec.maxUnavailable ?? api.spec.replicas - pdb.spec.minAvailable;
   t.ok(allowed >= 1, 'a drain can always evict a pod');
-  t.ok(deployment.spec.replicas - allowed >= 1, 'and a replica stays up');
+  t.ok(api.spec.replicas - allowed >= 1, 'and a replica stays up');
+  for (const d of [api, deployment]) t.same(pick(d.spec.template.metadata.labels, d.spec.selector.matchLabels), d.spec.selector.matchLabels, `${d.metadata.name} selects its pods`);
 });
 
 t.test('compose: GPU reservation, port, store volume, the Dockerfile', async (t) => {
@@ -147,24 +197,25 @@ t.test('every HESSIAN_AUDIT_* variable in the manifests and the compose file is 
   const read = serve.options.map((o: { envVar?: string }) => o.envVar).filter(Boolean);
   const [compose] = load('docker/compose.yaml');
   const names = [
-    ...container.env.map((e: Doc) => e.name as string),
+    ...[container, apiContainer].flatMap((c) => (c.env ?? []).map((e: Doc) => e.name as string)),
     ...Object.values<Doc>(compose.services).flatMap((s) => Object.keys(s.environment ?? {})),
   ].filter((n) => n.startsWith('HESSIAN_AUDIT_'));
   t.ok(names.length >= 6);
   for (const name of names) t.ok(read.includes(name), `${name} is read by serve`);
 });
 
-t.test('the HorizontalPodAutoscaler scales the Deployment on a gauge /metrics really exports, through the adapter rule', async (t) => {
+t.test('without KEDA: the HPA variant scales the workers on the service backlog per replica, a gauge /metrics really exports, through the adapter', async (t) => {
+  const [hpa] = load('deploy/variants/hpa-worker.yaml');
   t.equal(hpa.apiVersion, 'autoscaling/v2');
   t.same(hpa.spec.scaleTargetRef, { apiVersion: deployment.apiVersion, kind: 'Deployment', name: deployment.metadata.name });
-  t.equal(hpa.spec.minReplicas, deployment.spec.replicas, 'never below the replicas the PodDisruptionBudget assumes');
+  t.ok(hpa.spec.minReplicas >= 1, 'an HPA cannot scale to zero');
   t.ok(hpa.spec.maxReplicas > hpa.spec.minReplicas);
   const [metric] = hpa.spec.metrics;
-  t.equal(metric.type, 'Pods');
-  const name = metric.pods.metric.name;
-  t.equal(metric.pods.target.type, 'AverageValue');
+  t.equal(metric.type, 'External', 'one service-wide figure, not a per-pod one');
+  const name = metric.external.metric.name;
+  t.equal(metric.external.target.type, 'AverageValue', 'divided by the replicas: backlog per worker');
 
-  // What one pod really exports: the real app's /metrics.
+  // What an API pod really exports: the real app's /metrics.
   const { buildApp } = await import('../dist/server/app.js');
   const { serverConfig } = await import('../dist/server/config.js');
   const modelDir = mkdtempSync(join(tmpdir(), 'hessian-audit-hpa-'));
@@ -175,18 +226,24 @@ t.test('the HorizontalPodAutoscaler scales the Deployment on a gauge /metrics re
   });
   const exported = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   t.match(exported, new RegExp(`^# TYPE ${name} gauge$`, 'm'), `${name} is a gauge at /metrics`);
-  t.match(exported, new RegExp(`^${name} 0$`, 'm'), 'without labels: one series per pod');
+  t.match(exported, new RegExp(`^${name} 0$`, 'm'), 'without labels');
 
-  // The Prometheus adapter's rule publishes exactly that series under that name, per pod.
+  // The Prometheus adapter's external rule publishes that series under that name, one figure.
   const [values] = load('deploy/prometheus-adapter/values.yaml');
-  const rule = values.rules.custom.find((r: Doc) => r.name.as === name);
-  t.ok(rule, `an adapter rule publishes ${name}`);
+  const rule = values.rules.external.find((r: Doc) => r.name.as === name);
+  t.ok(rule, `an external adapter rule publishes ${name}`);
   t.match(rule.seriesQuery, new RegExp(`^${name}\\{`), 'from the series the pods export');
   t.ok(new RegExp(rule.name.matches).test(name));
-  t.same(rule.resources.overrides.pod, { resource: 'pod' }, 'per pod, as a Pods metric needs');
-  const annotations = deployment.spec.template.metadata.annotations;
+  t.match(rule.metricsQuery, /^max\(/, 'every pod reports the same service-wide figure: their max, not their sum');
+  const annotations = api.spec.template.metadata.annotations;
   t.equal(annotations['prometheus.io/path'], '/metrics');
-  t.equal(Number(annotations['prometheus.io/port']), container.ports.find((p: Doc) => p.name === 'http').containerPort, 'scraped on the http port');
+  t.equal(Number(annotations['prometheus.io/port']), apiContainer.ports.find((p: Doc) => p.name === 'http').containerPort, 'scraped on the http port');
+});
+
+t.test('the docs no longer advise session affinity: any API pod answers any job', async (t) => {
+  for (const doc of ['docs/deploy.md', 'docs/server.md', 'README.md']) {
+    t.notMatch(readFileSync(join(ROOT, doc), 'utf8'), /sessionAffinity/, doc);
+  }
 });
 
 function pick(labels: Record<string, string>, wanted: Record<string, string>): Record<string, string> {

@@ -12,11 +12,10 @@ import { parseAllDocuments } from 'yaml';
 const ROOT = new URL('..', import.meta.url).pathname;
 const SERVE = join(ROOT, 'dist/cli/commands/serve.js');
 
-// The probe paths the deployments really use: the image's HEALTHCHECK and the Deployment's probes.
+// The probe paths the deployments really use: the image's HEALTHCHECK and the Deployments' probes.
 const healthcheck = /HEALTHCHECK[^]*?http:\/\/127\.0\.0\.1:\d+(\/[a-z]+)/.exec(readFileSync(join(ROOT, 'docker/Dockerfile'), 'utf8'))![1];
-const deployment = parseAllDocuments(readFileSync(join(ROOT, 'deploy/deployment.yaml'), 'utf8'))[0].toJS();
-const container = deployment.spec.template.spec.containers[0];
-const probes = [...new Set([healthcheck, ...['startupProbe', 'livenessProbe', 'readinessProbe'].map((p) => container[p].httpGet.path as string)])];
+const containers = ['deploy/api.yaml', 'deploy/worker.yaml'].map((f) => parseAllDocuments(readFileSync(join(ROOT, f), 'utf8'))[0].toJS().spec.template.spec.containers[0]);
+const probes = [...new Set([healthcheck, ...containers.flatMap((c) => ['startupProbe', 'livenessProbe', 'readinessProbe'].map((p) => c[p].httpGet.path as string))])];
 
 t.test(
   'the image’s steps, without Docker: install, serve, probes, one penalty, stop',
