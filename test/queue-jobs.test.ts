@@ -12,6 +12,7 @@ import t from 'tap';
 import { modelBytes } from './helpers/reference.js';
 import { startRedis } from './helpers/redis.js';
 import { get, type ServerChild, spawnServer, until, upload } from './helpers/serve-child.js';
+import { figureDifference } from './helpers/figures.js';
 import { sha256 } from './helpers/server.js';
 
 const mlp = modelBytes('mlp.onnx');
@@ -30,9 +31,6 @@ const post = async (url: string, path: string, body: unknown, headers: Record<st
 };
 const view = async (url: string, id: string): Promise<Json> => (await get(url, `/v1/jobs/${id}`)).body as Json;
 
-/** Timings, and whether the noise measurement was cached, differ between two runs of the same work. */
-const withoutTimings = (value: unknown): unknown =>
-  JSON.parse(JSON.stringify(value, (key, v) => (key === 'timings' || ((key === 'noise' || key === 'halving') && v !== null && typeof v === 'object' && 'cached' in v) ? undefined : v)));
 
 /** One Redis and one model folder for a test; `server` starts a server on both. */
 async function cluster(t: Tap.Test) {
@@ -57,6 +55,15 @@ async function events(url: string): Promise<{ event: string; data: Json }[]> {
     });
 }
 
+t.test('the comparison of two results: figures to float rounding, plan and timings aside', async (t) => {
+  const base = { penalty: 2.5, layers: [{ name: 'image', penalty: 2.5 }], seed: 3, batches: 1, batchRows: 40, timings: { totalMs: 3 } };
+  t.equal(figureDifference(base, { ...base, batches: 2, batchRows: 20, timings: { totalMs: 9 } }), null, 'plan and timings aside');
+  t.equal(figureDifference(base, { ...base, penalty: 2.5 * (1 + 1e-8) }), null, 'float rounding');
+  t.equal(figureDifference(base, { ...base, layers: [{ name: 'image', penalty: 2.6 }] }), '$.layers[0].penalty: 2.5 ≠ 2.6');
+  t.equal(figureDifference(base, { ...base, seed: 4 }), '$.seed: 3 ≠ 4');
+  t.equal(figureDifference(base, { ...base, layers: [] }), '$.layers: 1 items ≠ 0');
+});
+
 t.test('a job submitted to A: read, streamed and fetched through B, with the synchronous numbers', async (t) => {
   const c = await cluster(t);
   if (!c) return;
@@ -76,10 +83,10 @@ t.test('a job submitted to A: read, streamed and fetched through B, with the syn
   t.ok(done.progress.done > 0 && done.progress.done === done.progress.total, 'progress counted to the end');
   const sync = await post(b.url, `/v1/models/${id}/penalty`, REQUEST);
   t.equal(sync.status, 200);
-  t.same(withoutTimings(done.result), withoutTimings(sync.body), 'the job equals the synchronous route');
+  t.equal(figureDifference(done.result, sync.body), null, 'the job equals the synchronous route');
   const result = await get(a.url, `${location}/result`);
   t.equal(result.status, 200);
-  t.same(withoutTimings(result.body), withoutTimings(sync.body), 'GET …/result from A too');
+  t.equal(figureDifference(result.body, sync.body), null, 'GET …/result from A too');
   t.equal((await get(b.url, '/v1/jobs/00000000-0000-0000-0000-000000000000')).body.error?.code, 'unknown_job');
   // Forgotten through A: gone for B as well.
   t.equal((await fetch(`${a.url}${location}`, { method: 'DELETE' })).status, 200);
@@ -105,7 +112,7 @@ t.test('the one-shot penalty and the gate as jobs on Redis give the synchronous 
   const oneShot = (await get(b.url, location)).body;
   t.equal(oneShot.state, 'succeeded', JSON.stringify(oneShot.error));
   const sync = (await (await fetch(`${b.url}/v1/penalty`, { method: 'POST', body: form() })).json()) as Json;
-  t.same(withoutTimings(oneShot.result), withoutTimings(sync), 'one-shot job = synchronous one-shot');
+  t.equal(figureDifference(oneShot.result, sync), null, 'one-shot job = synchronous one-shot');
   t.same(readdirSync(join(c.dir, '.jobs')), [], "the job's copy of the upload is gone once it ended");
   t.same(readdirSync(c.dir).filter((name) => name.endsWith('.onnx')), [], 'and nothing was stored');
 
@@ -117,7 +124,7 @@ t.test('the one-shot penalty and the gate as jobs on Redis give the synchronous 
   const gateJob = await view(a.url, gated.body.id);
   t.equal(gateJob.state, 'succeeded', JSON.stringify(gateJob.error));
   const gateSync = await post(a.url, '/v1/gate', gate);
-  t.same(withoutTimings(gateJob.result), withoutTimings(gateSync.body), 'gate job = synchronous gate');
+  t.equal(figureDifference(gateJob.result, gateSync.body), null, 'gate job = synchronous gate');
   // Refused before a job exists, as without Redis.
   const unknown = await post(b.url, '/v1/gate', { ...gate, baseline: 'a'.repeat(64) }, ASYNC);
   t.equal(unknown.status, 404);
@@ -167,7 +174,7 @@ t.test('A killed mid-job: B takes the job again and finishes it with the synchro
   const done = await view(b.url, job);
   t.equal(done.state, 'succeeded', JSON.stringify(done.error));
   const sync = await post(b.url, `/v1/models/${id}/penalty`, REQUEST);
-  t.same(withoutTimings(done.result), withoutTimings(sync.body), 'the rerun equals the synchronous route');
+  t.equal(figureDifference(done.result, sync.body), null, 'the rerun equals the synchronous route');
 });
 
 t.test('A stopped with SIGTERM, its job still running at the end of the drain: A exits 0 and hands it back; B finishes it', async (t) => {
@@ -190,7 +197,7 @@ t.test('A stopped with SIGTERM, its job still running at the end of the drain: A
   const done = await view(b.url, job);
   t.equal(done.state, 'succeeded', JSON.stringify(done.error));
   const sync = await post(b.url, `/v1/models/${id}/penalty`, REQUEST);
-  t.same(withoutTimings(done.result), withoutTimings(sync.body), 'the same numbers as the synchronous route');
+  t.equal(figureDifference(done.result, sync.body), null, 'the same numbers as the synchronous route');
 });
 
 t.test('a job that stalls twice fails with worker_crashed, not forever', async (t) => {

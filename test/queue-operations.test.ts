@@ -11,6 +11,7 @@ import t from 'tap';
 import { modelBytes } from './helpers/reference.js';
 import { startRedis } from './helpers/redis.js';
 import { get, type ServerChild, spawnServer, until, upload } from './helpers/serve-child.js';
+import { figureDifference } from './helpers/figures.js';
 import { sha256 } from './helpers/server.js';
 
 const mlp = modelBytes('mlp.onnx');
@@ -26,8 +27,6 @@ const post = async (url: string, path: string, body: unknown, headers: Record<st
   return { status: res.status, body: (await res.json()) as Json };
 };
 const view = async (url: string, id: string): Promise<Json> => (await get(url, `/v1/jobs/${id}`)).body as Json;
-const withoutTimings = (value: unknown): unknown =>
-  JSON.parse(JSON.stringify(value, (key, v) => (key === 'timings' || ((key === 'noise' || key === 'halving') && v !== null && typeof v === 'object' && 'cached' in v) ? undefined : v)));
 
 function folder(t: Tap.Test, prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -53,7 +52,7 @@ t.test('SIGTERM mid-job: the job finishes on this server within --drain-timeout,
   const done = await view(b.url, job);
   t.equal(done.state, 'succeeded', 'finished by A before it exited');
   const sync = await post(b.url, `/v1/models/${id}/penalty`, REQUEST);
-  t.same(withoutTimings(done.result), withoutTimings(sync.body), 'with the synchronous numbers');
+  t.equal(figureDifference(done.result, sync.body), null, 'with the synchronous numbers');
 });
 
 t.test('Redis killed and restarted: /readyz 503 queue down, then ready; no acknowledged job lost', async (t) => {
@@ -96,7 +95,7 @@ t.test('Redis killed and restarted: /readyz 503 queue down, then ready; no ackno
   const done = await view(a.url, job);
   t.equal(done.state, 'succeeded', JSON.stringify(done.error));
   const sync = await post(a.url, `/v1/models/${id}/penalty`, REQUEST);
-  t.same(withoutTimings(done.result), withoutTimings(sync.body), 'with the synchronous numbers');
+  t.equal(figureDifference(done.result, sync.body), null, 'with the synchronous numbers');
 });
 
 t.test('roles: an api server with no worker accepts a job that a worker server started later finishes; /metrics gives the service backlog', async (t) => {
@@ -127,8 +126,8 @@ t.test('roles: an api server with no worker accepts a job that a worker server s
   t.equal(answered.status, 200, 'the synchronous call on the api server is answered');
   for (const job of jobs) await until(async () => (await view(api.url, job)).state === 'succeeded', 'the jobs', 60_000);
   const first = await view(api2.url, jobs[2]);
-  t.same(withoutTimings(first.result), withoutTimings((await post(api.url, `/v1/models/${id}/penalty`, { ...REQUEST, seed: 3 })).body), 'the job = the synchronous call');
-  t.same(withoutTimings(answered.body), withoutTimings(first.result), 'the synchronous call through the queue = the job with the same request');
+  t.equal(figureDifference(first.result, (await post(api.url, `/v1/models/${id}/penalty`, { ...REQUEST, seed: 3 })).body), null, 'the job = the synchronous call');
+  t.equal(figureDifference(answered.body, first.result), null, 'the synchronous call through the queue = the job with the same request');
   t.equal(answered.body.seed, 3);
   const metrics = await (await fetch(`${api.url}/metrics`)).text();
   t.match(metrics, /\nhessian_audit_jobs_backlog 0\n/, 'nothing left');

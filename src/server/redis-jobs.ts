@@ -15,8 +15,8 @@
 import { randomUUID } from 'node:crypto';
 import { deserialize, serialize } from 'node:v8';
 import type { EventEmitter } from 'node:events';
-import { Job, QueueEvents, Queue, type RedisOptions, UnrecoverableError, WaitingError, Worker } from 'bullmq';
-import { Redis, type RedisOptions as ClientOptions } from 'ioredis';
+import { Job, QueueEvents, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
 import { AuditError } from '../contract/errors.js';
 import type { TaskProgress } from '../pool/pool.js';
 import type { ErrorBody } from './errors.js';
@@ -37,7 +37,7 @@ import {
   oversized,
   tooManyJobs,
 } from './jobs.js';
-import { QUEUE_NAME, type QueueTarget } from './redis-queue.js';
+import { QUEUE_NAME, type QueueTarget, redisOptions } from './redis-queue.js';
 
 export interface RedisJobOptions extends Partial<JobLimits> {
   /** Jobs this server runs at once (its pool's workers). */
@@ -74,19 +74,6 @@ const PROGRESS_EVERY_MS = 100;
 const STALLED = 'job stalled more than allowable limit';
 /** ioredis's words for a command refused or cut off while the connection is down. */
 const CONNECTION_LOST = /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT/;
-
-export function redisOptions(target: QueueTarget): RedisOptions {
-  return {
-    host: target.host,
-    port: target.port,
-    db: target.db,
-    ...(target.username ? { username: target.username } : {}),
-    ...(target.password ? { password: target.password } : {}),
-    ...(target.tls ? { tls: {} } : {}),
-    // BullMQ's blocking commands must wait through a Redis restart rather than fail.
-    maxRetriesPerRequest: null,
-  };
-}
 
 const unknownJob = (id: string): AuditError =>
   new AuditError('unknown_job', `no job '${id}' in the service's queue: it finished more than its time to live ago, was forgotten (DELETE), or was never submitted; submit it again`);
@@ -133,7 +120,7 @@ export class RedisJobs implements JobQueue {
     // Requests fail at once while Redis is away (503 queue_unreachable, Retry-After); the worker,
     // the event stream and the cancel channel wait for it and reconnect.
     // The Queue shares our connection: one status says whether requests can reach Redis.
-    const redis = new Redis({ ...connection, enableOfflineQueue: false } as ClientOptions);
+    const redis = new Redis({ ...connection, enableOfflineQueue: false });
     const queue = new Queue(QUEUE_NAME, { connection: redis });
     const events = new QueueEvents(QUEUE_NAME, { connection });
     const subscriber = new Redis(connection);

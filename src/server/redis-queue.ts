@@ -1,11 +1,10 @@
 /**
- * Jobs on Redis with BullMQ (issue 28; docs/server.md, "Jobs on Redis"): `serve --queue
- * redis://HOST:PORT[/DB]`. This step gives the URL and the start-up check: the server reaches Redis
- * through BullMQ before it listens, and a bad URL or an unreachable Redis is one line and exit 2.
- * Jobs still run in this process's own queue (server/jobs.ts) until the BullMQ backend lands behind
- * the same interface.
+ * Jobs on Redis with BullMQ (docs/server.md, "Jobs on Redis"): `serve --queue
+ * redis://HOST:PORT[/DB]`. The URL, the connection options, and the start-up check: the server
+ * reaches Redis through BullMQ before it listens, and a bad URL or an unreachable Redis is one line
+ * and exit 2. The queue itself is redis-jobs.ts.
  */
-import { Queue } from 'bullmq';
+import { Queue, type RedisOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import { AuditError, invalid } from '../contract/errors.js';
 
@@ -52,21 +51,23 @@ export function parseQueueUrl(text: string): QueueTarget {
   };
 }
 
-/** A connection to the target that fails at once (no retries) when Redis is not there; `failure` keeps the socket's own error. */
-function connect(target: QueueTarget, timeoutMs: number, failure: { error?: Error }): Redis {
-  const connection = new Redis({
+/** ioredis's options for the target; BullMQ's blocking commands need no per-request retry limit. */
+export function redisOptions(target: QueueTarget): RedisOptions {
+  return {
     host: target.host,
     port: target.port,
     db: target.db,
     ...(target.username ? { username: target.username } : {}),
     ...(target.password ? { password: target.password } : {}),
     ...(target.tls ? { tls: {} } : {}),
-    lazyConnect: true,
-    connectTimeout: timeoutMs,
-    // BullMQ's blocking commands need no per-request retry limit; start-up needs no reconnects.
     maxRetriesPerRequest: null,
-    retryStrategy: () => null,
-  });
+  };
+}
+
+/** A connection to the target that fails at once (no retries) when Redis is not there; `failure` keeps the socket's own error. */
+function connect(target: QueueTarget, timeoutMs: number, failure: { error?: Error }): Redis {
+  // Start-up needs no reconnects: an unreachable Redis is reported at once.
+  const connection = new Redis({ ...redisOptions(target), lazyConnect: true, connectTimeout: timeoutMs, retryStrategy: () => null });
   // ioredis rejects connect() with "Connection is closed."; the socket's error says why.
   connection.on('error', (err: Error) => (failure.error ??= err));
   return connection;
