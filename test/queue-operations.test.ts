@@ -150,3 +150,23 @@ t.test('--role without --queue, or an unknown role: exit 2 with the reason', asy
   t.equal(bad.code, 2);
   t.equal(bad.stderr, 'error: --role gpu: give all, api or worker\n');
 });
+
+t.test('a synchronous call on an api server whose client hangs up: its job is cancelled where it runs', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const dir = folder(t, 'ha-roles-gone-');
+  const api = await spawnServer(t, ['--queue', `${redis.url}/1`, '--role', 'api'], { dir, env: LOCK });
+  const worker = await spawnServer(t, ['--queue', `${redis.url}/1`, '--role', 'worker'], { dir, env: { ...LOCK, HESSIAN_AUDIT_TEST_FAULTS: `hang=${sha256(hanging)}` } });
+  const [held, id] = [(await upload(api.url, hanging)).body.id as string, (await upload(api.url, mlp)).body.id as string];
+  const backlog = async (): Promise<number> => Number(/\nhessian_audit_jobs_backlog (\d+)\n/.exec(await (await fetch(`${api.url}/metrics`)).text())![1]);
+  const controller = new AbortController();
+  const call = fetch(`${api.url}/v1/models/${held}/penalty`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ k: 2, seed: 1, latents: { samples: 2 } }), signal: controller.signal }).catch((err: Error) => err);
+  await until(async () => (await backlog()) === 1, 'the call running as a job');
+  controller.abort();
+  t.type(await call, Error, 'the client gave up');
+  await until(async () => (await backlog()) === 0, 'the job cancelled');
+  // The worker's hung process was replaced: the next call runs.
+  const next = await post(api.url, `/v1/models/${id}/penalty`, REQUEST);
+  t.equal(next.status, 200, JSON.stringify(next.body.error));
+  t.equal((await get(worker.url, '/readyz')).status, 200);
+});
