@@ -89,9 +89,7 @@ export async function buildApp(config: ServerConfig): Promise<BuiltApp> {
   let log = (_message: string): void => {};
   const runner: JobRunner = {
     run: (spec, signal, onProgress) => runJob(spec, { store, pool, config }, signal, onProgress),
-    release: async (spec) => {
-      if (spec.route !== 'gate' && spec.ownFile) await store.releaseJobFile(spec.ownFile);
-    },
+    release: (ownFile) => store.releaseJobFile(ownFile),
   };
   const jobs: JobQueue = config.queue
     ? await RedisJobs.open(config.queue, runner, {

@@ -26,11 +26,14 @@ export interface JobLimits {
 
 export const JOB_DEFAULTS: JobLimits = { maxJobs: 256, maxResultBytes: 32 * 1024 * 1024, ttlMs: 3_600_000 };
 
-/** What a backend runs: a spec's work, and the release of what the spec owns (a one-shot upload). */
+/** What a backend runs: a spec's work, and the removal of the upload a one-shot job owns (`ownFile`). */
 export interface JobRunner {
   run(spec: JobSpec, signal: AbortSignal, onProgress: OnTaskProgress): Promise<JobResult>;
-  release(spec: JobSpec): Promise<void>;
+  release(ownFile: string): Promise<void>;
 }
+
+/** The upload a job owns, if any (a one-shot penalty on a model not in the store). */
+export const ownFileOf = (spec: JobSpec): string | undefined => (spec.route === 'gate' ? undefined : spec.ownFile);
 
 /** Where jobs are kept and run. Every method but `close` may answer unknown_job (404). */
 export interface JobQueue {
@@ -82,8 +85,8 @@ export interface JobView {
 const FINISHED: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
 export const isFinished = (state: JobState): boolean => FINISHED.includes(state);
 
-export const unknownJob = (id: string, where = 'this server'): AuditError =>
-  new AuditError('unknown_job', `no job '${id}' on ${where}: it finished more than its time to live ago, or the server restarted since (jobs are kept in memory only); submit it again`);
+export const unknownJob = (id: string): AuditError =>
+  new AuditError('unknown_job', `no job '${id}' on this server: it finished more than its time to live ago, or the server restarted since (jobs are kept in memory only); submit it again`);
 
 export const notDone = (id: string, state: JobState): AuditError =>
   new AuditError('job_not_done', `job '${id}' is ${state}; its result exists once it has succeeded`, { state });
@@ -173,7 +176,10 @@ export class MemoryJobs implements JobQueue {
         (result) => this.succeed(job, result),
         (err: unknown) => this.fail(job, err),
       )
-      .finally(() => this.runner.release(spec))
+      .finally(() => {
+        const own = ownFileOf(spec);
+        return own === undefined ? undefined : this.runner.release(own);
+      })
       .catch(() => {});
     return jobView(job);
   }

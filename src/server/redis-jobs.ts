@@ -35,6 +35,7 @@ import {
   jobView,
   notDone,
   oversized,
+  ownFileOf,
   tooManyJobs,
 } from './jobs.js';
 import { QUEUE_NAME, type QueueTarget, redisOptions } from './redis-queue.js';
@@ -118,8 +119,8 @@ export class RedisJobs implements JobQueue {
     const connection = redisOptions(target);
     const warn = options.warn ?? (() => {});
     // Requests fail at once while Redis is away (503 queue_unreachable, Retry-After); the worker,
-    // the event stream and the cancel channel wait for it and reconnect.
-    // The Queue shares our connection: one status says whether requests can reach Redis.
+    // the event stream and the cancel channel wait for it and reconnect. The Queue shares the
+    // requests' connection, so one status says whether they can reach Redis.
     const redis = new Redis({ ...connection, enableOfflineQueue: false });
     const queue = new Queue(QUEUE_NAME, { connection: redis });
     const events = new QueueEvents(QUEUE_NAME, { connection });
@@ -199,7 +200,8 @@ export class RedisJobs implements JobQueue {
     if (unfinished >= this.limits.maxJobs) throw tooManyJobs(unfinished, this.limits.maxJobs, 'the service already holds');
     await this.checkClient(spec.client);
     const id = randomUUID();
-    const data: JobData = { route: spec.route, client: spec.client, ...(spec.route !== 'gate' && spec.ownFile ? { ownFile: spec.ownFile } : {}) };
+    const ownFile = ownFileOf(spec);
+    const data: JobData = { route: spec.route, client: spec.client, ...(ownFile ? { ownFile } : {}) };
     await this.redis.multi().set(`${KEY}:payload:${id}`, serialize(spec), 'PX', PAYLOAD_TTL_MS).sadd(this.clientKey(spec.client), id).exec();
     const ttl = Math.ceil(this.limits.ttlMs / 1000);
     const job = await this.queue.add(spec.route, data, { jobId: id, attempts: 1, removeOnComplete: { age: ttl }, removeOnFail: { age: ttl } });
@@ -316,7 +318,7 @@ export class RedisJobs implements JobQueue {
   /** A job has ended for good: its request, its client's count and its upload go. */
   private async finalize(id: string, data: JobData): Promise<void> {
     await this.redis.multi().del(`${KEY}:payload:${id}`).srem(this.clientKey(data.client), id).exec().catch(() => {});
-    if (data.ownFile) await this.runner.release({ route: 'penalty', ownFile: data.ownFile } as JobSpec).catch(() => {});
+    if (data.ownFile) await this.runner.release(data.ownFile).catch(() => {});
   }
 
   /** The job as clients see it: BullMQ's state, a cancellation, the result when asked for. */

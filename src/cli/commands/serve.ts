@@ -10,6 +10,9 @@ import { DEFAULT_MAX_BOOTSTRAP_DRAWS } from '../../gate/gate.js';
 import { invalid } from '../../contract/errors.js';
 import { buildApp } from '../../server/app.js';
 import { SERVER_DEFAULTS, serverConfig, type ServerConfig, type ServerRole } from '../../server/config.js';
+import { registerModelFile } from '../../server/register-model.js';
+import { checkQueue, parseQueueUrl, QUEUE_NAME } from '../../server/redis-queue.js';
+import { collect, type Io, num } from '../common.js';
 
 /** What the start-up line says of each role. */
 const ROLES: Record<ServerRole, string> = {
@@ -17,9 +20,6 @@ const ROLES: Record<ServerRole, string> = {
   api: ': answers the API, runs no job (synchronous calls wait on the queue)',
   worker: ': runs jobs; only /healthz, /readyz and /metrics answer',
 };
-import { registerModelFile } from '../../server/register-model.js';
-import { checkQueue, parseQueueUrl, QUEUE_NAME } from '../../server/redis-queue.js';
-import { collect, type Io, num } from '../common.js';
 
 const MiB = 1024 * 1024;
 

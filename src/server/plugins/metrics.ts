@@ -61,15 +61,24 @@ export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobQueue }>(async (ap
     },
   });
   if (jobs) {
+    // Both gauges read one count per scrape (a Redis round trip with --queue); Redis away: no
+    // figure rather than a failed scrape (/readyz says queue: down).
+    let scrape: Promise<Awaited<ReturnType<typeof jobs.counts>> | null> | undefined;
+    const counts = () => {
+      scrape ??= jobs.counts().catch(() => null);
+      const current = scrape;
+      setImmediate(() => {
+        if (scrape === current) scrape = undefined;
+      });
+      return current;
+    };
     new Gauge({
       name: 'hessian_audit_jobs',
       help: 'Jobs (Prefer: respond-async) by state: this server\'s in memory, or the whole service\'s with --queue',
       labelNames: ['state'],
       registers: [registry],
       async collect() {
-        // Redis away: no figure rather than a failed scrape (/readyz says queue: down).
-        const counts = await jobs.counts().catch(() => null);
-        for (const [state, n] of Object.entries(counts ?? {})) this.set({ state }, n);
+        for (const [state, n] of Object.entries((await counts()) ?? {})) this.set({ state }, n);
       },
     });
     new Gauge({
@@ -77,8 +86,8 @@ export const metricsPlugin = fp<{ pool: WorkerPool; jobs?: JobQueue }>(async (ap
       help: "Jobs waiting or running: with --queue, the whole service's (read from Redis, the same on every server), for scaling on the backlog per replica",
       registers: [registry],
       async collect() {
-        const counts = await jobs.counts().catch(() => null);
-        if (counts) this.set(counts.queued + counts.running);
+        const now = await counts();
+        if (now) this.set(now.queued + now.running);
       },
     });
   }
